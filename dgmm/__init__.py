@@ -1,0 +1,11 @@
+"""dgmm: Gaussian mixture models fitted by exact EM on data larger than memory, on Dask."""
+
+from __future__ import annotations
+
+from . import errors
+from .estimator import GaussianMixture
+from .params import GMMParams
+
+__all__ = ["GMMParams", "GaussianMixture", "errors", "__version__"]
+
+__version__ = "0.1.0"

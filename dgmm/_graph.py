@@ -1,0 +1,192 @@
+"""The one module of the EM path that builds Dask graphs.
+
+* ``stats_pass``: map ``chunk_stats`` over the row chunks, tree-reduce the
+  ``SuffStats`` with a fan-in of ``split_every``, compute. One read of every
+  chunk per call, whatever the number of lockstep restarts.
+* ``map_chunks`` / ``gather_chunks``: other per-chunk kernels of the
+  initialisation (costs, samples) with a fixed-order reduction.
+* ``lazy_*``: prediction as lazy Dask arrays.
+
+The parameters travel as one object per pass: scattered once when a
+distributed client is present, one graph key otherwise, never a literal
+repeated in every task. The reduction tree depends only on the chunking and
+``split_every``, never on which worker ran what, so results are bit-identical
+across worker counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed, delayed
+
+from ._kernels import chunk_stats, estimate_log_prob_resp
+from .params import GMMParams
+from .suffstats import SuffStats, merge
+
+__all__ = [
+    "DEFAULT_SPLIT_EVERY",
+    "chunk_offsets",
+    "lazy_predict",
+    "map_chunks",
+    "stats_pass",
+    "tree_reduce",
+]
+
+DEFAULT_SPLIT_EVERY = 8
+
+
+def chunk_offsets(x: da.Array) -> list[int]:
+    """First global row of every row chunk."""
+    return [0, *np.cumsum(x.chunks[0])[:-1].tolist()]
+
+
+def _client() -> Any:
+    """The distributed client dask.compute would use, or None."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a core dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def broadcast(obj: Any) -> Any:
+    """One handle to ``obj`` that every task of a pass can depend on."""
+    client = _client()
+    if client is not None:
+        # hash=False: a new key every pass, so no stale object is reused.
+        return client.scatter(obj, hash=False)
+    return delayed(obj, pure=True, traverse=False)
+
+
+def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split_every: int) -> Any:
+    """Reduce delayed ``parts`` in a fixed tree of fan-in ``split_every``."""
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}.")
+    level = list(parts)
+    depth = 0
+    while len(level) > 1:
+        level = [
+            delayed(combine, pure=True)(level[i : i + split_every], dask_key_name=None)
+            for i in range(0, len(level), split_every)
+        ]
+        depth += 1
+    return level[0]
+
+
+def _merge_restarts(parts: list[tuple[SuffStats, ...]]) -> tuple[SuffStats, ...]:
+    """Merge per-chunk tuples (one ``SuffStats`` per restart) elementwise."""
+    return tuple(merge([p[r] for p in parts]) for r in range(len(parts[0])))
+
+
+def _row_blocks(x: da.Array) -> list[Delayed]:
+    if len(x.chunks[1]) != 1:
+        raise ValueError("dgmm passes need all columns in one chunk; rechunk({1: -1}) first.")
+    return list(x.to_delayed(optimize_graph=True).ravel())
+
+
+def _weight_blocks(x: da.Array, sample_weight: da.Array | None) -> list[Any]:
+    if sample_weight is None:
+        return [None] * len(x.chunks[0])
+    if sample_weight.chunks[0] != x.chunks[0]:
+        sample_weight = sample_weight.rechunk((x.chunks[0],))
+    return list(sample_weight.to_delayed(optimize_graph=True).ravel())
+
+
+def stats_pass(
+    x: da.Array,
+    sources: tuple[Any, ...],
+    sample_weight: da.Array | None = None,
+    *,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+    block_rows: int | None = None,
+    check_finite: bool = False,
+) -> tuple[SuffStats, ...]:
+    """One pass over ``x``: statistics for every responsibility source.
+
+    ``sources`` are ``EStep`` / ``HardAssign`` / ``RandomResp`` objects (the
+    lockstep restarts); each chunk is read once and serves all of them.
+    """
+    handle = broadcast(tuple(sources))
+    kernel = partial(chunk_stats, block_rows=block_rows, check_finite=check_finite)
+    parts = [
+        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
+        for i, (block, w, offset) in enumerate(
+            zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
+        )
+    ]
+    root = tree_reduce(parts, _merge_restarts, split_every)
+    (result,) = dask.compute(root)
+    return result
+
+
+def map_chunks(
+    x: da.Array,
+    kernel: Callable[..., Any],
+    combine: Callable[[list[Any]], Any],
+    shared: Any = None,
+    *,
+    sample_weight: da.Array | None = None,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+) -> Any:
+    """Run ``kernel(block, shared, weights, chunk_index=, row_offset=)`` on every
+    row chunk and reduce the results with ``combine`` in a fixed tree."""
+    handle = broadcast(shared)
+    parts = [
+        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
+        for i, (block, w, offset) in enumerate(
+            zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
+        )
+    ]
+    (result,) = dask.compute(tree_reduce(parts, combine, split_every))
+    return result
+
+
+# -- prediction, lazily ------------------------------------------------------
+
+def _predict_block(x: np.ndarray, params: GMMParams, what: str) -> np.ndarray:
+    log_norm, log_resp = estimate_log_prob_resp(x, params)
+    if what == "labels":
+        return log_resp.argmax(axis=1)
+    if what == "proba":
+        return np.exp(log_resp)
+    if what == "log_resp":
+        return log_resp
+    return log_norm
+
+
+def lazy_predict(x: da.Array, params: GMMParams, what: str) -> da.Array:
+    """A lazy array of labels, probabilities, log-responsibilities or log-densities."""
+    handle = delayed(params, pure=True, traverse=False)
+    if len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    name = f"dgmm-{what}"
+    if what in ("labels", "score_samples"):
+        dtype = np.int64 if what == "labels" else x.dtype
+        return da.map_blocks(
+            _predict_block, x, handle, what, drop_axis=1, dtype=dtype, name=name,
+            meta=np.empty((0,), dtype=dtype),
+        )
+    return da.map_blocks(
+        _predict_block, x, handle, what,
+        chunks=(x.chunks[0], (params.n_components,)), dtype=x.dtype, name=name,
+        meta=np.empty((0, 0), dtype=x.dtype),
+    )
+
+
+def n_chunks(x: da.Array) -> int:
+    return len(x.chunks[0])
+
+
+def tree_depth(n_parts: int, split_every: int) -> int:
+    """Levels of the reduction tree (for tests and logging)."""
+    return 0 if n_parts <= 1 else math.ceil(math.log(n_parts, split_every))

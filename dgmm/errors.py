@@ -1,0 +1,71 @@
+"""Exceptions and warnings raised by dgmm.
+
+Every exception is rooted in the builtin that fits the mistake, so code that
+already catches ``ValueError`` or ``TypeError`` keeps working; messages say
+what was wrong, what was expected, what was got, and what to do.
+
+Exceptions raised on a Dask worker travel back to the client by pickling, so
+each class here takes a single message argument and keeps no other state.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import ConvergenceWarning
+
+__all__ = [
+    "ConvergenceWarning",
+    "DegenerateComponentError",
+    "DgmmError",
+    "DgmmWarning",
+    "InvalidDataError",
+    "LikelihoodDecreaseWarning",
+    "ShapeMismatchError",
+]
+
+
+class DgmmError(Exception):
+    """Base class of every exception dgmm raises on purpose."""
+
+
+class InvalidDataError(DgmmError, ValueError):
+    """The data cannot be fitted: wrong rank, NaN/Inf, too few rows, non-numeric."""
+
+
+class ShapeMismatchError(DgmmError, ValueError):
+    """An array has the wrong shape for the model (features, components)."""
+
+
+class DegenerateComponentError(DgmmError, ValueError):
+    """A component's covariance is not positive definite (collapsed or singular).
+
+    Raised with ``on_degenerate="raise"``; scikit-learn raises a plain
+    ``ValueError`` in the same place, which this subclasses.
+    """
+
+
+class DgmmWarning(UserWarning):
+    """Base class of dgmm's warnings."""
+
+
+class LikelihoodDecreaseWarning(DgmmWarning):
+    """EM decreased the log-likelihood by more than rounding can explain.
+
+    EM never decreases the likelihood in exact arithmetic; seeing this means a
+    bug, or data that changed between passes.
+    """
+
+
+def degenerate_message(
+    components: list[int] | tuple[int, ...], dtype: object, *, reason: str
+) -> str:
+    """The message for ill-defined covariances, with the remedies."""
+    message = (
+        f"Fitting the mixture model failed because component(s) {list(components)} "
+        f"have an ill-defined covariance ({reason}), for instance caused by "
+        "singleton or collapsed samples. Try decreasing n_components, increasing "
+        "reg_covar, scaling the input data, or on_degenerate='reseed' to re-seed "
+        "collapsed components instead of failing."
+    )
+    if str(dtype) == "float32":
+        message += " Passing float64 data instead of float32 also improves accuracy."
+    return message

@@ -1,0 +1,511 @@
+"""``dgmm.GaussianMixture``: scikit-learn's API, fitted by exact EM on Dask."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
+
+from . import _graph
+from ._kernels import estimate_log_prob_resp
+from .cluster import fit_client, maybe_persist, total_threads
+from .covariance import COVARIANCE_TYPES, get_covariance_model
+from .em import EMConfig, RestartState, best_restart, run_em
+from .errors import InvalidDataError, ShapeMismatchError
+from .init import INIT_METHODS, InitConfig, initialize
+from .params import GMMParams
+from .sources import as_dask_array, as_sample_weight
+
+__all__ = ["GaussianMixture"]
+
+logger = logging.getLogger("dgmm")
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by exact EM over a Dask cluster.
+
+    The parameters and fitted attributes are scikit-learn's
+    (:class:`sklearn.mixture.GaussianMixture`); the data may be a NumPy array
+    or a Dask array larger than memory. Each EM iteration reads every row
+    once: chunks are mapped to sufficient statistics on the workers, reduced
+    in a tree, and the M-step runs on the client. ``fit`` uses the current
+    ``distributed.Client``, or starts a LocalCluster (one single-threaded
+    worker per core) and closes it afterwards.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Form of the covariance of each component.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean log-likelihood per
+        sample between iterations.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the covariance diagonals.
+    max_iter : int, default=100
+        Number of EM iterations (passes over the data) at most.
+    n_init : int, default=1
+        Number of initialisations. They run in lockstep: every pass over the
+        data updates every restart still running; the best lower bound wins.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', 'split'}, default='kmeans'
+        'kmeans' is k-means|| seeding over the whole data then Lloyd passes;
+        'k-means++' and 'random_from_data' pick centres from a uniform sample
+        of rows; 'random' draws random responsibilities; 'split' grows the
+        mixture from one component by splitting along principal axes. See
+        :mod:`dgmm.init` for the passes each costs.
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        User-given initial parameters, as in scikit-learn.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and re-seeding. The same seed, data and
+        chunking give bit-identical results on any number of workers.
+    warm_start : bool, default=False
+        Start ``fit`` from the previous solution (``n_init`` is then 1).
+    verbose : int, default=0
+        0 silent; 1 a progress bar over iterations; 2 also one line per
+        iteration on the ``dgmm`` logger.
+    verbose_interval : int, default=10
+        Iterations between progress lines when ``verbose >= 2``.
+    chunks : int, default=None
+        Rows per chunk of in-memory input (and re-chunking of Dask input).
+        By default ~64 MiB, at least two chunks per worker thread.
+    block_size : int, default=None
+        Rows processed at a time inside a chunk; bounds a task's memory.
+        By default chosen from n_components so temporaries stay near 4 MiB.
+    split_every : int, default=8
+        Fan-in of the tree that merges the chunks' statistics.
+    on_degenerate : {'reseed', 'raise'}, default='reseed'
+        What to do when a component collapses: re-seed it by splitting the
+        heaviest component (recorded in ``history_``), or raise
+        :class:`dgmm.errors.DegenerateComponentError` as scikit-learn does.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+        As in scikit-learn, float64.
+    converged_ : bool
+    n_iter_ : int
+        EM iterations of the best restart.
+    lower_bound_ : float
+        Mean log-likelihood of the best restart's last E-step.
+    lower_bounds_ : list of float
+        The lower bound at every iteration of the best restart.
+    history_ : list of dict
+        Per iteration of the best restart: ``iteration``, ``lower_bound``,
+        ``change``, ``seconds``, ``events`` (re-seeds, likelihood decreases).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when X has feature names that are all strings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from distributed import Client
+    >>> from dgmm import GaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
+    >>> with Client(processes=False, dashboard_address=":0"):
+    ...     gmm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> np.round(np.sort(gmm.means_[:, 0]))
+    array([-5.,  5.])
+    >>> gmm.predict(np.array([[-5.0, -5.0], [5.0, 5.0]])).tolist() in ([0, 1], [1, 0])
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "chunks": [Interval(Integral, 1, None, closed="left"), None],
+        "block_size": [Interval(Integral, 1, None, closed="left"), None],
+        "split_every": [Interval(Integral, 2, None, closed="left")],
+        "on_degenerate": [StrOptions({"reseed", "raise"})],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        chunks: int | None = None,
+        block_size: int | None = None,
+        split_every: int = 8,
+        on_degenerate: str = "reseed",
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.chunks = chunks
+        self.block_size = block_size
+        self.split_every = split_every
+        self.on_degenerate = on_degenerate
+
+    # -- fitting ------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
+        """Estimate the parameters with the EM algorithm.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The data; float32 stays float32 in the kernels.
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-row weights: a row of weight 2 counts as that row twice.
+
+        Returns
+        -------
+        self : GaussianMixture
+            The fitted mixture.
+        """
+        self._validate_params()
+        _check_feature_names(self, X, reset=True)
+        with fit_client() as client:
+            x = as_dask_array(
+                X, chunks=self.chunks, client=client, n_threads=total_threads(client)
+            )
+            self._check_data(x)
+            weight = as_sample_weight(sample_weight, x, client=client)
+            if not _is_in_memory(X):
+                x = maybe_persist(x, client)
+            self._fit(x, weight)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then predict the labels of ``X`` (lazily for Dask input).
+
+        Labels always agree with ``fit(X).predict(X)``.
+
+        Returns
+        -------
+        labels : ndarray or dask.array.Array of shape (n_samples,)
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def _check_data(self, x: da.Array) -> None:
+        n_rows, n_features = x.shape
+        self.n_features_in_ = n_features
+        if n_rows < self.n_components:
+            raise InvalidDataError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_rows}. Use fewer components "
+                "or more data."
+            )
+        if n_rows < 2 and self.max_iter > 0:
+            raise InvalidDataError(
+                f"Found array with {n_rows} sample(s) (shape={x.shape}) while a minimum "
+                "of 2 is required to fit a mixture."
+            )
+
+    def _init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
+        k = self.n_components
+        model = get_covariance_model(self.covariance_type)
+        out: dict[str, np.ndarray | None] = {}
+        for name, shape in (
+            ("weights_init", (k,)),
+            ("means_init", (k, n_features)),
+            ("precisions_init", model.shape(k, n_features)),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                out[name] = None
+                continue
+            array = np.asarray(value, dtype=np.float64)
+            if array.shape != shape:
+                raise ShapeMismatchError(
+                    f"The parameter '{name}' should have the shape of {shape} for "
+                    f"{k} '{self.covariance_type}' components and {n_features} features, "
+                    f"but got {array.shape}."
+                )
+            if not np.all(np.isfinite(array)):
+                raise InvalidDataError(f"The parameter '{name}' contains NaN or Inf.")
+            out[name] = array
+        w = out["weights_init"]
+        if w is not None:
+            if np.any(w < 0) or np.any(w > 1):
+                raise InvalidDataError(
+                    f"The parameter 'weights_init' should be in the range [0, 1], but got "
+                    f"min value {w.min():.5f}, max value {w.max():.5f}."
+                )
+            if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
+                raise InvalidDataError(
+                    "The parameter 'weights_init' should be normalized, but got "
+                    f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
+                )
+        p = out["precisions_init"]
+        if p is not None:
+            bad = model.is_positive_definite(p)
+            if bad.size:
+                raise InvalidDataError(
+                    f"'{self.covariance_type}' precisions_init must be symmetric positive "
+                    f"definite; component(s) {bad.tolist()} are not."
+                )
+        return out
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _fit(self, x: da.Array, weight: da.Array | None) -> None:
+        em_config = EMConfig(
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            on_degenerate=self.on_degenerate,
+            split_every=self.split_every,
+            block_rows=self.block_size,
+        )
+        seed = self._seed()
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if do_init:
+            inits = self._init_arrays(x.shape[1])
+            starts = initialize(
+                x,
+                InitConfig(self.n_components, self.init_params, seed),
+                em_config,
+                self.n_init,
+                sample_weight=weight,
+                **inits,
+            )
+            lower_bound = -np.inf
+        else:
+            if self.n_features_in_ != self.means_.shape[1]:
+                raise ShapeMismatchError(
+                    f"warm_start continues a fit with {self.means_.shape[1]} features; "
+                    f"X has {self.n_features_in_}. Refit from scratch (warm_start=False)."
+                )
+            starts = [self._params()]
+            lower_bound = self.lower_bound_
+        restarts = [
+            RestartState(i, p, np.random.default_rng([seed, i, 1]), lower_bound=lower_bound)
+            for i, p in enumerate(starts)
+        ]
+        with _progress(self.verbose, self.max_iter) as on_iteration:
+            run_em(x, restarts, em_config, sample_weight=weight, on_iteration=on_iteration)
+        best = best_restart(restarts)
+        self._set_params(best.params)
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.history_ = best.history
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    # -- parameters -----------------------------------------------------------
+
+    def _set_params(self, params: GMMParams) -> None:
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = params.precisions
+
+    def _params(self) -> GMMParams:
+        check_is_fitted(self, "means_")
+        return GMMParams(
+            np.asarray(self.weights_, dtype=np.float64),
+            np.asarray(self.means_, dtype=np.float64),
+            np.asarray(self.covariances_, dtype=np.float64),
+            np.asarray(self.precisions_cholesky_, dtype=np.float64),
+            self.covariance_type,
+        )
+
+    # -- prediction -------------------------------------------------------------
+
+    def _predict(self, X: Any, what: str) -> Any:
+        params = self._params()
+        _check_feature_names(self, X, reset=False)
+        x = X if isinstance(X, da.Array) else None
+        if x is None:
+            from .sources import _check_shape, _float_dtype, _to_numpy
+
+            array = _to_numpy(X, "X")
+            _check_shape(array.shape, "X")
+            array = np.asarray(array, dtype=_float_dtype(array.dtype, "X"))
+            self._check_n_features(array.shape[1])
+            if not np.all(np.isfinite(array)):
+                row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+                raise InvalidDataError(
+                    f"Input contains NaN or Inf at row {row}; predictions need finite "
+                    "data. Drop or impute those rows."
+                )
+            return _graph._predict_block(array, params, what)
+        x = as_dask_array(x)
+        self._check_n_features(x.shape[1])
+        return _graph.lazy_predict(x, params, what)
+
+    def _check_n_features(self, n_features: int) -> None:
+        if n_features != self.n_features_in_:
+            raise ShapeMismatchError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input. Pass the same columns as in fit."
+            )
+
+    def predict(self, X: Any) -> Any:
+        """Most probable component of every row.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray (NumPy input) or lazy dask.array.Array (Dask input) of shape (n_samples,)
+        """
+        return self._predict(X, "labels")
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of every component for every row.
+
+        Returns
+        -------
+        resp : ndarray or lazy dask.array.Array of shape (n_samples, n_components)
+        """
+        return self._predict(X, "proba")
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-density ``log p(x)`` of every row.
+
+        Returns
+        -------
+        log_prob : ndarray or lazy dask.array.Array of shape (n_samples,)
+        """
+        return self._predict(X, "score_samples")
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per row of ``X`` (computed, also for Dask input)."""
+        log_prob = self.score_samples(X)
+        return float(log_prob.mean().compute() if isinstance(log_prob, da.Array) else log_prob.mean())
+
+    def _n_parameters(self) -> int:
+        """Number of free parameters of the model."""
+        return get_covariance_model(self.covariance_type).n_parameters(
+            self.n_components, self.means_.shape[1]
+        )
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        return -2.0 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return -2.0 * self.score(X) * X.shape[0] + 2.0 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw samples from the fitted mixture (in memory).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        params = self._params()
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
+                "least one sample."
+            )
+        rng = np.random.default_rng(self._seed())
+        counts = rng.multinomial(n_samples, params.weights / params.weights.sum())
+        model = params.model
+        X = np.vstack(
+            [
+                model.sample_component(rng, params.means[k], params.covariances, k, int(c))
+                for k, c in enumerate(counts)
+            ]
+        )
+        y = np.repeat(np.arange(params.n_components), counts)
+        return X, y
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _is_in_memory(X: Any) -> bool:
+    return not isinstance(X, da.Array)
+
+
+class _progress:
+    """A tqdm bar over iterations when verbose >= 1 (context manager)."""
+
+    def __init__(self, verbose: int, total: int) -> None:
+        self.verbose = verbose
+        self.total = total
+        self.bar = None
+
+    def __enter__(self):
+        if self.verbose < 1:
+            return None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc="EM", unit="iter", leave=False)
+
+        def update(iteration: int, restarts: list[RestartState]) -> None:
+            best = max((r.lower_bound for r in restarts), default=-np.inf)
+            self.bar.set_postfix(lower_bound=f"{best:.6g}")
+            self.bar.update(iteration - self.bar.n)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
