@@ -16,7 +16,6 @@ across worker counts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -26,7 +25,8 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed, delayed
 
-from ._kernels import chunk_stats, estimate_log_prob_resp
+from ._kernels import _check_finite, chunk_stats, estimate_log_prob_resp
+from .errors import InvalidDataError
 from .params import GMMParams
 from .suffstats import SuffStats, merge
 
@@ -73,13 +73,11 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}.")
     level = list(parts)
-    depth = 0
     while len(level) > 1:
         level = [
-            delayed(combine, pure=True)(level[i : i + split_every], dask_key_name=None)
+            delayed(combine, pure=True)(level[i : i + split_every])
             for i in range(0, len(level), split_every)
         ]
-        depth += 1
     return level[0]
 
 
@@ -102,6 +100,57 @@ def _weight_blocks(x: da.Array, sample_weight: da.Array | None) -> list[Any]:
     return list(sample_weight.to_delayed(optimize_graph=True).ravel())
 
 
+def _check_weights(w: np.ndarray | None, chunk_index: int, row_offset: int) -> None:
+    if w is None:
+        return
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InvalidDataError(
+            f"sample_weight must be finite and non-negative; row {row_offset + row} "
+            f"(chunk {chunk_index}) has {w[row]!r}. Drop those rows or give them weight 0."
+        )
+
+
+def _checked(
+    kernel: Callable[..., Any],
+    check_data: bool,
+    x: np.ndarray,
+    shared: Any,
+    w: np.ndarray | None,
+    *,
+    chunk_index: int,
+    row_offset: int,
+) -> Any:
+    """Run ``kernel`` after checking the chunk (first pass only): weights,
+    and the data in row blocks when the kernel does not check it itself."""
+    _check_weights(w, chunk_index, row_offset)
+    if check_data:
+        step = 65536
+        for start in range(0, x.shape[0], step):
+            _check_finite(x[start : start + step], chunk_index, row_offset + start)
+    return kernel(x, shared, w, chunk_index=chunk_index, row_offset=row_offset)
+
+
+def _map_reduce(
+    x: da.Array,
+    kernel: Callable[..., Any],
+    combine: Callable[[list[Any]], Any],
+    shared: Any,
+    sample_weight: da.Array | None,
+    split_every: int,
+) -> Any:
+    handle = broadcast(shared)
+    parts = [
+        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
+        for i, (block, w, offset) in enumerate(
+            zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
+        )
+    ]
+    (result,) = dask.compute(tree_reduce(parts, combine, split_every))
+    return result
+
+
 def stats_pass(
     x: da.Array,
     sources: tuple[Any, ...],
@@ -115,18 +164,13 @@ def stats_pass(
 
     ``sources`` are ``EStep`` / ``HardAssign`` / ``RandomResp`` objects (the
     lockstep restarts); each chunk is read once and serves all of them.
+    ``check_finite`` (the first pass of a fit) finds NaN/Inf in the data and
+    bad sample weights, naming the chunk and the global row.
     """
-    handle = broadcast(tuple(sources))
     kernel = partial(chunk_stats, block_rows=block_rows, check_finite=check_finite)
-    parts = [
-        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
-        for i, (block, w, offset) in enumerate(
-            zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
-        )
-    ]
-    root = tree_reduce(parts, _merge_restarts, split_every)
-    (result,) = dask.compute(root)
-    return result
+    if check_finite:
+        kernel = partial(_checked, kernel, False)
+    return _map_reduce(x, kernel, _merge_restarts, tuple(sources), sample_weight, split_every)
 
 
 def map_chunks(
@@ -137,18 +181,13 @@ def map_chunks(
     *,
     sample_weight: da.Array | None = None,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    check_finite: bool = False,
 ) -> Any:
     """Run ``kernel(block, shared, weights, chunk_index=, row_offset=)`` on every
     row chunk and reduce the results with ``combine`` in a fixed tree."""
-    handle = broadcast(shared)
-    parts = [
-        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
-        for i, (block, w, offset) in enumerate(
-            zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
-        )
-    ]
-    (result,) = dask.compute(tree_reduce(parts, combine, split_every))
-    return result
+    if check_finite:
+        kernel = partial(_checked, kernel, True)
+    return _map_reduce(x, kernel, combine, shared, sample_weight, split_every)
 
 
 # -- prediction, lazily ------------------------------------------------------
@@ -182,11 +221,3 @@ def lazy_predict(x: da.Array, params: GMMParams, what: str) -> da.Array:
         meta=np.empty((0, 0), dtype=x.dtype),
     )
 
-
-def n_chunks(x: da.Array) -> int:
-    return len(x.chunks[0])
-
-
-def tree_depth(n_parts: int, split_every: int) -> int:
-    """Levels of the reduction tree (for tests and logging)."""
-    return 0 if n_parts <= 1 else math.ceil(math.log(n_parts, split_every))

@@ -385,8 +385,13 @@ class Tied(CovarianceModel):
         return covariances
 
     def principal_axis(self, covariances, k, n_features, rng):
-        values, vectors = np.linalg.eigh(covariances)
-        return float(max(values[-1], 0.0)), vectors[:, -1]
+        # Every component shares the axes: splitting all along the leading one
+        # would put the children of neighbouring components on top of each
+        # other. A direction drawn from N(0, Sigma) follows the spread without
+        # such collisions.
+        axis = np.linalg.cholesky(covariances) @ rng.standard_normal(n_features)
+        axis /= np.linalg.norm(axis)
+        return float(axis @ covariances @ axis), axis
 
     def halve_along(self, covariances, k, variance, axis):
         return covariances

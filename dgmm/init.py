@@ -61,6 +61,14 @@ class InitConfig:
     sample_size: int = 10_000
 
 
+def _no_op(x, shared, w, *, chunk_index, row_offset) -> None:
+    return None
+
+
+def _no_op_combine(parts: list) -> None:
+    return None
+
+
 def _restart_rngs(seed: int, n_init: int) -> list[np.random.Generator]:
     return [np.random.default_rng([seed, r]) for r in range(n_init)]
 
@@ -115,6 +123,7 @@ def _kmeans_parallel(
             (candidates, oversampling, config.seed, round_index),
             sample_weight=sample_weight,
             split_every=split_every,
+            check_finite=round_index == 0,
         )
         candidates = [np.vstack([c, m.points]) for c, m in zip(candidates, merged)]
     weights = _graph.map_chunks(
@@ -252,6 +261,9 @@ def initialize(
         # One sample shared by all restarts; each runs its own k-means++ on it.
         idx = _sample_indices(n_rows, sample_size, np.random.default_rng([config.seed, n_init]))
         (sample,) = gather_rows(x, [idx])
+        if not np.all(np.isfinite(sample)):
+            # Name the first bad row of the data, not just of the sample.
+            _graph.map_chunks(x, _no_op, _no_op_combine, check_finite=True)
         sample_w = None if sample_weight is None else np.asarray(sample_weight[idx].compute(), dtype=np.float64)
         centers = [
             kmeans_plusplus(sample, k, sample_weight=sample_w, random_state=int(rng.integers(2**31)))[0]

@@ -1,0 +1,61 @@
+"""The graph layer: a fixed reduction tree, one pass equals the numpy kernel
+on the whole data, lazy predictions."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from dgmm import _graph
+from dgmm._kernels import EStep, chunk_stats
+from dgmm.params import GMMParams
+
+from .test_covariance import random_params
+from .test_suffstats import assert_stats_close
+
+
+def _concat(parts):
+    return [item for part in parts for item in part]
+
+
+@pytest.mark.parametrize("n_parts,split_every", [(1, 2), (7, 2), (20, 3), (9, 8)])
+def test_tree_reduce_keeps_order(n_parts, split_every):
+    parts = [dask.delayed([i]) for i in range(n_parts)]
+    (result,) = dask.compute(_graph.tree_reduce(parts, _concat, split_every), scheduler="sync")
+    assert result == list(range(n_parts))
+
+
+def test_tree_reduce_rejects_fan_in_below_two():
+    with pytest.raises(ValueError, match="split_every"):
+        _graph.tree_reduce([dask.delayed(1)], _concat, 1)
+
+
+def test_stats_pass_equals_kernel_on_all_rows(rng, covariance_type):
+    params = random_params(rng, covariance_type)
+    X = rng.normal(0, 3, (2000, params.n_features))
+    w = rng.uniform(0, 2, 2000)
+    x = da.from_array(X, chunks=(300, -1))
+    (got,) = _graph.stats_pass(x, (EStep(params),), da.from_array(w, chunks=300), split_every=3)
+    (expected,) = chunk_stats(X, (EStep(params),), w)
+    assert_stats_close(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("what,shape", [("labels", (1000,)), ("proba", (1000, 3)), ("score_samples", (1000,))])
+def test_lazy_predictions_are_chunked_like_the_input(rng, what, shape):
+    params: GMMParams = random_params(rng, "full")
+    X = rng.normal(size=(1000, params.n_features))
+    lazy = _graph.lazy_predict(da.from_array(X, chunks=(300, -1)), params, what)
+    assert isinstance(lazy, da.Array) and lazy.shape == shape
+    assert lazy.chunks[0] == (300, 300, 300, 100)
+    np.testing.assert_allclose(lazy.compute(), _graph._predict_block(X, params, what))
+
+
+def test_parameters_are_one_key_shared_by_every_task(rng):
+    params = random_params(rng, "diag")
+    x = da.from_array(rng.normal(size=(1000, params.n_features)), chunks=(100, -1))
+    lazy = _graph.lazy_predict(x, params, "labels")
+    graph = dict(lazy.__dask_graph__())
+    holders = [k for k, v in graph.items() if isinstance(getattr(v, "value", None), GMMParams) or v is params]
+    assert len(holders) == 1
