@@ -225,3 +225,27 @@ def test_reseed_during_fit_is_recorded(rng):
     events = [e for h in gmm.history_ for e in h["events"]]
     assert events and events[0]["event"] == "reseed" and events[0]["component"] == 2
     assert np.all(gmm.weights_ > 0.05)
+
+
+_GENERATION: dict[str, int] = {}
+
+
+def _changing_read(block: np.ndarray, name: str, n_chunks: int, block_info=None) -> np.ndarray:
+    # The first pass sees the data; later passes see it spread out fivefold.
+    with _LOCK:
+        _GENERATION[name] += 1
+        generation = _GENERATION[name]
+    return block if generation <= n_chunks else 5.0 * block
+
+
+def test_likelihood_decrease_is_reported(rng, streamed):
+    data = make_mixture(rng, n_samples=2000, n_components=3)
+    name = f"changing-{id(data)}"
+    _GENERATION[name] = 0
+    x = da.from_array(data.X, chunks=(500, -1))
+    source = da.map_blocks(_changing_read, x, name, len(x.chunks[0]), dtype=x.dtype, meta=data.X[:0])
+    init = initial_params(data.X, 3, "full")
+    gmm = dgmm.GaussianMixture(3, max_iter=3, tol=0.0, **init)
+    with pytest.warns(dgmm.errors.LikelihoodDecreaseWarning, match="iteration 2"):
+        fit_quietly(gmm, source)
+    assert gmm.history_[1]["events"][0]["event"] == "likelihood_decrease"
