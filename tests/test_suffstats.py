@@ -114,3 +114,22 @@ def test_non_finite_rows_are_named_with_their_global_row(rng):
 
     with pytest.raises(InvalidDataError, match=r"row 1037 \(chunk 4, column 2\)"):
         chunk_stats(X, (EStep(params),), block_rows=16, chunk_index=4, row_offset=1000, check_finite=True)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_task_memory_is_bounded_by_the_block_not_the_chunk(covariance_type):
+    # 40 000 rows x K=512: one (rows x K) float64 matrix would be 164 MB;
+    # the kernel's temporaries must stay near the block budget instead.
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    params = random_params(rng, covariance_type, n_components=512, n_features=4)
+    X = rng.normal(0, 3, (40_000, 4))
+    rows_by_k = X.shape[0] * params.n_components * 8
+    tracemalloc.start()
+    try:
+        chunk_stats(X, (EStep(params),))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < rows_by_k / 8, f"peak {peak / 1e6:.1f} MB for a {rows_by_k / 1e6:.0f} MB (rows x K) matrix"
