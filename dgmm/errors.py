@@ -19,7 +19,9 @@ __all__ = [
     "DgmmWarning",
     "InvalidDataError",
     "LikelihoodDecreaseWarning",
+    "InvalidDtypeError",
     "ShapeMismatchError",
+    "UnsupportedInputError",
 ]
 
 
@@ -29,6 +31,18 @@ class DgmmError(Exception):
 
 class InvalidDataError(DgmmError, ValueError):
     """The data cannot be fitted: wrong rank, NaN/Inf, too few rows, non-numeric."""
+
+
+class UnsupportedInputError(DgmmError, TypeError):
+    """The input is a kind of container dgmm cannot fit (a sparse matrix)."""
+
+
+class InvalidDtypeError(InvalidDataError, TypeError):
+    """The data holds values that are not real numbers (strings, objects, complex).
+
+    Both a ``ValueError`` (as NumPy and scikit-learn raise for strings and
+    complex data) and a ``TypeError`` (as NumPy raises for arbitrary objects).
+    """
 
 
 class ShapeMismatchError(DgmmError, ValueError):

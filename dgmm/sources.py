@@ -13,10 +13,11 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from distributed import wait
 
-from .errors import InvalidDataError, ShapeMismatchError
+from .errors import InvalidDataError, InvalidDtypeError, ShapeMismatchError, UnsupportedInputError
 
-__all__ = ["as_dask_array", "as_sample_weight", "default_row_chunk"]
+__all__ = ["as_dask_array", "as_float_array", "as_sample_weight", "default_row_chunk"]
 
 # Target bytes of one row chunk of in-memory input.
 TARGET_CHUNK_BYTES = 64 << 20
@@ -24,11 +25,18 @@ MIN_CHUNK_ROWS = 4096
 
 
 def _float_dtype(dtype: np.dtype, what: str) -> np.dtype:
+    """The floating dtype the kernels run in for data of ``dtype``."""
     if dtype in (np.float32, np.float64):
         return np.dtype(dtype)
     if np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_) or dtype == np.float16:
         return np.dtype(np.float64)
-    raise InvalidDataError(
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InvalidDtypeError(
+            f"Complex data not supported: {what} has dtype {dtype}, expected real "
+            "numbers. Pass the real part, the modulus, or the real and imaginary "
+            "parts as separate features."
+        )
+    raise InvalidDtypeError(
         f"{what} must hold real numbers; got dtype {dtype}. Convert it to float32 or "
         "float64 (and drop non-numeric columns) before fitting."
     )
@@ -37,20 +45,25 @@ def _float_dtype(dtype: np.dtype, what: str) -> np.dtype:
 def _check_shape(shape: tuple[int, ...], what: str) -> None:
     if len(shape) != 2:
         hint = (
-            "Reshape it with X.reshape(-1, 1) if it has a single feature, or "
-            "X.reshape(-1, 1) per sample if it is a single sample."
+            "Reshape your data with X.reshape(-1, 1) if it has a single feature, "
+            "or X.reshape(1, -1) if it is a single sample."
             if len(shape) == 1
-            else "Flatten all but the sample axis, e.g. X.reshape(X.shape[0], -1)."
+            else "Reshape your data: flatten all but the sample axis, e.g. "
+            "X.reshape(X.shape[0], -1)."
         )
         raise InvalidDataError(
-            f"{what} must be 2-D of shape (n_samples, n_features); got {len(shape)}-D "
-            f"of shape {tuple(shape)}. {hint}"
+            f"Expected {what} to be a 2-D array of shape (n_samples, n_features); got "
+            f"{len(shape)}-D of shape {tuple(shape)}. {hint}"
         )
     if shape[0] == 0:
-        raise InvalidDataError(f"{what} has 0 rows (shape {tuple(shape)}); at least one row is needed.")
+        raise InvalidDataError(
+            f"{what} has 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is "
+            "required. Pass a non-empty array."
+        )
     if shape[1] == 0:
         raise InvalidDataError(
-            f"{what} has 0 features (shape {tuple(shape)}); at least one column is needed."
+            f"{what} has 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is "
+            "required. Pass at least one numeric column."
         )
 
 
@@ -63,23 +76,57 @@ def default_row_chunk(n_rows: int, n_features: int, itemsize: int, n_threads: in
 
 def _to_numpy(X: Any, what: str) -> np.ndarray:
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
-        raise TypeError(
-            f"{what} is a sparse matrix; dgmm fits dense data only. Densify it "
-            "(X.toarray()) if it fits in memory, or store it as a dense Zarr array."
+        raise UnsupportedInputError(
+            f"{what} is a sparse matrix ({type(X).__name__}); dgmm fits dense data only. "
+            "Densify it (X.toarray()) if it fits in memory, or store it as a dense "
+            "Zarr array."
         )
     try:
         array = np.asarray(X)
     except (TypeError, ValueError) as exc:
-        raise InvalidDataError(f"{what} could not be read as a numeric array: {exc}") from None
+        raise InvalidDataError(
+            f"{what} could not be read as a 2-D numeric array ({exc}). Pass a NumPy "
+            "array, a DataFrame of numeric columns, or a list of equal-length rows."
+        ) from None
     if array.dtype == object:
         try:
             array = array.astype(np.float64)
-        except (TypeError, ValueError):
-            raise InvalidDataError(
-                f"{what} holds non-numeric values (dtype object); pass numeric "
-                "features only, e.g. df.select_dtypes('number')."
+        except (TypeError, ValueError) as exc:
+            raise InvalidDtypeError(
+                f"{what} holds non-numeric values (dtype object): {exc}. Expected real "
+                "numbers; pass numeric features only, e.g. df.select_dtypes('number'), "
+                "and encode categories or drop missing values before fitting."
             ) from None
     return array
+
+
+def as_float_array(X: Any, what: str = "X") -> np.ndarray:
+    """In-memory ``X`` as a 2-D float32/float64 NumPy array (for prediction).
+
+    Values are not scanned for NaN/Inf here.
+    """
+    array = _to_numpy(X, what)
+    _check_shape(array.shape, what)
+    return np.asarray(array, dtype=_float_dtype(array.dtype, what))
+
+
+def _scatter_rows(client: Any, array: np.ndarray, row_chunks: tuple[int, ...]) -> da.Array:
+    """An in-memory array as a Dask array whose row chunks live on the workers."""
+    bounds = np.cumsum((0, *row_chunks))
+    pieces = [array[bounds[i] : bounds[i + 1]] for i in range(len(row_chunks))]
+    # hash=False: fresh keys every time. With content-hashed keys, scattering
+    # the same data again (a refit, GridSearchCV) can race the release of the
+    # previous fit's identical keys and fail with "lost dependencies".
+    futures = client.scatter(pieces, hash=False)
+    blocks = [
+        da.from_delayed(f, shape=p.shape, dtype=array.dtype, meta=array[:0])
+        for f, p in zip(futures, pieces)
+    ]
+    # Persisting makes the array's graph hold futures of its own chunks; the
+    # scattered futures alone would be released once this function returns.
+    x = client.persist(da.concatenate(blocks, axis=0))
+    wait(x)
+    return x
 
 
 def as_dask_array(
@@ -124,9 +171,7 @@ def as_dask_array(
     row_chunks = da.core.normalize_chunks((rows,), (n_rows,))[0]
     if client is None:
         return da.from_array(array, chunks=(row_chunks, (n_features,)))
-    from .cluster import scatter_rows
-
-    return scatter_rows(client, array, row_chunks)
+    return _scatter_rows(client, array, row_chunks)
 
 
 def as_sample_weight(
@@ -143,26 +188,34 @@ def as_sample_weight(
     if isinstance(sample_weight, da.Array):
         if sample_weight.ndim != 1 or sample_weight.shape[0] != n_rows:
             raise ShapeMismatchError(
-                f"sample_weight must have shape ({n_rows},) to match X; got {sample_weight.shape}."
+                f"sample_weight must have shape ({n_rows},), one weight per row of X; "
+                f"got shape {sample_weight.shape}. Pass a 1-D array aligned with X's rows."
             )
         return sample_weight.astype(np.float64).rechunk((x.chunks[0],))
-    w = np.asarray(sample_weight, dtype=np.float64)
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDtypeError(
+            f"sample_weight must hold real numbers ({exc}). Pass a 1-D numeric array."
+        ) from None
     if w.ndim == 0:
         w = np.full(n_rows, float(w))
     if w.shape != (n_rows,):
         raise ShapeMismatchError(
-            f"sample_weight must have shape ({n_rows},) to match X; got {w.shape}."
+            f"sample_weight must have shape ({n_rows},), one weight per row of X; "
+            f"got shape {w.shape}. Pass a 1-D array aligned with X's rows."
         )
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
         raise InvalidDataError(
-            f"sample_weight must be finite and non-negative; row {bad} has {w[bad]!r}. "
+            f"sample_weight must be finite and non-negative; row {bad} has {float(w[bad])!r}. "
             "Drop those rows or give them weight 0."
         )
     if not np.any(w > 0):
-        raise InvalidDataError("sample_weight is zero for every row; at least one row must have weight > 0.")
+        raise InvalidDataError(
+            f"sample_weight is zero for all {n_rows} rows; expected at least one "
+            "positive weight. Pass positive weights for the rows to fit."
+        )
     if client is None:
         return da.from_array(w, chunks=(x.chunks[0],))
-    from .cluster import scatter_rows
-
-    return scatter_rows(client, w, x.chunks[0])
+    return _scatter_rows(client, w, x.chunks[0])
