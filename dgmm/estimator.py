@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -17,14 +18,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from . import _graph
-from ._kernels import estimate_log_prob_resp
 from .cluster import fit_client, maybe_persist, total_threads
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .em import EMConfig, RestartState, best_restart, run_em
 from .errors import InvalidDataError, ShapeMismatchError
 from .init import INIT_METHODS, InitConfig, initialize
 from .params import GMMParams
-from .sources import as_dask_array, as_sample_weight
+from .sources import as_dask_array, as_float_array, as_sample_weight
 
 __all__ = ["GaussianMixture"]
 
@@ -74,8 +74,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Start ``fit`` from the previous solution (``n_init`` is then 1).
     verbose : int, default=0
-        0 silent; 1 a progress bar over iterations; 2 also one line per
-        iteration on the ``dgmm`` logger.
+        0 silent; 1 a progress bar over iterations (tqdm, if installed);
+        2 also prints a line every ``verbose_interval`` iterations, as
+        scikit-learn. The ``dgmm`` logger has a line per iteration at INFO.
     verbose_interval : int, default=10
         Iterations between progress lines when ``verbose >= 2``.
     chunks : int, default=None
@@ -244,7 +245,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if n_rows < 2 and self.max_iter > 0:
             raise InvalidDataError(
                 f"Found array with {n_rows} sample(s) (shape={x.shape}) while a minimum "
-                "of 2 is required to fit a mixture."
+                "of 2 is required to fit a mixture. Pass more rows."
             )
 
     def _init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
@@ -260,26 +261,37 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if value is None:
                 out[name] = None
                 continue
-            array = np.asarray(value, dtype=np.float64)
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InvalidDataError(
+                    f"The parameter '{name}' must be a numeric array ({exc}). Pass an "
+                    f"array of shape {shape} or None."
+                ) from None
             if array.shape != shape:
                 raise ShapeMismatchError(
                     f"The parameter '{name}' should have the shape of {shape} for "
                     f"{k} '{self.covariance_type}' components and {n_features} features, "
-                    f"but got {array.shape}."
+                    f"but got {array.shape}. Pass an array of shape {shape}, or None to "
+                    "let init_params choose it."
                 )
             if not np.all(np.isfinite(array)):
-                raise InvalidDataError(f"The parameter '{name}' contains NaN or Inf.")
+                raise InvalidDataError(
+                    f"The parameter '{name}' contains NaN or Inf; expected finite "
+                    "values. Replace them, or pass None to let init_params choose it."
+                )
             out[name] = array
         w = out["weights_init"]
         if w is not None:
             if np.any(w < 0) or np.any(w > 1):
                 raise InvalidDataError(
                     f"The parameter 'weights_init' should be in the range [0, 1], but got "
-                    f"min value {w.min():.5f}, max value {w.max():.5f}."
+                    f"min value {w.min():.5f}, max value {w.max():.5f}. Pass non-negative "
+                    "weights that sum to 1."
                 )
             if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
                 raise InvalidDataError(
-                    "The parameter 'weights_init' should be normalized, but got "
+                    "The parameter 'weights_init' should be normalized (sum to 1), but got "
                     f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
                 )
         p = out["precisions_init"]
@@ -288,7 +300,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if bad.size:
                 raise InvalidDataError(
                     f"'{self.covariance_type}' precisions_init must be symmetric positive "
-                    f"definite; component(s) {bad.tolist()} are not."
+                    f"definite; component(s) {bad.tolist()} are not. Pass the inverses "
+                    "of valid covariance matrices, or None to let init_params choose them."
                 )
         return out
 
@@ -330,7 +343,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             RestartState(i, p, np.random.default_rng([seed, i, 1]), lower_bound=lower_bound)
             for i, p in enumerate(starts)
         ]
-        with _progress(self.verbose, self.max_iter) as on_iteration:
+        with _progress(self.verbose, self.verbose_interval, self.max_iter) as on_iteration:
             run_em(x, restarts, em_config, sample_weight=weight, on_iteration=on_iteration)
         best = best_restart(restarts)
         self._set_params(best.params)
@@ -371,23 +384,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _predict(self, X: Any, what: str) -> Any:
         params = self._params()
         _check_feature_names(self, X, reset=False)
-        x = X if isinstance(X, da.Array) else None
-        if x is None:
-            from .sources import _check_shape, _float_dtype, _to_numpy
-
-            array = _to_numpy(X, "X")
-            _check_shape(array.shape, "X")
-            array = np.asarray(array, dtype=_float_dtype(array.dtype, "X"))
+        if not isinstance(X, da.Array):
+            array = as_float_array(X, "X")
             self._check_n_features(array.shape[1])
-            if not np.all(np.isfinite(array)):
-                row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+            finite = np.isfinite(array).all(axis=1)
+            if not finite.all():
+                row = int(np.flatnonzero(~finite)[0])
                 raise InvalidDataError(
-                    f"Input contains NaN or Inf at row {row}; predictions need finite "
-                    "data. Drop or impute those rows."
+                    f"Input contains NaN or Inf at row {row} ({array[row].tolist()[:8]}); "
+                    "predictions need finite data. Drop or impute those rows."
                 )
             return _graph._predict_block(array, params, what)
-        x = as_dask_array(x)
+        x = as_dask_array(X)
         self._check_n_features(x.shape[1])
+        # Checked block by block inside the prediction tasks (fused, no extra pass).
+        x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
         return _graph.lazy_predict(x, params, what)
 
     def _check_n_features(self, n_features: int) -> None:
@@ -429,9 +440,30 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._predict(X, "score_samples")
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per row of ``X`` (computed, also for Dask input)."""
+        """Mean log-likelihood per row of ``X`` (computed, also for Dask input).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        total, n_rows = self._total_log_likelihood(X)
+        return total / n_rows
+
+    def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
+        """``(sum of log p(x) over the rows of X, number of rows)``."""
         log_prob = self.score_samples(X)
-        return float(log_prob.mean().compute() if isinstance(log_prob, da.Array) else log_prob.mean())
+        n_rows = int(log_prob.shape[0])
+        # Summed in float64 whatever the data's dtype, as every cross-row sum.
+        if isinstance(log_prob, da.Array):
+            total = float(log_prob.sum(dtype=np.float64).compute())
+        else:
+            total = float(log_prob.sum(dtype=np.float64))
+        return total, n_rows
 
     def _n_parameters(self) -> int:
         """Number of free parameters of the model."""
@@ -440,12 +472,36 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         )
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        return -2.0 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+        """Bayesian information criterion on ``X`` (lower is better).
+
+        ``-2 log L + n_parameters log n_samples``, as scikit-learn.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        bic : float
+        """
+        total, n_rows = self._total_log_likelihood(X)
+        return -2.0 * total + self._n_parameters() * math.log(n_rows)
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better)."""
-        return -2.0 * self.score(X) * X.shape[0] + 2.0 * self._n_parameters()
+        """Akaike information criterion on ``X`` (lower is better).
+
+        ``-2 log L + 2 n_parameters``, as scikit-learn.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        aic : float
+        """
+        total, _ = self._total_log_likelihood(X)
+        return -2.0 * total + 2.0 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (in memory).
@@ -484,28 +540,69 @@ def _is_in_memory(X: Any) -> bool:
     return not isinstance(X, da.Array)
 
 
-class _progress:
-    """A tqdm bar over iterations when verbose >= 1 (context manager)."""
+def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    """``x`` (n_rows, n_features) unchanged, or an error naming the first bad global row."""
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        offset = block_info[0]["array-location"][0][0] if block_info else 0
+        row = int(np.flatnonzero(~finite)[0])
+        raise InvalidDataError(
+            f"Input contains NaN or Inf at row {offset + row}; predictions need finite "
+            "data. Drop or impute those rows (e.g. X[da.isfinite(X).all(axis=1)])."
+        )
+    return x
 
-    def __init__(self, verbose: int, total: int) -> None:
-        self.verbose = verbose
+
+class _progress:
+    """Progress over EM iterations (context manager yielding the callback).
+
+    verbose >= 1: a tqdm bar (or, without tqdm, a line at the end);
+    verbose >= 2: also a line every ``interval`` iterations, like scikit-learn.
+    """
+
+    def __init__(self, verbose: int, interval: int, total: int) -> None:
+        self.verbose = int(verbose)
+        self.interval = interval
         self.total = total
         self.bar = None
+        self.start = 0.0
+        self.last: tuple[int, float] | None = None
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
 
     def __enter__(self):
         if self.verbose < 1:
             return None
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, desc="EM", unit="iter", leave=False)
+        self.start = time.perf_counter()
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm is optional: fall back to plain lines
+            tqdm = None
+        if tqdm is not None:
+            self.bar = tqdm(total=self.total, desc="EM", unit="iter", leave=False)
 
         def update(iteration: int, restarts: list[RestartState]) -> None:
             best = max((r.lower_bound for r in restarts), default=-np.inf)
-            self.bar.set_postfix(lower_bound=f"{best:.6g}")
-            self.bar.update(iteration - self.bar.n)
+            self.last = (iteration, best)
+            if self.bar is not None:
+                self.bar.set_postfix(lower_bound=f"{best:.6g}")
+                self.bar.update(iteration - self.bar.n)
+            if self.verbose >= 2 and iteration % self.interval == 0:
+                self._write(
+                    f"  Iteration {iteration}\t time lapse {time.perf_counter() - self.start:.5f}s"
+                    f"\t lower bound {best:.10g}"
+                )
 
         return update
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        elif self.verbose >= 1 and self.last is not None:
+            iteration, best = self.last
+            self._write(f"EM: {iteration} iterations, lower bound {best:.10g}")
