@@ -87,21 +87,3 @@ def maybe_persist(x: da.Array, client: Client) -> da.Array:
             x.nbytes / 1e9, memory / 1e9,
         )
     return x
-
-
-def scatter_rows(client: Client, array: Any, row_chunks: tuple[int, ...]) -> da.Array:
-    """An in-memory array as a Dask array whose row chunks live on the workers."""
-    import numpy as np
-
-    bounds = np.cumsum((0,) + tuple(row_chunks))
-    pieces = [array[bounds[i] : bounds[i + 1]] for i in range(len(row_chunks))]
-    futures = client.scatter(pieces)
-    blocks = [
-        da.from_delayed(f, shape=(p.shape), dtype=array.dtype, meta=array[:0])
-        for f, p in zip(futures, pieces)
-    ]
-    # Persisting makes the array's graph hold futures of its own chunks; the
-    # scattered futures alone would be released once this function returns.
-    x = client.persist(da.concatenate(blocks, axis=0))
-    wait(x)
-    return x

@@ -74,9 +74,15 @@ def _restart_rngs(seed: int, n_init: int) -> list[np.random.Generator]:
 
 
 def gather_rows(x: da.Array, index_sets: list[np.ndarray]) -> list[np.ndarray]:
-    """Rows of ``x`` (float64) at each set of global indices, in one gather."""
+    """Rows of ``x`` (float64) at each set of global indices, in one gather.
+
+    Gathered rows feed centres before any pass has checked the data: if they
+    hold NaN/Inf, a checking pass names the first bad row of the data.
+    """
     union = np.unique(np.concatenate(index_sets))
     rows = np.asarray(x[union].compute(), dtype=np.float64)
+    if not np.all(np.isfinite(rows)):
+        _graph.map_chunks(x, _no_op, _no_op_combine, check_finite=True)
     return [rows[np.searchsorted(union, idx)] for idx in index_sets]
 
 
@@ -261,9 +267,6 @@ def initialize(
         # One sample shared by all restarts; each runs its own k-means++ on it.
         idx = _sample_indices(n_rows, sample_size, np.random.default_rng([config.seed, n_init]))
         (sample,) = gather_rows(x, [idx])
-        if not np.all(np.isfinite(sample)):
-            # Name the first bad row of the data, not just of the sample.
-            _graph.map_chunks(x, _no_op, _no_op_combine, check_finite=True)
         sample_w = None if sample_weight is None else np.asarray(sample_weight[idx].compute(), dtype=np.float64)
         centers = [
             kmeans_plusplus(sample, k, sample_weight=sample_w, random_state=int(rng.integers(2**31)))[0]

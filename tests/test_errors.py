@@ -140,25 +140,10 @@ def test_fit_rejects_bad_data(make_X: Callable[[], Any], error: type, patterns: 
     assert_message(info.value, patterns)
 
 
-# "random" and "split" start from the mean of the first rows: an Inf there
-# makes every chunk's arithmetic non-finite, and the RuntimeWarning of a clean
-# chunk (an error under pytest) can win over the InvalidDataError of the chunk
-# that holds the row.
-INF_CENTRE = pytest.mark.xfail(
-    raises=RuntimeWarning,
-    strict=False,
-    reason=(
-        "dgmm/init.py: 'random' and 'split' average the first gathered rows into a "
-        "centre without checking them (k-means++ does); reported, outside the estimator"
-    ),
-)
-
-
 def init_cases(value: float) -> list:
     return [
         pytest.param(
             method,
-            marks=[INF_CENTRE] if np.isinf(value) and method in ("random", "split") else [],
             id=method,
         )
         for method in ("kmeans", "k-means++", "random", "random_from_data", "split")
@@ -398,18 +383,10 @@ def test_on_degenerate_reseed_records_event():
     assert np.all(np.isfinite(gmm.covariances_))
 
 
-@pytest.mark.xfail(
-    raises=DegenerateComponentError,
-    strict=True,
-    reason=(
-        "dgmm/em.py: with reg_covar=0 every hard-assigned initial component holds "
-        "one distinct point, so all three covariances are zero; params_from_stats "
-        "finds no healthy donor to split and raises 'every component collapsed' "
-        "instead of re-seeding"
-    ),
-)
-def test_on_degenerate_reseed_fits_two_points():
+def test_on_degenerate_reseed_without_a_healthy_donor_says_what_to_do():
+    # Three components on two distinct points with reg_covar=0: no component
+    # can have a positive definite covariance, so there is nothing to split
+    # from; re-seeding gives way to an error that names the remedy.
     gmm = GaussianMixture(n_components=3, reg_covar=0.0, random_state=0)
-    gmm.fit(two_points())
-    events = [e for h in gmm.history_ for e in h["events"] if e["event"] == "reseed"]
-    assert events
+    with pytest.raises(DegenerateComponentError, match="reg_covar"):
+        gmm.fit(two_points())

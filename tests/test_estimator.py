@@ -50,14 +50,6 @@ EXPECTED_BY_INIT = {
             "check as expected to fail for KMeans)"
         ),
     },
-    "split": {
-        "check_estimators_nan_inf": (
-            "dgmm/init.py: 'split' averages the first gathered rows into a centre "
-            "without checking them, so an Inf makes the first pass warn "
-            "(RuntimeWarning: invalid value) before it names the row; reported, "
-            "outside the estimator"
-        ),
-    },
 }
 
 
