@@ -81,9 +81,21 @@ class Responsibilities(Protocol):
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object: ...
 
-    def block(self, xc: np.ndarray, state: object) -> tuple[np.ndarray, np.ndarray]:
-        """``(resp (rows, K) in xc's dtype, per-row score (rows,))``."""
+    def block(self, a: np.ndarray, state: object) -> tuple[np.ndarray, np.ndarray]:
+        """``(resp (rows, K) in a's dtype, per-row score (rows,))``.
+
+        ``a`` is the block's design matrix ``[1, x - c0, extra]`` (see
+        ``CovarianceModel.design``); ``resp`` may be modified by the caller.
+        """
         ...
+
+
+# exp() of arguments below these takes libm's (float64) or numpy's SIMD
+# (float32) slow path for underflowing and subnormal results, 2-4x slower per
+# value; well-separated components put most entries there. Clamping changes a
+# responsibility by less than exp(floor) (1e-217 / 2e-35) absolute, far below
+# the rounding of the row (its largest entry is 1 before normalising).
+_EXP_FLOOR = {8: -500.0, 4: -80.0}
 
 
 def _log_sum_exp_resp(wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,23 +105,24 @@ def _log_sum_exp_resp(wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     per entry: exp(wlp - max) / sum equals exp(wlp - logsumexp) to rounding.
     """
     top = wlp.max(axis=1)
-    # A row where every component has -inf (zero weights) would give nan.
-    top[~np.isfinite(top)] = 0.0
+    # A row where every component has -inf (zero weights, or an overflowing
+    # distance) has no finite maximum; it keeps the nan / -inf it always had.
+    dead = ~np.isfinite(top)
+    any_dead = bool(dead.any())
+    if any_dead:
+        top[dead] = 0.0
     wlp -= top[:, None]
+    np.maximum(wlp, _EXP_FLOOR[wlp.dtype.itemsize], out=wlp)
     np.exp(wlp, out=wlp)
     total = wlp.sum(axis=1)
-    wlp /= total[:, None]
-    with np.errstate(divide="ignore"):
-        log_norm = np.log(total)
+    log_norm = np.log(total)
+    np.reciprocal(total, out=total)
+    wlp *= total[:, None]
     log_norm += top
+    if any_dead:
+        wlp[dead] = np.nan
+        log_norm[dead] = -np.inf
     return wlp, log_norm
-
-
-@dataclass(frozen=True)
-class _PreparedEStep:
-    means_c: np.ndarray
-    precisions_cholesky: np.ndarray
-    log_weights: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -133,16 +146,14 @@ class EStep:
         c0, shifts_c = self.frame(dtype)
         with np.errstate(divide="ignore"):
             log_weights = np.log(self.params.weights)
-        return _PreparedEStep(
+        return self.params.model.prepare(
             (self.params.means - c0).astype(dtype),
             self.params.precisions_cholesky.astype(dtype),
-            log_weights.astype(dtype),
+            log_weights,
         )
 
-    def block(self, xc, state):
-        wlp = self.params.model.log_prob(xc, state.means_c, state.precisions_cholesky)
-        wlp += state.log_weights
-        return _log_sum_exp_resp(wlp)
+    def block(self, a, state):
+        return _log_sum_exp_resp(self.params.model.weighted_log_prob(a, state))
 
 
 @dataclass(frozen=True)
@@ -164,8 +175,9 @@ class HardAssign:
         centers_c = shifts_c.astype(dtype)
         return centers_c, np.einsum("kd,kd->k", centers_c, centers_c)
 
-    def block(self, xc, state):
+    def block(self, a, state):
         centers_c, sq_norms = state
+        xc = a[:, 1 : 1 + centers_c.shape[1]]
         dist = xc @ (-2.0 * centers_c.T)
         dist += sq_norms
         label = np.argmin(dist, axis=1)
@@ -196,10 +208,10 @@ class RandomResp:
     def start_chunk(self, dtype, chunk_index):
         return np.random.default_rng([self.seed, chunk_index])
 
-    def block(self, xc, rng):
-        resp = rng.uniform(size=(xc.shape[0], self.n_components)).astype(xc.dtype)
+    def block(self, a, rng):
+        resp = rng.uniform(size=(a.shape[0], self.n_components)).astype(a.dtype)
         resp /= resp.sum(axis=1, keepdims=True)
-        return resp, np.zeros(xc.shape[0], dtype=xc.dtype)
+        return resp, np.zeros(a.shape[0], dtype=a.dtype)
 
 
 def _check_finite(block: np.ndarray, chunk_index: int, row_offset: int) -> None:
@@ -247,14 +259,19 @@ def chunk_stats(
         n_components = source.n_components
         model = get_covariance_model(source.covariance_type)
         c0, shifts_c = source.frame(dtype)
+        # The block's design matrix [1, x - c0, extra], reused by every block.
+        design = np.empty(
+            (min(block_rows, n_rows), 1 + n_features + model.n_extra(n_features)), dtype=dtype
+        )
+        design[:, 0] = 1.0
         acc.append(
             dict(
                 model=model,
                 c0=c0.astype(dtype),
                 shifts_c=shifts_c,
+                design=design,
                 state=source.start_chunk(dtype, chunk_index),
-                nk=np.zeros(n_components),
-                sum_rxc=np.zeros((n_components, n_features)),
+                moments=np.zeros((n_components, design.shape[1])),
                 sum_xx=model.zero_sum_xx(n_components, n_features),
                 loglik=0.0,
             )
@@ -266,31 +283,30 @@ def chunk_stats(
             _check_finite(xb, chunk_index, row_offset + start)
         wb = None if sample_weight is None else sample_weight[start : start + block_rows]
         for source, a in zip(sources, acc):
-            xc = xb - a["c0"]
-            resp, score = source.block(xc, a["state"])
+            design = a["design"][: xb.shape[0]]
+            np.subtract(xb, a["c0"], out=design[:, 1 : 1 + n_features])
+            a["model"].fill_extra(design, n_features)
+            resp, score = source.block(design, a["state"])
             if wb is None:
                 a["loglik"] += float(np.sum(score, dtype=np.float64))
             else:
                 a["loglik"] += float(np.dot(wb.astype(np.float64), score.astype(np.float64)))
                 resp *= wb.astype(dtype)[:, None]
-            nk = resp.sum(axis=0, dtype=np.float64)
-            sum_rxc = (resp.T @ xc).astype(np.float64)
-            a["sum_xx"] += a["model"].block_sum_xx(xc, resp, a["shifts_c"], nk, sum_rxc)
-            a["nk"] += nk
-            a["sum_rxc"] += sum_rxc
+            # One GEMM: nk, sum r (x - c0) and the type's extra moments. Summed
+            # in the data's dtype within the block, in float64 across blocks.
+            moments = (resp.T @ design).astype(np.float64)
+            a["model"].block_sum_xx(design, resp, moments, a["shifts_c"], a["sum_xx"])
+            a["moments"] += moments
 
     weight = float(n_rows) if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
-    return tuple(
-        SuffStats(
-            a["nk"],
-            a["sum_rxc"] - a["nk"][:, None] * a["shifts_c"],
-            a["sum_xx"],
-            a["loglik"],
-            weight,
-            n_rows,
+    stats = []
+    for a in acc:
+        nk = a["moments"][:, 0].copy()
+        sum_rxc = a["moments"][:, 1 : 1 + n_features]
+        stats.append(
+            SuffStats(nk, sum_rxc - nk[:, None] * a["shifts_c"], a["sum_xx"], a["loglik"], weight, n_rows)
         )
-        for a in acc
-    )
+    return tuple(stats)
 
 
 def estimate_log_prob_resp(
@@ -306,20 +322,27 @@ def estimate_log_prob_resp(
     source = EStep(params)
     state = source.start_chunk(x.dtype, 0)
     c0 = source.frame(x.dtype)[0].astype(x.dtype)
-    n_rows = x.shape[0]
+    model = params.model
+    n_rows, n_features = x.shape
     if block_rows is None:
-        block_rows = block_rows_for(params.n_components, params.n_features, x.dtype.itemsize)
+        block_rows = block_rows_for(params.n_components, n_features, x.dtype.itemsize)
     log_norm = np.empty(n_rows, dtype=x.dtype)
     log_resp = np.empty((n_rows, params.n_components), dtype=x.dtype)
+    design = np.empty((min(block_rows, n_rows), 1 + n_features + model.n_extra(n_features)), x.dtype)
+    design[:, 0] = 1.0
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
-        wlp = params.model.log_prob(x[start:stop] - c0, state.means_c, state.precisions_cholesky)
-        wlp += state.log_weights
+        a = design[: stop - start]
+        np.subtract(x[start:stop], c0, out=a[:, 1 : 1 + n_features])
+        model.fill_extra(a, n_features)
+        wlp = model.weighted_log_prob(a, state)
         # Here log-resp itself is wanted: subtract the log-sum-exp, no exp needed.
         top = wlp.max(axis=1)
         top[~np.isfinite(top)] = 0.0
+        shifted = wlp - top[:, None]
+        np.maximum(shifted, _EXP_FLOOR[x.dtype.itemsize], out=shifted, where=np.isfinite(shifted))
         with np.errstate(divide="ignore"):
-            norm = np.log(np.exp(wlp - top[:, None]).sum(axis=1)) + top
+            norm = np.log(np.exp(shifted).sum(axis=1)) + top
         log_norm[start:stop] = norm
         log_resp[start:stop] = wlp - norm[:, None]
     return log_norm, log_resp

@@ -4,7 +4,9 @@ Each class is stateless and knows, for its type,
 
 * the shapes of its covariance / precision arrays,
 * the log-density ``log N(x | mu_k, Sigma_k)`` through the Cholesky factor of
-  the precision (as scikit-learn computes it),
+  the precision (as scikit-learn computes it), with its per-chunk constants
+  prepared once (``prepare``) and applied to a block's design matrix
+  ``[1, x - c0, extra]`` (``weighted_log_prob``),
 * the block statistic ``sum_xx`` (second moment about the shift ``c_k``),
 * the M-step that turns statistics into covariances,
 * the number of free parameters, sampling, and the principal axis used to
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -103,6 +106,47 @@ class CovarianceModel(ABC):
         """Indices of the components whose precision is not positive definite."""
 
     # -- per-block kernels ------------------------------------------------
+    # A block enters the kernels as its design matrix ``a = [1, xc, extra]`` of
+    # shape (n_rows, 1 + D + n_extra(D)) in the data's dtype. The ones column
+    # lets a single GEMM add per-component constants (full: -mu_k L_k; diag and
+    # spherical: the whole log-density is one GEMM), and the caller's one GEMM
+    # ``moments = resp.T @ a`` yields nk, sum r (x - c0) and the extra moments
+    # (diag: sum r (x - c0)^2) together, without a pass per statistic.
+
+    def n_extra(self, n_features: int) -> int:
+        """Columns of the design matrix after ``[1, xc]``."""
+        return 0
+
+    def fill_extra(self, a: np.ndarray, n_features: int) -> None:
+        """Fill the extra columns of a design matrix from its ``xc`` columns."""
+
+    def design(self, xc: np.ndarray) -> np.ndarray:
+        """The design matrix ``[1, xc, extra]`` of a block (n_rows, 1 + D + extra)."""
+        n_rows, n_features = xc.shape
+        a = np.empty((n_rows, 1 + n_features + self.n_extra(n_features)), dtype=xc.dtype)
+        a[:, 0] = 1.0
+        a[:, 1 : 1 + n_features] = xc
+        self.fill_extra(a, n_features)
+        return a
+
+    @abstractmethod
+    def prepare(
+        self,
+        means_c: np.ndarray,
+        precisions_cholesky: np.ndarray,
+        log_weights: np.ndarray | None = None,
+    ) -> object:
+        """Per-chunk constants of the E-step, in ``means_c``'s dtype.
+
+        Computed once per chunk (not per block): stacked factors, ``mu_k L_k``,
+        and ``log w_k + log det L_k - D/2 log(2 pi)``. ``log_weights=None``
+        gives plain log-densities.
+        """
+
+    @abstractmethod
+    def weighted_log_prob(self, a: np.ndarray, prepared: object) -> np.ndarray:
+        """``log w_k + log N(x | mu_k, Sigma_k)`` (n_rows, K) of a design matrix."""
+
     @abstractmethod
     def mahalanobis(
         self, xc: np.ndarray, means_c: np.ndarray, precisions_cholesky: np.ndarray
@@ -116,28 +160,22 @@ class CovarianceModel(ABC):
         self, xc: np.ndarray, means_c: np.ndarray, precisions_cholesky: np.ndarray
     ) -> np.ndarray:
         """``log N(x | mu_k, Sigma_k)`` of shape (n_rows, n_components)."""
-        n_features = xc.shape[1]
-        log_det = self.log_det_cholesky(precisions_cholesky, n_features).astype(xc.dtype)
-        out = self.mahalanobis(xc, means_c, precisions_cholesky)
-        out += n_features * _LOG_2PI
-        out *= -0.5
-        out += log_det
-        return out
+        return self.weighted_log_prob(self.design(xc), self.prepare(means_c, precisions_cholesky))
 
     @abstractmethod
     def block_sum_xx(
         self,
-        xc: np.ndarray,
+        a: np.ndarray,
         resp: np.ndarray,
+        moments: np.ndarray,
         shifts_c: np.ndarray,
-        nk: np.ndarray,
-        sum_rxc: np.ndarray,
-    ) -> np.ndarray:
-        """Second moment of one block about the shifts, float64.
+        out: np.ndarray,
+    ) -> None:
+        """Add the second moment of one block about the shifts to ``out`` (float64).
 
-        ``resp`` (n_rows, n_components) already carries sample weights;
-        ``nk = resp.sum(0)`` and ``sum_rxc = resp.T @ xc`` are given in float64
-        because the caller needs them anyway.
+        ``a`` is the block's design matrix, ``resp`` (n_rows, K) already carries
+        sample weights, ``moments = resp.T @ a`` in float64 (so ``nk =
+        moments[:, 0]`` and ``sum_rxc = moments[:, 1:1 + D]``).
         """
 
     def zero_sum_xx(self, n_components: int, n_features: int) -> np.ndarray:
@@ -214,13 +252,57 @@ def _is_pd(matrix: np.ndarray) -> bool:
     return True
 
 
+def _constants(
+    log_det: np.ndarray, n_features: int, log_weights: np.ndarray | None
+) -> np.ndarray:
+    """``log w_k + log det L_k - D/2 log(2 pi)`` in float64 (K,)."""
+    const = np.asarray(log_det, dtype=np.float64) - 0.5 * n_features * _LOG_2PI
+    if log_weights is not None:
+        const = const + np.asarray(log_weights, dtype=np.float64)
+    return const
+
+
+def _feature_blocks(precisions_cholesky: np.ndarray, width: int) -> list[tuple[int, int]]:
+    """Column blocks ``[lo, hi)`` of the upper-triangular factors L_k.
+
+    Column block J of ``x L`` only needs features ``[0, hi)``: rows of L below
+    the diagonal are zero. Skipping them saves (m - 1) / 2m of the E-step's
+    flops for m blocks; ``width`` trades that against GEMM efficiency on thin
+    operands. Factors that are not upper triangular get one block.
+    """
+    n_features = precisions_cholesky.shape[-1]
+    if n_features < 2 * width or np.any(np.tril(precisions_cholesky, -1)):
+        return [(0, n_features)]
+    n_blocks = n_features // width
+    bounds = np.linspace(0, n_features, n_blocks + 1).round().astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+@dataclass(frozen=True, eq=False)
+class _FullConstants:
+    """E-step constants of a full mixture for one chunk (see ``Full.prepare``)."""
+
+    blocks: list[tuple[int, int]]
+    # weights[J] (1 + hi_J, K * h_J): row 0 is -(mu_k L_k)[lo:hi], then L_k[:hi, lo:hi]
+    # for every k side by side; ``a[:, :1 + hi] @ weights[J]`` is
+    # ``(x - mu_k) L_k`` restricted to the columns of block J.
+    weights: list[np.ndarray]
+    const: np.ndarray
+
+
 class Full(CovarianceModel):
     """Each component has its own full covariance matrix (n_features x n_features)."""
 
     name = "full"
-    # Rows x (components x features) of the batched E-step product kept below
-    # this many bytes per group of components.
-    group_bytes: ClassVar[int] = 8 << 20
+    # Bytes of the E-step product (rows x components x feature block) per
+    # group of components: it is written by the GEMM and read back once by
+    # the row-wise dot products, so it should stay in cache (measured flat
+    # from 1 to 4 MiB; 256 KiB makes the GEMMs too thin).
+    group_bytes: ClassVar[int] = 4 << 20
+    # Width of the column blocks of L_k by itemsize (see ``_feature_blocks``).
+    feature_block_width: ClassVar[dict[int, int]] = {8: 16, 4: 32}
+    # Below this many features ``block_sum_xx`` works on rows x^T (features, rows).
+    transposed_below: ClassVar[int] = 32
 
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features, n_features)
@@ -261,36 +343,85 @@ class Full(CovarianceModel):
             dtype=np.intp,
         )
 
-    def mahalanobis(self, xc, means_c, precisions_cholesky):
-        n_rows, n_features = xc.shape
-        n_components = means_c.shape[0]
-        out = np.empty((n_rows, n_components), dtype=xc.dtype)
-        # One GEMM xc @ [L_1 ... L_g] per group of components instead of K
-        # thin GEMMs: the (n_rows, g*D) product is the largest temporary.
-        itemsize = xc.dtype.itemsize
-        group = max(1, min(n_components, self.group_bytes // max(1, n_rows * n_features * itemsize)))
+    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+        dtype = means_c.dtype
+        n_components, n_features = means_c.shape
+        chol = precisions_cholesky.astype(dtype, copy=False)
+        mu_l = np.einsum("kd,kde->ke", means_c, chol)
+        width = self.feature_block_width[dtype.itemsize]
+        blocks = _feature_blocks(chol, width)
+        weights = []
+        for lo, hi in blocks:
+            w = np.empty((1 + hi, n_components, hi - lo), dtype=dtype)
+            w[0] = -mu_l[:, lo:hi]
+            w[1:] = chol[:, :hi, lo:hi].transpose(1, 0, 2)
+            weights.append(w.reshape(1 + hi, -1))
+        log_det = self.log_det_cholesky(chol.astype(np.float64), n_features)
+        const = _constants(log_det, n_features, log_weights).astype(dtype)
+        return _FullConstants(blocks, weights, const)
+
+    def _mahalanobis(self, a: np.ndarray, c: _FullConstants) -> np.ndarray:
+        n_rows = a.shape[0]
+        n_components = c.const.shape[0]
+        itemsize = a.dtype.itemsize
+        out = np.empty((n_rows, n_components), dtype=a.dtype)
+        width = max(hi - lo for lo, hi in c.blocks)
+        # Components per group so the (rows, g * h) product stays cache-sized.
+        group = max(1, min(n_components, self.group_bytes // max(1, n_rows * width * itemsize)))
+        product = np.empty(n_rows * group * width, dtype=a.dtype)
+        partial = np.empty(n_rows * group, dtype=a.dtype) if len(c.blocks) > 1 else None
+        total = out.reshape(-1) if group == n_components else np.empty(n_rows * group, dtype=a.dtype)
         for start in range(0, n_components, group):
             stop = min(n_components, start + group)
-            chol = precisions_cholesky[start:stop]  # (g, D, D)
-            stacked = np.ascontiguousarray(chol.transpose(1, 0, 2)).reshape(n_features, -1)
-            mu_l = np.einsum("kd,kde->ke", means_c[start:stop], chol).reshape(-1)
-            y = xc @ stacked
-            y -= mu_l
-            np.square(y, out=y)
-            out[:, start:stop] = y.reshape(n_rows, stop - start, n_features).sum(axis=2)
+            size = n_rows * (stop - start)
+            for j, (lo, hi) in enumerate(c.blocks):
+                h = hi - lo
+                y = product[: size * h].reshape(n_rows, -1)
+                np.matmul(a[:, : 1 + hi], c.weights[j][:, start * h : stop * h], out=y)
+                y = y.reshape(size, h)
+                # Row-wise dot products: one pass, no squared temporary.
+                if j == 0:
+                    np.einsum("ij,ij->i", y, y, out=total[:size])
+                else:
+                    np.einsum("ij,ij->i", y, y, out=partial[:size])
+                    total[:size] += partial[:size]
+            if group != n_components:
+                out[:, start:stop] = total[:size].reshape(n_rows, -1)
         return out
 
-    def block_sum_xx(self, xc, resp, shifts_c, nk, sum_rxc):
-        n_components, n_features = shifts_c.shape
-        out = np.empty((n_components, n_features, n_features), dtype=np.float64)
-        sqrt_resp = np.sqrt(resp)
-        shifts = shifts_c.astype(xc.dtype)
-        for k in range(n_components):
-            # sqrt(r) (x - c_k): Y^T Y is a symmetric rank-k update (half a GEMM).
-            y = xc - shifts[k]
-            y *= sqrt_resp[:, k : k + 1]
-            out[k] = y.T @ y
+    def weighted_log_prob(self, a, prepared):
+        out = self._mahalanobis(a, prepared)
+        out *= -0.5
+        out += prepared.const
         return out
+
+    def mahalanobis(self, xc, means_c, precisions_cholesky):
+        return self._mahalanobis(self.design(xc), self.prepare(means_c, precisions_cholesky))
+
+    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+        n_components, n_features = shifts_c.shape
+        n_rows = a.shape[0]
+        shifts = shifts_c.astype(a.dtype)
+        sqrt_resp = np.empty((n_components, n_rows), dtype=a.dtype)
+        np.sqrt(resp.T, out=sqrt_resp)
+        # y = sqrt(r) (x - c_k), about the shift itself: no cancellation. numpy
+        # runs y.T @ y as a symmetric rank-k update (syrk, half a GEMM). With
+        # few features, rows along the fast axis keep the two elementwise
+        # passes in long vector loops instead of one short loop per row.
+        if n_features < self.transposed_below:
+            xt = np.ascontiguousarray(a[:, 1 : 1 + n_features].T)
+            y = np.empty_like(xt)
+            for k in range(n_components):
+                np.subtract(xt, shifts[k][:, None], out=y)
+                y *= sqrt_resp[k]
+                out[k] += y @ y.T
+        else:
+            xc = np.ascontiguousarray(a[:, 1 : 1 + n_features])
+            y = np.empty_like(xc)
+            for k in range(n_components):
+                np.subtract(xc, shifts[k], out=y)
+                y *= sqrt_resp[k, :, None]
+                out[k] += y.T @ y
 
     def m_step(self, nk, delta, sum_xx, reg_covar):
         n_features = delta.shape[1]
@@ -350,9 +481,26 @@ class Tied(CovarianceModel):
     def is_positive_definite(self, precisions):
         return np.zeros(0, dtype=np.intp) if _is_pd(precisions) else np.asarray([-1])
 
+    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+        dtype = means_c.dtype
+        chol = precisions_cholesky.astype(dtype, copy=False)
+        m = means_c @ chol
+        log_det = self.log_det_cholesky(chol.astype(np.float64), means_c.shape[1])
+        const = _constants(log_det, means_c.shape[1], log_weights)
+        const -= 0.5 * np.einsum("kd,kd->k", m, m, dtype=np.float64)
+        return chol, m.T.copy(), const.astype(dtype)
+
+    def weighted_log_prob(self, a, prepared):
+        # -|L^T(x - mu_k)|^2 / 2 = y.m_k - |y|^2 / 2 - |m_k|^2 / 2 with y = x L,
+        # m_k = mu_k L: one GEMM against K means instead of K passes.
+        chol, m_t, const = prepared
+        y = a[:, 1 : 1 + chol.shape[0]] @ chol
+        out = y @ m_t
+        out -= 0.5 * np.einsum("ij,ij->i", y, y)[:, None]
+        out += const
+        return out
+
     def mahalanobis(self, xc, means_c, precisions_cholesky):
-        # |L^T(x - mu_k)|^2 = |y|^2 - 2 y.m_k + |m_k|^2 with y = x L, m_k = mu_k L:
-        # one GEMM against K means instead of K passes over the block.
         y = xc @ precisions_cholesky
         m = means_c @ precisions_cholesky
         out = y @ (-2.0 * m.T)
@@ -361,18 +509,19 @@ class Tied(CovarianceModel):
         np.maximum(out, 0.0, out=out)
         return out
 
-    def block_sum_xx(self, xc, resp, shifts_c, nk, sum_rxc):
+    def block_sum_xx(self, a, resp, moments, shifts_c, out):
         # sum_k sum_i r_ik (x'-a_k)(x'-a_k)^T = sum_i w_i x'x'^T
         #   - sum_k (a_k s_k^T + s_k a_k^T) + sum_k N_k a_k a_k^T,
         # with x' = x - c0, a_k = c_k - c0, s_k = sum_i r_ik x'_i, w_i = sum_k r_ik.
         # float64 throughout: the subtraction is the cancelling step.
-        x64 = xc.astype(np.float64, copy=False)
-        w = resp.sum(axis=1, dtype=np.float64)
-        scatter = (x64 * w[:, None]).T @ x64
+        n_features = shifts_c.shape[1]
+        x64 = a[:, 1 : 1 + n_features].astype(np.float64)
+        x64 *= np.sqrt(resp.sum(axis=1, dtype=np.float64))[:, None]
+        out += x64.T @ x64
+        nk, sum_rxc = moments[:, 0], moments[:, 1 : 1 + n_features]
         cross = shifts_c.T @ sum_rxc
-        scatter -= cross + cross.T
-        scatter += (shifts_c * nk[:, None]).T @ shifts_c
-        return scatter
+        out -= cross + cross.T
+        out += (shifts_c * nk[:, None]).T @ shifts_c
 
     def m_step(self, nk, delta, sum_xx, reg_covar):
         between = (delta * nk[:, None]).T @ delta
@@ -435,22 +584,48 @@ class Diag(CovarianceModel):
         ok = np.isfinite(precisions) & (precisions > 0.0)
         return np.flatnonzero(~ok.all(axis=1))
 
+    def n_extra(self, n_features):
+        return n_features
+
+    def fill_extra(self, a, n_features):
+        np.square(a[:, 1 : 1 + n_features], out=a[:, 1 + n_features :])
+
+    def _expansion(self, means_c, precisions_cholesky, const, scale):
+        # (x - mu)^2 p = x^2 p - 2 x mu p + mu^2 p, as the rows of one GEMM
+        # operand for the design [1, x, x^2]; about c0 the cancellation only
+        # costs eps * (distance from c0 in standard deviations)^2.
+        mu = means_c.astype(np.float64)
+        prec = precisions_cholesky.astype(np.float64) ** 2  # (K, D)
+        w = np.empty((1 + 2 * mu.shape[1], mu.shape[0]))
+        w[0] = const + scale * np.sum(mu * mu * prec, axis=1)
+        w[1 : 1 + mu.shape[1]] = (-2.0 * scale * mu * prec).T
+        w[1 + mu.shape[1] :] = scale * prec.T
+        return w.astype(means_c.dtype)
+
+    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+        n_features = means_c.shape[1]
+        log_det = self.log_det_cholesky(precisions_cholesky.astype(np.float64), n_features)
+        const = _constants(log_det, n_features, log_weights)
+        # The whole weighted log-density is one GEMM: a @ w.
+        return self._expansion(means_c, precisions_cholesky, const, -0.5)
+
+    def weighted_log_prob(self, a, prepared):
+        return a @ prepared
+
     def mahalanobis(self, xc, means_c, precisions_cholesky):
-        # Expanded into two GEMMs (as scikit-learn); about c0 the cancellation
-        # only costs eps * (distance from c0 in standard deviations)^2.
-        prec = precisions_cholesky**2  # (K, D)
-        out = (xc * xc) @ prec.T
-        out -= xc @ (2.0 * means_c * prec).T
-        out += np.sum(means_c * means_c * prec, axis=1)
+        w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
+        out = self.design(xc) @ w
         np.maximum(out, 0.0, out=out)
         return out
 
-    def block_sum_xx(self, xc, resp, shifts_c, nk, sum_rxc):
-        # sum_i r_ik (x'-a_k)^2 = sum_i r_ik x'^2 - 2 a_k s_k + N_k a_k^2, per block in float64.
-        q = (resp.T @ (xc * xc)).astype(np.float64)
-        q -= 2.0 * shifts_c * sum_rxc
-        q += nk[:, None] * shifts_c * shifts_c
-        return q
+    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+        # sum_i r_ik (x'-a_k)^2 = sum_i r_ik x'^2 - 2 a_k s_k + N_k a_k^2, per block
+        # in float64; sum_i r_ik x'^2 is a column block of ``moments``.
+        n_features = shifts_c.shape[1]
+        nk, sum_rxc = moments[:, 0], moments[:, 1 : 1 + n_features]
+        out += moments[:, 1 + n_features :]
+        out -= 2.0 * shifts_c * sum_rxc
+        out += nk[:, None] * shifts_c * shifts_c
 
     def m_step(self, nk, delta, sum_xx, reg_covar):
         return sum_xx / nk[:, None] - delta * delta + reg_covar
@@ -503,21 +678,44 @@ class Spherical(CovarianceModel):
     def is_positive_definite(self, precisions):
         return np.flatnonzero(~(np.isfinite(precisions) & (precisions > 0.0)))
 
+    def n_extra(self, n_features):
+        return 1
+
+    def fill_extra(self, a, n_features):
+        xc = a[:, 1 : 1 + n_features]
+        a[:, 1 + n_features] = np.einsum("ij,ij->i", xc, xc)
+
+    def _expansion(self, means_c, precisions_cholesky, const, scale):
+        # p |x - mu|^2 = p |x|^2 - 2 p x.mu + p |mu|^2 for the design [1, x, |x|^2].
+        mu = means_c.astype(np.float64)
+        prec = precisions_cholesky.astype(np.float64) ** 2  # (K,)
+        w = np.empty((2 + mu.shape[1], mu.shape[0]))
+        w[0] = const + scale * prec * np.einsum("kd,kd->k", mu, mu)
+        w[1 : 1 + mu.shape[1]] = (-2.0 * scale * prec[:, None] * mu).T
+        w[1 + mu.shape[1]] = scale * prec
+        return w.astype(means_c.dtype)
+
+    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+        n_features = means_c.shape[1]
+        log_det = self.log_det_cholesky(precisions_cholesky.astype(np.float64), n_features)
+        const = _constants(log_det, n_features, log_weights)
+        return self._expansion(means_c, precisions_cholesky, const, -0.5)
+
+    def weighted_log_prob(self, a, prepared):
+        return a @ prepared
+
     def mahalanobis(self, xc, means_c, precisions_cholesky):
-        prec = precisions_cholesky**2  # (K,)
-        out = xc @ (-2.0 * means_c.T)
-        out += np.einsum("ij,ij->i", xc, xc)[:, None]
-        out += np.einsum("ij,ij->i", means_c, means_c)[None, :]
+        w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
+        out = self.design(xc) @ w
         np.maximum(out, 0.0, out=out)
-        out *= prec
         return out
 
-    def block_sum_xx(self, xc, resp, shifts_c, nk, sum_rxc):
-        sq = np.einsum("ij,ij->i", xc, xc)
-        q = (sq @ resp).astype(np.float64)
-        q -= 2.0 * np.einsum("kd,kd->k", shifts_c, sum_rxc)
-        q += nk * np.einsum("kd,kd->k", shifts_c, shifts_c)
-        return q
+    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+        n_features = shifts_c.shape[1]
+        nk, sum_rxc = moments[:, 0], moments[:, 1 : 1 + n_features]
+        out += moments[:, 1 + n_features]
+        out -= 2.0 * np.einsum("kd,kd->k", shifts_c, sum_rxc)
+        out += nk * np.einsum("kd,kd->k", shifts_c, shifts_c)
 
     def m_step(self, nk, delta, sum_xx, reg_covar):
         n_features = delta.shape[1]
