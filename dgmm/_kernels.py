@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .covariance import get_covariance_model
+from .covariance import Scratch, get_covariance_model
 from .errors import InvalidDataError
 from .params import GMMParams
 from .suffstats import SuffStats
@@ -81,11 +81,14 @@ class Responsibilities(Protocol):
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object: ...
 
-    def block(self, a: np.ndarray, state: object) -> tuple[np.ndarray, np.ndarray]:
+    def block(
+        self, a: np.ndarray, state: object, scratch: Scratch
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(resp (rows, K) in a's dtype, per-row score (rows,))``.
 
         ``a`` is the block's design matrix ``[1, x - c0, extra]`` (see
-        ``CovarianceModel.design``); ``resp`` may be modified by the caller.
+        ``CovarianceModel.design``); ``resp`` may live in ``scratch`` and may
+        be modified by the caller until the next block.
         """
         ...
 
@@ -152,8 +155,8 @@ class EStep:
             log_weights,
         )
 
-    def block(self, a, state):
-        return _log_sum_exp_resp(self.params.model.weighted_log_prob(a, state))
+    def block(self, a, state, scratch):
+        return _log_sum_exp_resp(self.params.model.weighted_log_prob(a, state, scratch))
 
 
 @dataclass(frozen=True)
@@ -175,15 +178,17 @@ class HardAssign:
         centers_c = shifts_c.astype(dtype)
         return centers_c, np.einsum("kd,kd->k", centers_c, centers_c)
 
-    def block(self, a, state):
+    def block(self, a, state, scratch):
         centers_c, sq_norms = state
+        n_rows, n_components = a.shape[0], centers_c.shape[0]
         xc = a[:, 1 : 1 + centers_c.shape[1]]
-        dist = xc @ (-2.0 * centers_c.T)
+        dist = np.matmul(xc, -2.0 * centers_c.T, out=scratch.get("dist", (n_rows, n_components), a.dtype))
         dist += sq_norms
         label = np.argmin(dist, axis=1)
-        rows = np.arange(xc.shape[0])
+        rows = np.arange(n_rows)
         best = dist[rows, label] + np.einsum("ij,ij->i", xc, xc)
-        resp = np.zeros_like(dist)
+        resp = scratch.get("wlp", (n_rows, n_components), a.dtype)
+        resp[...] = 0.0
         resp[rows, label] = 1.0
         return resp, -np.maximum(best, 0.0)
 
@@ -208,7 +213,7 @@ class RandomResp:
     def start_chunk(self, dtype, chunk_index):
         return np.random.default_rng([self.seed, chunk_index])
 
-    def block(self, a, rng):
+    def block(self, a, rng, scratch):
         resp = rng.uniform(size=(a.shape[0], self.n_components)).astype(a.dtype)
         resp /= resp.sum(axis=1, keepdims=True)
         return resp, np.zeros(a.shape[0], dtype=a.dtype)
@@ -270,6 +275,7 @@ def chunk_stats(
                 c0=c0.astype(dtype),
                 shifts_c=shifts_c,
                 design=design,
+                scratch=Scratch(),
                 state=source.start_chunk(dtype, chunk_index),
                 moments=np.zeros((n_components, design.shape[1])),
                 sum_xx=model.zero_sum_xx(n_components, n_features),
@@ -286,7 +292,7 @@ def chunk_stats(
             design = a["design"][: xb.shape[0]]
             np.subtract(xb, a["c0"], out=design[:, 1 : 1 + n_features])
             a["model"].fill_extra(design, n_features)
-            resp, score = source.block(design, a["state"])
+            resp, score = source.block(design, a["state"], a["scratch"])
             if wb is None:
                 a["loglik"] += float(np.sum(score, dtype=np.float64))
             else:
@@ -295,7 +301,7 @@ def chunk_stats(
             # One GEMM: nk, sum r (x - c0) and the type's extra moments. Summed
             # in the data's dtype within the block, in float64 across blocks.
             moments = (resp.T @ design).astype(np.float64)
-            a["model"].block_sum_xx(design, resp, moments, a["shifts_c"], a["sum_xx"])
+            a["model"].block_sum_xx(design, resp, moments, a["shifts_c"], a["sum_xx"], a["scratch"])
             a["moments"] += moments
 
     weight = float(n_rows) if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
@@ -330,12 +336,13 @@ def estimate_log_prob_resp(
     log_resp = np.empty((n_rows, params.n_components), dtype=x.dtype)
     design = np.empty((min(block_rows, n_rows), 1 + n_features + model.n_extra(n_features)), x.dtype)
     design[:, 0] = 1.0
+    scratch = Scratch()
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
         a = design[: stop - start]
         np.subtract(x[start:stop], c0, out=a[:, 1 : 1 + n_features])
         model.fill_extra(a, n_features)
-        wlp = model.weighted_log_prob(a, state)
+        wlp = model.weighted_log_prob(a, state, scratch)
         # Here log-resp itself is wanted: subtract the log-sum-exp, no exp needed.
         top = wlp.max(axis=1)
         top[~np.isfinite(top)] = 0.0

@@ -39,6 +39,7 @@ __all__ = [
     "CovarianceModel",
     "Diag",
     "Full",
+    "Scratch",
     "Spherical",
     "Tied",
     "get_covariance_model",
@@ -49,6 +50,28 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # lambda have means at +-sqrt(2/pi * lambda) and variance (1 - 2/pi) lambda.
 _HALF_SHIFT = math.sqrt(2.0 / math.pi)
 _HALF_VAR = 1.0 - 2.0 / math.pi
+
+
+class Scratch:
+    """Named work arrays reused by every block of a chunk.
+
+    A task allocates its block-sized temporaries once, not once per block:
+    Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``, which pins glibc's mmap
+    threshold at 128 KiB, so every larger ``np.empty`` in a worker is a fresh
+    mmap whose pages fault in on first touch (measured +30-50% per block).
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` and ``dtype``."""
+        size = math.prod(shape)
+        buf = self._arrays.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = np.empty(size, dtype=dtype)
+            self._arrays[name] = buf
+        return buf[:size].reshape(shape)
 
 
 class CovarianceModel(ABC):
@@ -144,8 +167,13 @@ class CovarianceModel(ABC):
         """
 
     @abstractmethod
-    def weighted_log_prob(self, a: np.ndarray, prepared: object) -> np.ndarray:
-        """``log w_k + log N(x | mu_k, Sigma_k)`` (n_rows, K) of a design matrix."""
+    def weighted_log_prob(
+        self, a: np.ndarray, prepared: object, scratch: Scratch | None = None
+    ) -> np.ndarray:
+        """``log w_k + log N(x | mu_k, Sigma_k)`` (n_rows, K) of a design matrix.
+
+        With ``scratch`` the result lives in it (valid until the next block).
+        """
 
     @abstractmethod
     def mahalanobis(
@@ -170,6 +198,7 @@ class CovarianceModel(ABC):
         moments: np.ndarray,
         shifts_c: np.ndarray,
         out: np.ndarray,
+        scratch: Scratch | None = None,
     ) -> None:
         """Add the second moment of one block about the shifts to ``out`` (float64).
 
@@ -360,17 +389,17 @@ class Full(CovarianceModel):
         const = _constants(log_det, n_features, log_weights).astype(dtype)
         return _FullConstants(blocks, weights, const)
 
-    def _mahalanobis(self, a: np.ndarray, c: _FullConstants) -> np.ndarray:
+    def _mahalanobis(self, a: np.ndarray, c: _FullConstants, scratch: Scratch) -> np.ndarray:
         n_rows = a.shape[0]
         n_components = c.const.shape[0]
-        itemsize = a.dtype.itemsize
-        out = np.empty((n_rows, n_components), dtype=a.dtype)
+        dtype = a.dtype
+        out = scratch.get("wlp", (n_rows, n_components), dtype)
         width = max(hi - lo for lo, hi in c.blocks)
         # Components per group so the (rows, g * h) product stays cache-sized.
-        group = max(1, min(n_components, self.group_bytes // max(1, n_rows * width * itemsize)))
-        product = np.empty(n_rows * group * width, dtype=a.dtype)
-        partial = np.empty(n_rows * group, dtype=a.dtype) if len(c.blocks) > 1 else None
-        total = out.reshape(-1) if group == n_components else np.empty(n_rows * group, dtype=a.dtype)
+        group = max(1, min(n_components, self.group_bytes // max(1, n_rows * width * dtype.itemsize)))
+        product = scratch.get("product", (n_rows * group * width,), dtype)
+        partial = scratch.get("partial", (n_rows * group,), dtype)
+        total = out.reshape(-1) if group == n_components else scratch.get("total", (n_rows * group,), dtype)
         for start in range(0, n_components, group):
             stop = min(n_components, start + group)
             size = n_rows * (stop - start)
@@ -389,35 +418,38 @@ class Full(CovarianceModel):
                 out[:, start:stop] = total[:size].reshape(n_rows, -1)
         return out
 
-    def weighted_log_prob(self, a, prepared):
-        out = self._mahalanobis(a, prepared)
+    def weighted_log_prob(self, a, prepared, scratch=None):
+        out = self._mahalanobis(a, prepared, scratch or Scratch())
         out *= -0.5
         out += prepared.const
         return out
 
     def mahalanobis(self, xc, means_c, precisions_cholesky):
-        return self._mahalanobis(self.design(xc), self.prepare(means_c, precisions_cholesky))
+        return self._mahalanobis(self.design(xc), self.prepare(means_c, precisions_cholesky), Scratch())
 
-    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+    def block_sum_xx(self, a, resp, moments, shifts_c, out, scratch=None):
+        scratch = scratch or Scratch()
         n_components, n_features = shifts_c.shape
-        n_rows = a.shape[0]
-        shifts = shifts_c.astype(a.dtype)
-        sqrt_resp = np.empty((n_components, n_rows), dtype=a.dtype)
+        n_rows, dtype = a.shape[0], a.dtype
+        shifts = shifts_c.astype(dtype)
+        sqrt_resp = scratch.get("sqrt_resp", (n_components, n_rows), dtype)
         np.sqrt(resp.T, out=sqrt_resp)
         # y = sqrt(r) (x - c_k), about the shift itself: no cancellation. numpy
         # runs y.T @ y as a symmetric rank-k update (syrk, half a GEMM). With
         # few features, rows along the fast axis keep the two elementwise
         # passes in long vector loops instead of one short loop per row.
         if n_features < self.transposed_below:
-            xt = np.ascontiguousarray(a[:, 1 : 1 + n_features].T)
-            y = np.empty_like(xt)
+            xt = scratch.get("x", (n_features, n_rows), dtype)
+            xt[...] = a[:, 1 : 1 + n_features].T
+            y = scratch.get("y", (n_features, n_rows), dtype)
             for k in range(n_components):
                 np.subtract(xt, shifts[k][:, None], out=y)
                 y *= sqrt_resp[k]
                 out[k] += y @ y.T
         else:
-            xc = np.ascontiguousarray(a[:, 1 : 1 + n_features])
-            y = np.empty_like(xc)
+            xc = scratch.get("x", (n_rows, n_features), dtype)
+            xc[...] = a[:, 1 : 1 + n_features]
+            y = scratch.get("y", (n_rows, n_features), dtype)
             for k in range(n_components):
                 np.subtract(xc, shifts[k], out=y)
                 y *= sqrt_resp[k, :, None]
@@ -490,13 +522,17 @@ class Tied(CovarianceModel):
         const -= 0.5 * np.einsum("kd,kd->k", m, m, dtype=np.float64)
         return chol, m.T.copy(), const.astype(dtype)
 
-    def weighted_log_prob(self, a, prepared):
+    def weighted_log_prob(self, a, prepared, scratch=None):
         # -|L^T(x - mu_k)|^2 / 2 = y.m_k - |y|^2 / 2 - |m_k|^2 / 2 with y = x L,
         # m_k = mu_k L: one GEMM against K means instead of K passes.
+        scratch = scratch or Scratch()
         chol, m_t, const = prepared
-        y = a[:, 1 : 1 + chol.shape[0]] @ chol
-        out = y @ m_t
-        out -= 0.5 * np.einsum("ij,ij->i", y, y)[:, None]
+        n_rows, n_features = a.shape[0], chol.shape[0]
+        y = np.matmul(a[:, 1 : 1 + n_features], chol, out=scratch.get("y", (n_rows, n_features), a.dtype))
+        out = np.matmul(y, m_t, out=scratch.get("wlp", (n_rows, m_t.shape[1]), a.dtype))
+        half_sq = np.einsum("ij,ij->i", y, y)
+        half_sq *= 0.5
+        out -= half_sq[:, None]
         out += const
         return out
 
@@ -509,13 +545,15 @@ class Tied(CovarianceModel):
         np.maximum(out, 0.0, out=out)
         return out
 
-    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+    def block_sum_xx(self, a, resp, moments, shifts_c, out, scratch=None):
         # sum_k sum_i r_ik (x'-a_k)(x'-a_k)^T = sum_i w_i x'x'^T
         #   - sum_k (a_k s_k^T + s_k a_k^T) + sum_k N_k a_k a_k^T,
         # with x' = x - c0, a_k = c_k - c0, s_k = sum_i r_ik x'_i, w_i = sum_k r_ik.
         # float64 throughout: the subtraction is the cancelling step.
+        scratch = scratch or Scratch()
         n_features = shifts_c.shape[1]
-        x64 = a[:, 1 : 1 + n_features].astype(np.float64)
+        x64 = scratch.get("x64", (a.shape[0], n_features), np.dtype(np.float64))
+        x64[...] = a[:, 1 : 1 + n_features]
         x64 *= np.sqrt(resp.sum(axis=1, dtype=np.float64))[:, None]
         out += x64.T @ x64
         nk, sum_rxc = moments[:, 0], moments[:, 1 : 1 + n_features]
@@ -609,8 +647,10 @@ class Diag(CovarianceModel):
         # The whole weighted log-density is one GEMM: a @ w.
         return self._expansion(means_c, precisions_cholesky, const, -0.5)
 
-    def weighted_log_prob(self, a, prepared):
-        return a @ prepared
+    def weighted_log_prob(self, a, prepared, scratch=None):
+        if scratch is None:
+            return a @ prepared
+        return np.matmul(a, prepared, out=scratch.get("wlp", (a.shape[0], prepared.shape[1]), a.dtype))
 
     def mahalanobis(self, xc, means_c, precisions_cholesky):
         w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
@@ -618,7 +658,7 @@ class Diag(CovarianceModel):
         np.maximum(out, 0.0, out=out)
         return out
 
-    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+    def block_sum_xx(self, a, resp, moments, shifts_c, out, scratch=None):
         # sum_i r_ik (x'-a_k)^2 = sum_i r_ik x'^2 - 2 a_k s_k + N_k a_k^2, per block
         # in float64; sum_i r_ik x'^2 is a column block of ``moments``.
         n_features = shifts_c.shape[1]
@@ -701,8 +741,10 @@ class Spherical(CovarianceModel):
         const = _constants(log_det, n_features, log_weights)
         return self._expansion(means_c, precisions_cholesky, const, -0.5)
 
-    def weighted_log_prob(self, a, prepared):
-        return a @ prepared
+    def weighted_log_prob(self, a, prepared, scratch=None):
+        if scratch is None:
+            return a @ prepared
+        return np.matmul(a, prepared, out=scratch.get("wlp", (a.shape[0], prepared.shape[1]), a.dtype))
 
     def mahalanobis(self, xc, means_c, precisions_cholesky):
         w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
@@ -710,7 +752,7 @@ class Spherical(CovarianceModel):
         np.maximum(out, 0.0, out=out)
         return out
 
-    def block_sum_xx(self, a, resp, moments, shifts_c, out):
+    def block_sum_xx(self, a, resp, moments, shifts_c, out, scratch=None):
         n_features = shifts_c.shape[1]
         nk, sum_rxc = moments[:, 0], moments[:, 1 : 1 + n_features]
         out += moments[:, 1 + n_features]
