@@ -65,6 +65,16 @@ def make_mixture(
     return Mixture(X.astype(dtype), labels, weights, means, covariances)
 
 
+def dense_covariance(covariances: np.ndarray, covariance_type: str, k: int, n_features: int) -> np.ndarray:
+    """Component k's covariance as a full (D, D) matrix, for any covariance type."""
+    return {
+        "full": lambda: covariances[k],
+        "tied": lambda: covariances,
+        "diag": lambda: np.diag(covariances[k]),
+        "spherical": lambda: covariances[k] * np.eye(n_features),
+    }[covariance_type]()
+
+
 @pytest.fixture
 def mixture(rng) -> Mixture:
     return make_mixture(rng)

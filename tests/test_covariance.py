@@ -12,6 +12,7 @@ from dgmm.covariance import COVARIANCE_TYPES, get_covariance_model
 from dgmm.params import GMMParams, split_component
 
 from .conftest import COVARIANCE_TYPES as TYPES
+from .conftest import dense_covariance
 
 
 def random_params(rng, covariance_type, n_components=3, n_features=4, offset=0.0) -> GMMParams:
@@ -31,13 +32,7 @@ def random_params(rng, covariance_type, n_components=3, n_features=4, offset=0.0
 
 
 def full_covariance(params: GMMParams, k: int) -> np.ndarray:
-    cov, d = params.covariances, params.n_features
-    return {
-        "full": lambda: cov[k],
-        "tied": lambda: cov,
-        "diag": lambda: np.diag(cov[k]),
-        "spherical": lambda: cov[k] * np.eye(d),
-    }[params.covariance_type]()
+    return dense_covariance(params.covariances, params.covariance_type, k, params.n_features)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

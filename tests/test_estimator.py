@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dgmm import GaussianMixture
 
-from .conftest import COVARIANCE_TYPES, make_mixture
+from .conftest import COVARIANCE_TYPES, dense_covariance, make_mixture
 
 # -- scikit-learn's estimator checks -----------------------------------------
 
@@ -270,14 +270,7 @@ def test_sample_moments_match_model(fitted_by_type):
 
 
 def _full_covariance(gmm: GaussianMixture, k: int) -> np.ndarray:
-    n_features = gmm.means_.shape[1]
-    cov = gmm.covariances_
-    return {
-        "full": lambda: cov[k],
-        "tied": lambda: cov,
-        "diag": lambda: np.diag(cov[k]),
-        "spherical": lambda: cov[k] * np.eye(n_features),
-    }[gmm.covariance_type]()
+    return dense_covariance(gmm.covariances_, gmm.covariance_type, k, gmm.means_.shape[1])
 
 
 # -- warm start, convergence, verbosity -------------------------------------------------
