@@ -181,7 +181,7 @@ def _sklearn_child(workdir: str, spec: str) -> None:
     # verbose=2 prints each iteration's "time lapse" (E-step + M-step); the
     # first also holds the initialisation and is left out, as for dgmm.
     long, log = fit(1 + iters, verbose=2)
-    lapses = [float(t) for t in re.findall(r"time lapse ([0-9.eE+-]+)s", log)]
+    lapses = [float(t) for t in re.findall(r"Iteration \d+\s+time lapse ([0-9.eE+-]+)s", log)]
     print(
         json.dumps(
             {
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             for dtype in dtypes:
                 X = make_data(config, dtype)
                 init = initial_params(X, config)
+                load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
                 print(f"# {config.name} {dtype}: dgmm ...", file=sys.stderr, flush=True)
                 dg = run_dgmm(client, X, init, config, iters)
                 if args.skip_sklearn:
@@ -357,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
                     "ratio": ratio,
                     "target": TARGET_RATIO.get(dtype, float("nan")),
                     "met": bool(ratio <= TARGET_RATIO.get(dtype, float("nan"))),
+                    # 1-minute load average before and after: > n_cores means
+                    # other jobs competed for the cores during the measurement.
+                    "loadavg": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")],
                 }
                 results.append(result)
                 print(

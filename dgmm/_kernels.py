@@ -34,7 +34,9 @@ __all__ = [
     "kernel_frame",
 ]
 
-# Bytes of the block's largest temporaries (a few (rows x K) arrays).
+# Bytes of the block's largest temporaries (a few (rows x K) arrays). Kernel
+# throughput is flat from ~1024 to ~8192 rows per block on the benchmark
+# shapes (fewer rows: Python overhead per block; more: temporaries leave L2/L3).
 DEFAULT_BLOCK_BYTES = 4 << 20
 
 
