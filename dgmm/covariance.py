@@ -223,6 +223,13 @@ class CovarianceModel(ABC):
         ``S = sum_xx``: Sigma = S / N - delta delta^T + reg_covar I.
         """
 
+    # -- numerical resolution ---------------------------------------------
+    @abstractmethod
+    def variance_extremes(self, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per component, the smallest variance along any axis and the largest
+        variance of any feature, each of shape (n_components,); None for tied,
+        whose one shared covariance cannot collapse onto a single component."""
+
     # -- component surgery (splitting, re-seeding) ------------------------
     @abstractmethod
     def take(self, covariances: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -462,6 +469,9 @@ class Full(CovarianceModel):
         cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
         return cov
 
+    def variance_extremes(self, covariances):
+        return np.linalg.eigvalsh(covariances)[:, 0], np.diagonal(covariances, axis1=1, axis2=2).max(axis=1)
+
     def take(self, covariances, index):
         return covariances[index]
 
@@ -568,6 +578,9 @@ class Tied(CovarianceModel):
         cov[np.diag_indices_from(cov)] += reg_covar
         return cov
 
+    def variance_extremes(self, covariances):
+        return None
+
     def take(self, covariances, index):
         return covariances
 
@@ -670,6 +683,9 @@ class Diag(CovarianceModel):
     def m_step(self, nk, delta, sum_xx, reg_covar):
         return sum_xx / nk[:, None] - delta * delta + reg_covar
 
+    def variance_extremes(self, covariances):
+        return covariances.min(axis=1), covariances.max(axis=1)
+
     def take(self, covariances, index):
         return covariances[index]
 
@@ -762,6 +778,9 @@ class Spherical(CovarianceModel):
     def m_step(self, nk, delta, sum_xx, reg_covar):
         n_features = delta.shape[1]
         return (sum_xx / nk - np.einsum("kd,kd->k", delta, delta)) / n_features + reg_covar
+
+    def variance_extremes(self, covariances):
+        return covariances, covariances
 
     def take(self, covariances, index):
         return covariances[index]

@@ -99,17 +99,23 @@ def params_from_stats(
     """The M-step, with collapsed components re-seeded or reported.
 
     A component is degenerate when its covariance is not positive definite,
-    or (re-seeding only) when it holds less than one average row's weight.
+    or has a variance within rounding of zero (collapsed onto identical rows
+    with ``reg_covar=0``), or (re-seeding only) when it holds less than one
+    average row's weight.
     With ``on_degenerate="reseed"`` each is replaced by a split of the
     heaviest component along its principal axis; the events are returned.
     """
     n_components = shifts.shape[0]
     result = m_step(stats, shifts, config.covariance_type, config.reg_covar, dtype=dtype)
     bad = set(result.bad.tolist())
+    unresolved = set(result.unresolved.tolist())
     if config.on_degenerate == "raise":
-        if bad:
+        if bad or unresolved:
             raise DegenerateComponentError(
-                degenerate_message(sorted(bad), dtype, reason="not positive definite")
+                degenerate_message(
+                    sorted(bad | unresolved), dtype,
+                    reason="not positive definite, or a variance within rounding of zero",
+                )
             )
         return GMMParams(
             result.weights, result.means, result.covariances, result.precisions_cholesky,
@@ -126,7 +132,7 @@ def params_from_stats(
         )
     floor = stats.weight / max(stats.n_rows, 1)
     collapsed = set(np.flatnonzero(stats.nk < floor).tolist())
-    degenerate = sorted(bad | collapsed)
+    degenerate = sorted(bad | unresolved | collapsed)
     if len(degenerate) == n_components:
         raise DegenerateComponentError(
             degenerate_message(degenerate, dtype, reason="every component collapsed")
@@ -147,7 +153,12 @@ def params_from_stats(
         donor = max(healthy, key=lambda j: new.weights[j])
         new = split_component(new, donor, k, rng)
         healthy.append(k)
-        reason = "covariance not positive definite" if k in bad else f"weight collapsed (nk={stats.nk[k]:.3g})"
+        if k in bad:
+            reason = "covariance not positive definite"
+        elif k in unresolved:
+            reason = "variance within rounding of zero (collapsed onto identical rows)"
+        else:
+            reason = f"weight collapsed (nk={stats.nk[k]:.3g})"
         events.append({"event": "reseed", "component": int(k), "split_from": int(donor), "reason": reason})
     return new, events
 

@@ -353,12 +353,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bounds_ = list(best.lower_bounds)
         self.history_ = best.history
         if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
+            message = (
                 "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=3,
+                "parameters, or increase max_iter, tol, or check for degenerate data."
             )
+            reseeds = sum(e["event"] == "reseed" for h in self.history_ for e in h["events"])
+            if reseeds:
+                message += (
+                    f" Components were re-seeded {reseeds} time(s) because they kept "
+                    "collapsing (see history_): increase reg_covar or reduce n_components."
+                )
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
     # -- parameters -----------------------------------------------------------
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .covariance import get_covariance_model
+from .covariance import CovarianceModel, get_covariance_model
 from .params import GMMParams
 
 __all__ = ["MStepResult", "SuffStats", "m_step"]
@@ -83,13 +83,16 @@ def merge(stats: list[SuffStats] | tuple[SuffStats, ...]) -> SuffStats:
 
 @dataclass(frozen=True, eq=False)
 class MStepResult:
-    """New parameters and the components whose covariance is ill-defined."""
+    """New parameters and the components whose covariance is ill-defined:
+    ``bad`` are not positive definite, ``unresolved`` have a variance no
+    larger than the rounding of the statistics it came from."""
 
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
     precisions_cholesky: np.ndarray
     bad: np.ndarray
+    unresolved: np.ndarray
 
 
 def m_step(
@@ -114,15 +117,35 @@ def m_step(
     covariances = model.m_step(nk, delta, stats.sum_xx, reg_covar)
     weights = nk / nk.sum()
     prec_chol, bad = model.precisions_cholesky(covariances)
-    return MStepResult(weights, means, covariances, prec_chol, bad)
-
-
-def params_from_m_step(result: MStepResult, covariance_type: str) -> GMMParams:
-    """``GMMParams`` from an M-step whose components are all well defined."""
-    return GMMParams(
-        result.weights,
-        result.means,
-        result.covariances,
-        result.precisions_cholesky,
-        covariance_type,
+    return MStepResult(
+        weights, means, covariances, prec_chol, bad,
+        _unresolved(model, covariances, shifts, delta, nk, bad),
     )
+
+
+# Rounding of float64 moments about a shift a (from the kernels' centre c0)
+# is about eps * a^2 per unit weight; a variance within this many times of
+# it is noise. Collapsed onto identical rows with reg_covar=0, a component's
+# computed variance is exactly such noise, and its log-likelihood (which
+# grows like log 1/variance) then moves at random between iterations.
+_RESOLUTION_FACTOR = 16.0
+
+
+def _unresolved(
+    model: CovarianceModel,
+    covariances: np.ndarray,
+    shifts: np.ndarray,
+    delta: np.ndarray,
+    nk: np.ndarray,
+    bad: np.ndarray,
+) -> np.ndarray:
+    """Components whose smallest variance is within rounding of zero."""
+    extremes = model.variance_extremes(covariances)
+    if extremes is None:
+        return np.zeros(0, dtype=np.intp)
+    smallest, largest = extremes
+    center = (nk @ shifts) / nk.sum()
+    scale = largest + ((shifts - center) ** 2).max(axis=1) + (delta**2).max(axis=1)
+    floor = _RESOLUTION_FACTOR * np.finfo(np.float64).eps * scale
+    unresolved = np.flatnonzero(smallest <= floor)
+    return np.setdiff1d(unresolved, bad)

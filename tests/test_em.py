@@ -249,3 +249,54 @@ def test_likelihood_decrease_is_reported(rng, streamed):
     with pytest.warns(dgmm.errors.LikelihoodDecreaseWarning, match="iteration 2"):
         fit_quietly(gmm, source)
     assert gmm.history_[1]["events"][0]["event"] == "likelihood_decrease"
+
+
+def blobs_and_duplicates(rng):
+    """Two Gaussian blobs and 20 copies of one far point."""
+    return np.vstack(
+        [rng.normal(0, 1, (200, 2)), rng.normal(8, 1, (200, 2)), np.tile([[30.0, 30.0]], (20, 1))]
+    )
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_component_on_identical_rows_is_degenerate_not_a_likelihood_drop(covariance_type):
+    # With reg_covar=0 a component on the 20 identical rows has a computed
+    # variance of pure rounding noise (~1e-13); its log-likelihood then jumps
+    # at random. It must be re-seeded as degenerate, never show up as EM
+    # lowering the likelihood (that warning is an error in this suite).
+    X = blobs_and_duplicates(np.random.default_rng(0))
+    gmm = dgmm.GaussianMixture(
+        3, covariance_type=covariance_type, init_params="k-means++", reg_covar=0.0, random_state=3
+    )
+    fit_quietly(gmm, X)
+    reasons = [e["reason"] for h in gmm.history_ for e in h["events"] if e["event"] == "reseed"]
+    assert any("rounding" in r for r in reasons)
+    assert np.all(np.isfinite(gmm.covariances_))
+
+
+def test_m_step_flags_a_variance_within_rounding_of_zero():
+    from dgmm.suffstats import m_step
+
+    # Component 1 sits on 20 identical rows at 30, far from the others; its
+    # second moment holds only rounding noise of the conversion about c_k.
+    nk = np.array([200.0, 20.0])
+    shifts = np.array([[0.0, 0.0], [30.0, 30.0]])
+    sum_x = np.zeros((2, 2))
+    noise = 20 * 1e-13
+    sum_xx = np.array([[200.0, 200.0], [noise, noise]])
+    stats = SuffStats(nk, sum_x, sum_xx, 0.0, 220.0, 220)
+    assert m_step(stats, shifts, "diag", 0.0).unresolved.tolist() == [1]
+    # reg_covar lifts it far above the noise: a well-defined (if tight) component.
+    assert m_step(stats, shifts, "diag", 1e-6).unresolved.tolist() == []
+    # A genuinely small but resolved variance is not flagged.
+    stats_small = SuffStats(nk, sum_x, np.array([[200.0, 200.0], [20 * 1e-8, 20 * 1e-8]]), 0.0, 220.0, 220)
+    assert m_step(stats_small, shifts, "diag", 0.0).unresolved.tolist() == []
+
+
+def test_convergence_warning_names_the_remedy_when_components_keep_collapsing():
+    X = blobs_and_duplicates(np.random.default_rng(0))
+    gmm = dgmm.GaussianMixture(
+        3, covariance_type="diag", init_params="k-means++", reg_covar=0.0, random_state=0, max_iter=20
+    )
+    with pytest.warns(ConvergenceWarning, match="re-seeded .* increase reg_covar"):
+        gmm.fit(X)
