@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -602,7 +602,29 @@ class Tied(CovarianceModel):
         return mean + z @ chol.T
 
 
-class Diag(CovarianceModel):
+class _ExpandedGEMM(CovarianceModel):
+    """Types whose weighted log-density is one GEMM of the design matrix
+    ``[1, x - c0, extra]`` against an expansion prepared once per chunk."""
+
+    @abstractmethod
+    def _expansion(
+        self, means_c: np.ndarray, precisions_cholesky: np.ndarray, const: Any, scale: float
+    ) -> np.ndarray:
+        """The (design columns x K) matrix: ``scale * distance + const`` per component."""
+
+    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+        n_features = means_c.shape[1]
+        log_det = self.log_det_cholesky(precisions_cholesky.astype(np.float64), n_features)
+        const = _constants(log_det, n_features, log_weights)
+        return self._expansion(means_c, precisions_cholesky, const, -0.5)
+
+    def weighted_log_prob(self, a, prepared, scratch=None):
+        if scratch is None:
+            return a @ prepared
+        return np.matmul(a, prepared, out=scratch.get("wlp", (a.shape[0], prepared.shape[1]), a.dtype))
+
+
+class Diag(_ExpandedGEMM):
     """Each component has its own diagonal covariance (a variance per feature)."""
 
     name = "diag"
@@ -653,18 +675,6 @@ class Diag(CovarianceModel):
         w[1 + mu.shape[1] :] = scale * prec.T
         return w.astype(means_c.dtype)
 
-    def prepare(self, means_c, precisions_cholesky, log_weights=None):
-        n_features = means_c.shape[1]
-        log_det = self.log_det_cholesky(precisions_cholesky.astype(np.float64), n_features)
-        const = _constants(log_det, n_features, log_weights)
-        # The whole weighted log-density is one GEMM: a @ w.
-        return self._expansion(means_c, precisions_cholesky, const, -0.5)
-
-    def weighted_log_prob(self, a, prepared, scratch=None):
-        if scratch is None:
-            return a @ prepared
-        return np.matmul(a, prepared, out=scratch.get("wlp", (a.shape[0], prepared.shape[1]), a.dtype))
-
     def mahalanobis(self, xc, means_c, precisions_cholesky):
         w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
         out = self.design(xc) @ w
@@ -703,7 +713,7 @@ class Diag(CovarianceModel):
         return mean + z * np.sqrt(covariances[k])
 
 
-class Spherical(CovarianceModel):
+class Spherical(_ExpandedGEMM):
     """Each component has a single variance shared by all features."""
 
     name = "spherical"
@@ -750,17 +760,6 @@ class Spherical(CovarianceModel):
         w[1 : 1 + mu.shape[1]] = (-2.0 * scale * prec[:, None] * mu).T
         w[1 + mu.shape[1]] = scale * prec
         return w.astype(means_c.dtype)
-
-    def prepare(self, means_c, precisions_cholesky, log_weights=None):
-        n_features = means_c.shape[1]
-        log_det = self.log_det_cholesky(precisions_cholesky.astype(np.float64), n_features)
-        const = _constants(log_det, n_features, log_weights)
-        return self._expansion(means_c, precisions_cholesky, const, -0.5)
-
-    def weighted_log_prob(self, a, prepared, scratch=None):
-        if scratch is None:
-            return a @ prepared
-        return np.matmul(a, prepared, out=scratch.get("wlp", (a.shape[0], prepared.shape[1]), a.dtype))
 
     def mahalanobis(self, xc, means_c, precisions_cholesky):
         w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
