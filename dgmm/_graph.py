@@ -25,8 +25,7 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed, delayed
 
-from ._kernels import _check_finite, chunk_stats, estimate_log_prob_resp
-from .errors import InvalidDataError
+from ._kernels import chunk_stats, estimate_log_prob_resp, require_finite, require_valid_weights
 from .params import GMMParams
 from .suffstats import SuffStats, merge
 
@@ -100,18 +99,6 @@ def _weight_blocks(x: da.Array, sample_weight: da.Array | None) -> list[Any]:
     return list(sample_weight.to_delayed(optimize_graph=True).ravel())
 
 
-def _check_weights(w: np.ndarray | None, chunk_index: int, row_offset: int) -> None:
-    if w is None:
-        return
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise InvalidDataError(
-            f"sample_weight must be finite and non-negative; row {row_offset + row} "
-            f"(chunk {chunk_index}) has {w[row]!r}. Drop those rows or give them weight 0."
-        )
-
-
 def _checked(
     kernel: Callable[..., Any],
     check_data: bool,
@@ -124,11 +111,11 @@ def _checked(
 ) -> Any:
     """Run ``kernel`` after checking the chunk (first pass only): weights,
     and the data in row blocks when the kernel does not check it itself."""
-    _check_weights(w, chunk_index, row_offset)
+    require_valid_weights(w, row_offset=row_offset, chunk_index=chunk_index)
     if check_data:
         step = 65536
         for start in range(0, x.shape[0], step):
-            _check_finite(x[start : start + step], chunk_index, row_offset + start)
+            require_finite(x[start : start + step], row_offset=row_offset + start, chunk_index=chunk_index)
     return kernel(x, shared, w, chunk_index=chunk_index, row_offset=row_offset)
 
 

@@ -26,6 +26,8 @@ from .suffstats import SuffStats
 
 __all__ = [
     "EStep",
+    "require_finite",
+    "require_valid_weights",
     "HardAssign",
     "RandomResp",
     "block_rows_for",
@@ -221,19 +223,42 @@ class RandomResp:
         return resp, np.zeros(a.shape[0], dtype=a.dtype)
 
 
-def _check_finite(block: np.ndarray, chunk_index: int, row_offset: int) -> None:
+def _where(row_offset: int, row: int, chunk_index: int | None, column: int | None = None) -> str:
+    place = [] if chunk_index is None else [f"chunk {chunk_index}"]
+    place += [] if column is None else [f"column {column}"]
+    return f"row {row_offset + row}" + (f" ({', '.join(place)})" if place else "")
+
+
+def require_finite(block: np.ndarray, *, row_offset: int = 0, chunk_index: int | None = None) -> None:
+    """Raise ``InvalidDataError`` naming the first NaN/Inf of ``block`` by its global row.
+
+    The one check of the data, run by the first pass of a fit and by every
+    prediction task.
+    """
     finite = np.isfinite(block)
     if finite.all():
         return
     row, col = np.argwhere(~finite)[0]
-    value = block[row, col]
+    value = float(block[row, col])
     n_bad = int(block.size - np.count_nonzero(finite))
     raise InvalidDataError(
-        f"Input contains {value!r} at row {row_offset + int(row)} "
-        f"(chunk {chunk_index}, column {int(col)}); {n_bad} non-finite value(s) in "
-        "this block. Gaussian mixtures need finite data: drop or impute NaN/Inf "
-        "rows before fitting (e.g. X[da.isfinite(X).all(axis=1)] with Dask)."
+        f"Input contains {value!r} at {_where(row_offset, int(row), chunk_index, int(col))}; "
+        f"{n_bad} non-finite value(s) in this block. Gaussian mixtures need finite data: "
+        "drop or impute NaN/Inf rows first (e.g. X[da.isfinite(X).all(axis=1)] with Dask)."
     )
+
+
+def require_valid_weights(w: np.ndarray | None, *, row_offset: int = 0, chunk_index: int | None = None) -> None:
+    """Raise ``InvalidDataError`` at the first sample weight that is not finite and >= 0."""
+    if w is None:
+        return
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InvalidDataError(
+            f"sample_weight must be finite and non-negative; {_where(row_offset, row, chunk_index)} "
+            f"has {float(w[row])!r}. Drop those rows or give them weight 0."
+        )
 
 
 def chunk_stats(
@@ -288,7 +313,7 @@ def chunk_stats(
     for start in range(0, n_rows, block_rows):
         xb = x[start : start + block_rows]
         if check_finite:
-            _check_finite(xb, chunk_index, row_offset + start)
+            require_finite(xb, row_offset=row_offset + start, chunk_index=chunk_index)
         wb = None if sample_weight is None else sample_weight[start : start + block_rows]
         for source, a in zip(sources, acc):
             design = a["design"][: xb.shape[0]]

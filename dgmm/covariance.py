@@ -223,6 +223,12 @@ class CovarianceModel(ABC):
         ``S = sum_xx``: Sigma = S / N - delta delta^T + reg_covar I.
         """
 
+    @abstractmethod
+    def precision_traces(
+        self, precisions_cholesky: np.ndarray, n_components: int, n_features: int
+    ) -> np.ndarray:
+        """``tr(P_k) = ||L_k||_F^2`` of every component, shape (n_components,)."""
+
     # -- numerical resolution ---------------------------------------------
     @abstractmethod
     def variance_extremes(self, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -469,6 +475,9 @@ class Full(CovarianceModel):
         cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
         return cov
 
+    def precision_traces(self, precisions_cholesky, n_components, n_features):
+        return np.sum(precisions_cholesky**2, axis=(1, 2))
+
     def variance_extremes(self, covariances):
         return np.linalg.eigvalsh(covariances)[:, 0], np.diagonal(covariances, axis1=1, axis2=2).max(axis=1)
 
@@ -577,6 +586,9 @@ class Tied(CovarianceModel):
         cov = 0.5 * (cov + cov.T)
         cov[np.diag_indices_from(cov)] += reg_covar
         return cov
+
+    def precision_traces(self, precisions_cholesky, n_components, n_features):
+        return np.full(n_components, np.sum(precisions_cholesky**2))
 
     def variance_extremes(self, covariances):
         return None
@@ -693,6 +705,9 @@ class Diag(_ExpandedGEMM):
     def m_step(self, nk, delta, sum_xx, reg_covar):
         return sum_xx / nk[:, None] - delta * delta + reg_covar
 
+    def precision_traces(self, precisions_cholesky, n_components, n_features):
+        return np.sum(precisions_cholesky**2, axis=1)
+
     def variance_extremes(self, covariances):
         return covariances.min(axis=1), covariances.max(axis=1)
 
@@ -777,6 +792,9 @@ class Spherical(_ExpandedGEMM):
     def m_step(self, nk, delta, sum_xx, reg_covar):
         n_features = delta.shape[1]
         return (sum_xx / nk - np.einsum("kd,kd->k", delta, delta)) / n_features + reg_covar
+
+    def precision_traces(self, precisions_cholesky, n_components, n_features):
+        return precisions_cholesky**2 * n_features
 
     def variance_extremes(self, covariances):
         return covariances, covariances

@@ -66,15 +66,9 @@ def decrease_tolerance(params: GMMParams, reg_covar: float, dtype: np.dtype, low
     at most ``reg_covar * sum_k w_k tr(P_k)`` per sample.
     """
     rounding = max(1e-12, 100 * np.finfo(dtype).eps) * (1.0 + abs(lower_bound))
-    precisions = params.precisions
-    if params.covariance_type in ("full",):
-        traces = np.trace(precisions, axis1=1, axis2=2)
-    elif params.covariance_type == "tied":
-        traces = np.full(params.n_components, np.trace(precisions))
-    elif params.covariance_type == "diag":
-        traces = precisions.sum(axis=1)
-    else:
-        traces = precisions * params.n_features
+    traces = params.model.precision_traces(
+        params.precisions_cholesky, params.n_components, params.n_features
+    )
     return float(rounding + reg_covar * np.dot(params.weights, traces))
 
 

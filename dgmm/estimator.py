@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from . import _graph
+from ._kernels import require_finite
 from .cluster import fit_client, maybe_persist, total_threads
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .em import EMConfig, RestartState, best_restart, run_em
@@ -217,7 +218,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
             self._check_data(x)
             weight = as_sample_weight(sample_weight, x, client=client)
-            if not _is_in_memory(X):
+            if isinstance(X, da.Array):
                 x = maybe_persist(x, client)
             self._fit(x, weight)
         return self
@@ -392,13 +393,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if not isinstance(X, da.Array):
             array = as_float_array(X, "X")
             self._check_n_features(array.shape[1])
-            finite = np.isfinite(array).all(axis=1)
-            if not finite.all():
-                row = int(np.flatnonzero(~finite)[0])
-                raise InvalidDataError(
-                    f"Input contains NaN or Inf at row {row} ({array[row].tolist()[:8]}); "
-                    "predictions need finite data. Drop or impute those rows."
-                )
+            require_finite(array)
             return _graph._predict_block(array, params, what)
         x = as_dask_array(X)
         self._check_n_features(x.shape[1])
@@ -541,20 +536,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return tags
 
 
-def _is_in_memory(X: Any) -> bool:
-    return not isinstance(X, da.Array)
-
-
 def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-    """``x`` (n_rows, n_features) unchanged, or an error naming the first bad global row."""
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        offset = block_info[0]["array-location"][0][0] if block_info else 0
-        row = int(np.flatnonzero(~finite)[0])
-        raise InvalidDataError(
-            f"Input contains NaN or Inf at row {offset + row}; predictions need finite "
-            "data. Drop or impute those rows (e.g. X[da.isfinite(X).all(axis=1)])."
-        )
+    """``x`` unchanged once ``require_finite`` passed, with its global row offset."""
+    require_finite(x, row_offset=block_info[0]["array-location"][0][0] if block_info else 0)
     return x
 
 

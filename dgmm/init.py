@@ -38,7 +38,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 
 from . import _graph, _seeding
 from ._kernels import EStep, HardAssign, RandomResp, frame_shifts
-from .em import EMConfig, params_from_stats
+from .em import EMConfig, em_update, params_from_stats
 from .params import GMMParams, split_component
 
 __all__ = ["INIT_METHODS", "InitConfig", "initialize"]
@@ -197,8 +197,6 @@ def _split_init(
     em_config: EMConfig,
     rngs: list[np.random.Generator],
 ) -> list[GMMParams]:
-    from .em import em_update
-
     center = gather_rows(x, [np.arange(min(x.shape[0], 1000))])[0].mean(axis=0)
     params = _hard_assign_params(x, [center[None, :]] * len(rngs), sample_weight, em_config, rngs)
     while params[0].n_components < config.n_components:

@@ -15,6 +15,7 @@ import dask.array as da
 import numpy as np
 from distributed import wait
 
+from ._kernels import require_valid_weights
 from .errors import InvalidDataError, InvalidDtypeError, ShapeMismatchError, UnsupportedInputError
 
 __all__ = ["as_dask_array", "as_float_array", "as_sample_weight", "default_row_chunk"]
@@ -205,12 +206,7 @@ def as_sample_weight(
             f"sample_weight must have shape ({n_rows},), one weight per row of X; "
             f"got shape {w.shape}. Pass a 1-D array aligned with X's rows."
         )
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        raise InvalidDataError(
-            f"sample_weight must be finite and non-negative; row {bad} has {float(w[bad])!r}. "
-            "Drop those rows or give them weight 0."
-        )
+    require_valid_weights(w)
     if not np.any(w > 0):
         raise InvalidDataError(
             f"sample_weight is zero for all {n_rows} rows; expected at least one "

@@ -124,3 +124,15 @@ def test_unknown_covariance_type():
     with pytest.raises(ValueError, match="covariance_type must be one of"):
         get_covariance_model("bogus")
     assert sorted(COVARIANCE_TYPES) == sorted(TYPES)
+
+
+def test_precision_traces_are_traces_of_the_precisions(rng, covariance_type):
+    params = random_params(rng, covariance_type)
+    dense = np.stack(
+        [np.linalg.inv(full_covariance(params, k)) for k in range(params.n_components)]
+    )
+    np.testing.assert_allclose(
+        params.model.precision_traces(params.precisions_cholesky, params.n_components, params.n_features),
+        np.trace(dense, axis1=1, axis2=2),
+        rtol=1e-10,
+    )
