@@ -231,10 +231,14 @@ class CovarianceModel(ABC):
 
     # -- numerical resolution ---------------------------------------------
     @abstractmethod
-    def variance_extremes(self, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per component, the smallest variance along any axis and the largest
-        variance of any feature, each of shape (n_components,); None for tied,
-        whose one shared covariance cannot collapse onto a single component."""
+    def variance_extremes(
+        self, covariances: np.ndarray, precisions_cholesky: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per component, the smallest conditional variance (Cholesky pivot,
+        an upper bound of the smallest eigenvalue that is tiny whenever the
+        component collapses along some direction) and the largest variance of
+        any feature, each (n_components,); None for tied, whose one shared
+        covariance cannot collapse onto a single component."""
 
     # -- component surgery (splitting, re-seeding) ------------------------
     @abstractmethod
@@ -478,8 +482,11 @@ class Full(CovarianceModel):
     def precision_traces(self, precisions_cholesky, n_components, n_features):
         return np.sum(precisions_cholesky**2, axis=(1, 2))
 
-    def variance_extremes(self, covariances):
-        return np.linalg.eigvalsh(covariances)[:, 0], np.diagonal(covariances, axis1=1, axis2=2).max(axis=1)
+    def variance_extremes(self, covariances, precisions_cholesky):
+        # Pivots of chol(Sigma) are 1 / diag(L): free, where eigvalsh would
+        # cost as much again as the factorisation itself.
+        pivots = 1.0 / np.diagonal(precisions_cholesky, axis1=1, axis2=2) ** 2
+        return pivots.min(axis=1), np.diagonal(covariances, axis1=1, axis2=2).max(axis=1)
 
     def take(self, covariances, index):
         return covariances[index]
@@ -590,7 +597,7 @@ class Tied(CovarianceModel):
     def precision_traces(self, precisions_cholesky, n_components, n_features):
         return np.full(n_components, np.sum(precisions_cholesky**2))
 
-    def variance_extremes(self, covariances):
+    def variance_extremes(self, covariances, precisions_cholesky):
         return None
 
     def take(self, covariances, index):
@@ -708,7 +715,7 @@ class Diag(_ExpandedGEMM):
     def precision_traces(self, precisions_cholesky, n_components, n_features):
         return np.sum(precisions_cholesky**2, axis=1)
 
-    def variance_extremes(self, covariances):
+    def variance_extremes(self, covariances, precisions_cholesky):
         return covariances.min(axis=1), covariances.max(axis=1)
 
     def take(self, covariances, index):
@@ -796,7 +803,7 @@ class Spherical(_ExpandedGEMM):
     def precision_traces(self, precisions_cholesky, n_components, n_features):
         return precisions_cholesky**2 * n_features
 
-    def variance_extremes(self, covariances):
+    def variance_extremes(self, covariances, precisions_cholesky):
         return covariances, covariances
 
     def take(self, covariances, index):

@@ -119,7 +119,7 @@ def m_step(
     prec_chol, bad = model.precisions_cholesky(covariances)
     return MStepResult(
         weights, means, covariances, prec_chol, bad,
-        _unresolved(model, covariances, shifts, delta, nk, bad),
+        _unresolved(model, covariances, prec_chol, shifts, delta, nk, bad),
     )
 
 
@@ -134,13 +134,14 @@ _RESOLUTION_FACTOR = 16.0
 def _unresolved(
     model: CovarianceModel,
     covariances: np.ndarray,
+    precisions_cholesky: np.ndarray,
     shifts: np.ndarray,
     delta: np.ndarray,
     nk: np.ndarray,
     bad: np.ndarray,
 ) -> np.ndarray:
     """Components whose smallest variance is within rounding of zero."""
-    extremes = model.variance_extremes(covariances)
+    extremes = model.variance_extremes(covariances, precisions_cholesky)
     if extremes is None:
         return np.zeros(0, dtype=np.intp)
     smallest, largest = extremes

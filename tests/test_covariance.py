@@ -136,3 +136,17 @@ def test_precision_traces_are_traces_of_the_precisions(rng, covariance_type):
         np.trace(dense, axis1=1, axis2=2),
         rtol=1e-10,
     )
+
+
+def test_smallest_pivot_flags_a_covariance_collapsed_along_one_axis():
+    # Rank-deficient up to rounding: a line in 3-D. The smallest Cholesky
+    # pivot is as tiny as the smallest eigenvalue, and never below it.
+    axis = np.array([1.0, 2.0, 2.0]) / 3.0
+    cov = np.stack([np.outer(axis, axis) * 4.0 + 1e-14 * np.eye(3), np.eye(3)])
+    model = get_covariance_model("full")
+    prec_chol, bad = model.precisions_cholesky(cov)
+    smallest, largest = model.variance_extremes(cov, prec_chol)
+    eig_min = np.linalg.eigvalsh(cov)[:, 0]
+    assert smallest[0] < 1e-12 and smallest[1] == pytest.approx(1.0)
+    assert np.all(smallest >= eig_min * (1 - 1e-6))
+    np.testing.assert_allclose(largest, [4 * (2 / 3) ** 2 + 1e-14, 1.0])
