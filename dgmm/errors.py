@@ -20,6 +20,10 @@ __all__ = [
     "InvalidDataError",
     "LikelihoodDecreaseWarning",
     "InvalidDtypeError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "TargetExistsError",
+    "TargetNotWritableError",
     "ShapeMismatchError",
     "UnsupportedInputError",
 ]
@@ -55,6 +59,23 @@ class DegenerateComponentError(DgmmError, ValueError):
     Raised with ``on_degenerate="raise"``; scikit-learn raises a plain
     ``ValueError`` in the same place, which this subclasses.
     """
+
+
+class ModelFormatError(DgmmError, ValueError):
+    """A saved model cannot be read: not a dgmm model, corrupt, truncated,
+    wrong shapes, or written in a format version this dgmm does not read."""
+
+
+class ModelNotFoundError(DgmmError, FileNotFoundError):
+    """Nothing exists at the path or URL a model was to be loaded from."""
+
+
+class TargetExistsError(DgmmError, FileExistsError):
+    """The output (model, predictions) exists and overwriting was not asked for."""
+
+
+class TargetNotWritableError(DgmmError, OSError):
+    """The output location cannot be created or written (permissions, a file in the way)."""
 
 
 class DgmmWarning(UserWarning):

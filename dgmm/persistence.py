@@ -1,0 +1,741 @@
+"""Model files: a directory of ``.npy`` arrays and a ``model.json`` manifest.
+
+A saved model is a directory (local path or fsspec URL)::
+
+    model/
+      model.json               format, versions, shapes, hyper-parameters,
+                               fit summary and history, a manifest of files
+      weights.npy              (n_components,)
+      means.npy                (n_components, n_features)
+      covariances.npy          per covariance type
+      precisions_cholesky.npy  same shape as covariances
+
+Arrays are written with ``np.save(allow_pickle=False)`` and read with
+``np.load(allow_pickle=False)``, and ``model.json`` is plain JSON: loading a
+model never executes code. The manifest lists every file with its size and
+sha256, so a truncated or corrupt file is detected on read.
+
+Writes are atomic. On a local file system the files go into a temporary
+sibling directory, are fsynced, and the directory is renamed into place; an
+existing model is swapped for the new one in a single ``renameat2`` exchange
+where Linux offers it. Object stores have no rename: the arrays are written
+under content-addressed names (``means.<sha256 prefix>.npy``) that never
+clobber the previous model's, and ``model.json`` (a single PUT) is written
+last, so readers see the old model or the new one, never a mix; the
+previous model's files are deleted afterwards.
+
+This module is io: it imports the core (params, covariance, errors) only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .covariance import get_covariance_model
+from .errors import (
+    ModelFormatError,
+    ModelNotFoundError,
+    ShapeMismatchError,
+    TargetExistsError,
+    TargetNotWritableError,
+)
+from .params import GMMParams
+
+__all__ = [
+    "ARRAY_NAMES",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "READABLE_VERSIONS",
+    "load_model",
+    "params_from_files",
+    "params_meta",
+    "params_to_files",
+    "read_dir",
+    "read_meta",
+    "save_model",
+    "write_dir",
+]
+
+FORMAT_NAME = "dgmm-model"
+FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
+MANIFEST = "model.json"
+ARRAY_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
+# A non-finite float is not JSON: stored as {"$float": "Infinity"} instead of
+# Python's non-standard bare ``Infinity`` so any JSON reader can parse the file.
+_FLOAT_TAG = "$float"
+
+
+# -- arrays <-> bytes --------------------------------------------------------
+
+
+def params_to_files(params: GMMParams) -> dict[str, bytes]:
+    """The parameter arrays as ``.npy`` bytes, float64.
+
+    Parameters
+    ----------
+    params : GMMParams
+
+    Returns
+    -------
+    files : dict of str to bytes
+        ``{"weights.npy": ..., "means.npy": ..., "covariances.npy": ...,
+        "precisions_cholesky.npy": ...}``.
+    """
+    return {
+        f"{name}.npy": _array_to_bytes(np.asarray(getattr(params, name), dtype=np.float64))
+        for name in ARRAY_NAMES
+    }
+
+
+def params_meta(params: GMMParams) -> dict[str, Any]:
+    """The shape part of ``model.json``: covariance type, K, D, dtype."""
+    return {
+        "covariance_type": params.covariance_type,
+        "n_components": int(params.n_components),
+        "n_features": int(params.n_features),
+        "dtype": "float64",
+    }
+
+
+def params_from_files(
+    files: Mapping[str, bytes],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    source: str = "the model",
+) -> GMMParams:
+    """Parameters from the files of a model directory.
+
+    Parameters
+    ----------
+    files : mapping of str to bytes
+        As returned by :func:`read_dir` (or :func:`params_to_files`).
+    meta : mapping, default=None
+        The parsed ``model.json``; by default parsed from ``files``.
+    source : str, default="the model"
+        Where the files came from, for error messages.
+
+    Returns
+    -------
+    params : GMMParams
+        Validated: every array has the shape its covariance type, number of
+        components and features require, is finite, the weights are a
+        distribution and the precisions are positive definite.
+
+    Raises
+    ------
+    ModelFormatError
+        If an array is missing, unreadable, of the wrong shape or invalid.
+    """
+    where = source
+    if meta is None:
+        meta = read_meta(files, where)
+    covariance_type = meta.get("covariance_type")
+    try:
+        model = get_covariance_model(str(covariance_type))
+    except ValueError:
+        raise ModelFormatError(
+            f"{where} has covariance_type {covariance_type!r} in {MANIFEST}; expected one of "
+            "'full', 'tied', 'diag', 'spherical'. The file was edited or corrupted: "
+            "save the model again."
+        ) from None
+    try:
+        n_components = int(meta["n_components"])
+        n_features = int(meta["n_features"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelFormatError(
+            f"{where}: {MANIFEST} lacks integer 'n_components' and 'n_features' (got "
+            f"{meta.get('n_components')!r}, {meta.get('n_features')!r}). The file was edited "
+            "or corrupted: save the model again."
+        ) from None
+    expected = {
+        "weights": (n_components,),
+        "means": (n_components, n_features),
+        "covariances": model.shape(n_components, n_features),
+        "precisions_cholesky": model.shape(n_components, n_features),
+    }
+    arrays = {}
+    for name in ARRAY_NAMES:
+        filename = f"{name}.npy"
+        if filename not in files:
+            raise ModelFormatError(
+                f"{where} has no {filename}; a dgmm model needs "
+                f"{', '.join(n + '.npy' for n in ARRAY_NAMES)}. Save the model again."
+            )
+        array = _array_from_bytes(files[filename], filename, where)
+        if array.shape != expected[name]:
+            raise ModelFormatError(
+                f"{where}: {filename} has shape {array.shape}, but a {covariance_type!r} "
+                f"mixture with {n_components} components and {n_features} features needs "
+                f"{expected[name]}. The files do not belong together: save the model again."
+            )
+        if not np.all(np.isfinite(array)):
+            raise ModelFormatError(
+                f"{where}: {filename} contains NaN or Inf; a saved model has finite "
+                "parameters. Save the model again from a fitted estimator."
+            )
+        arrays[name] = array
+    weights = arrays["weights"]
+    if np.any(weights < 0) or not math.isclose(float(weights.sum()), 1.0, abs_tol=1e-6):
+        raise ModelFormatError(
+            f"{where}: weights.npy must be non-negative and sum to 1, got min "
+            f"{weights.min():.6g} and sum {weights.sum():.6g}. Save the model again."
+        )
+    precisions = model.precisions(arrays["precisions_cholesky"])
+    bad = model.is_positive_definite(precisions)
+    if bad.size:
+        raise ModelFormatError(
+            f"{where}: the precisions of component(s) {bad.tolist()} are not positive "
+            "definite. The arrays were edited or corrupted: save the model again."
+        )
+    try:
+        return GMMParams(
+            arrays["weights"],
+            arrays["means"],
+            arrays["covariances"],
+            arrays["precisions_cholesky"],
+            str(covariance_type),
+        )
+    except ShapeMismatchError as exc:  # pragma: no cover - shapes checked above
+        raise ModelFormatError(f"{where}: {exc}") from None
+
+
+def _array_to_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (no pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _array_from_bytes(data: bytes, name: str, where: str) -> np.ndarray:
+    """The float64 array in ``.npy`` bytes; ModelFormatError if unreadable or not float64."""
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelFormatError(
+            f"{where}: {name} is not a readable .npy array ({exc}). The file is truncated "
+            "or corrupt: save the model again."
+        ) from None
+    if array.dtype != np.float64:
+        raise ModelFormatError(
+            f"{where}: {name} holds {array.dtype} values; expected float64. "
+            "Save the model again."
+        )
+    return array
+
+
+def _npy_header(data: bytes) -> tuple[list[int], str] | None:
+    """``(shape, dtype)`` from a ``.npy`` header, or None if it is not one."""
+    try:
+        buffer = io.BytesIO(data)
+        version = np.lib.format.read_magic(buffer)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(buffer)
+    except Exception:  # any malformed header: the manifest just omits shape
+        return None
+    return [int(s) for s in shape], str(dtype)
+
+
+# -- JSON ---------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and non-finite floats made plain JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isfinite(value):
+            return value
+        return {_FLOAT_TAG: repr(value).replace("inf", "Infinity").replace("nan", "NaN")}
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _decode_floats(obj: dict[str, Any]) -> Any:
+    """json object hook: ``{"$float": "Infinity"}`` back to ``float('inf')``."""
+    if len(obj) == 1 and _FLOAT_TAG in obj:
+        return float(obj[_FLOAT_TAG])
+    return obj
+
+
+def dumps(value: Any) -> bytes:
+    """Canonical JSON bytes of ``value`` (sorted keys, exact float repr, no NaN literals)."""
+    return (json.dumps(_jsonable(value), indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def loads(data: bytes, where: str = "model.json") -> Any:
+    """Parse JSON written by :func:`dumps`; ModelFormatError if it is not JSON."""
+    try:
+        return json.loads(data.decode("utf-8"), object_hook=_decode_floats)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise ModelFormatError(
+            f"{where} is not valid JSON ({exc}); it is truncated or corrupt. "
+            "Save the model again."
+        ) from None
+
+
+# -- the manifest ---------------------------------------------------------------
+
+
+def _manifest_entry(name: str, path: str, data: bytes) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "path": path,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    if name.endswith(".npy"):
+        header = _npy_header(data)
+        if header is not None:
+            entry["shape"], entry["dtype"] = header
+    return entry
+
+
+def _with_manifest(
+    files: Mapping[str, bytes], paths: Mapping[str, str]
+) -> tuple[dict[str, Any], bytes]:
+    """``(meta, model.json bytes)``: the caller's model.json plus format tags and manifest."""
+    if MANIFEST in files:
+        meta = loads(files[MANIFEST], f"the {MANIFEST} given to write_dir")
+        if not isinstance(meta, dict):
+            raise TypeError(f"{MANIFEST} must hold a JSON object, got {type(meta).__name__}.")
+    else:
+        meta = {}
+    meta.setdefault("format", FORMAT_NAME)
+    meta.setdefault("format_version", FORMAT_VERSION)
+    meta["files"] = [
+        _manifest_entry(name, paths[name], data)
+        for name, data in sorted(files.items())
+        if name != MANIFEST
+    ]
+    return meta, dumps(meta)
+
+
+def read_meta(files: Mapping[str, bytes], where: str = "the model") -> dict[str, Any]:
+    """The parsed, format-checked ``model.json`` of a model's files.
+
+    Raises ModelFormatError if it is missing, not JSON, not a dgmm model or
+    of a format version this dgmm cannot read.
+    """
+    if MANIFEST not in files:
+        raise ModelFormatError(
+            f"{where} is not a dgmm model: it has no {MANIFEST}. Pass the directory "
+            "written by GaussianMixture.save (or `dgmm fit --output`)."
+        )
+    meta = loads(files[MANIFEST], f"{where}/{MANIFEST}")
+    _check_format(meta, where)
+    return meta
+
+
+def _check_format(meta: Any, where: str) -> None:
+    """Format name and version; ModelFormatError naming what this dgmm reads."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelFormatError(
+            f"{where} is not a dgmm model: {MANIFEST} has format {got!r}, expected "
+            f"{FORMAT_NAME!r}. Pass the directory written by GaussianMixture.save "
+            "(or `dgmm fit --output`)."
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_VERSIONS:
+        from . import __version__
+
+        newer = isinstance(version, int) and version > max(READABLE_VERSIONS)
+        raise ModelFormatError(
+            f"{where} has model format version {version!r}"
+            + (f" (written by dgmm {meta.get('dgmm_version', '?')})" if newer else "")
+            + f"; this dgmm {__version__} reads format version(s) "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. "
+            + ("Upgrade dgmm (pip install -U dgmm) to load it." if newer
+               else "The file was edited or corrupted: save the model again.")
+        )
+
+
+def _verify(files: Mapping[str, bytes], entries: list[Any], where: str) -> None:
+    """Every manifest entry present with its size and sha256."""
+    for entry in entries:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name not in files:
+            raise ModelFormatError(
+                f"{where}: the manifest in {MANIFEST} lists {name!r} but the file is "
+                "missing. The model is incomplete (an interrupted copy?): save it again."
+            )
+        data = files[name]
+        if len(data) != entry.get("size"):
+            raise ModelFormatError(
+                f"{where}: {name} has {len(data)} bytes but {MANIFEST} records "
+                f"{entry.get('size')}. The file is truncated or corrupt: save the model again."
+            )
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise ModelFormatError(
+                f"{where}: {name} does not match the sha256 recorded in {MANIFEST}. "
+                "The file is corrupt or was modified: save the model again."
+            )
+
+
+# -- directories --------------------------------------------------------------
+
+
+def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str, bool]:
+    """``(filesystem, path, is_local)`` for a path or fsspec URL."""
+    from fsspec.core import url_to_fs
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = url_to_fs(os.fspath(url), **dict(storage_options or {}))
+    return fs, path.rstrip("/") or path, isinstance(fs, LocalFileSystem)
+
+
+def write_dir(
+    url: str | os.PathLike[str],
+    files: Mapping[str, bytes],
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a directory of small files atomically, ``model.json`` last.
+
+    Parameters
+    ----------
+    url : str or path-like
+        Local path or fsspec URL (``s3://bucket/models/m1``) of the directory.
+    files : mapping of str to bytes
+        File names (no subdirectories) and contents. ``model.json``, if
+        given, must hold a JSON object; the format tags and the manifest of
+        the other files (name, size, sha256, shape and dtype of ``.npy``
+        files) are added to it. Without one, a ``model.json`` holding just
+        those is written.
+    overwrite : bool, default=False
+        Replace an existing dgmm model directory. The old model stays
+        readable until the new one is complete.
+    storage_options : mapping, default=None
+        Passed to fsspec (credentials, endpoint_url, ...).
+
+    Raises
+    ------
+    TargetExistsError
+        If ``url`` exists and ``overwrite`` is False, or it exists and is
+        not a dgmm model directory (never replaced, even with ``overwrite``).
+    TargetNotWritableError
+        If the directory cannot be created or written.
+    """
+    for name in files:
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"File names must be plain names without '/', got {name!r}.")
+    fs, path, local = _fs(url, storage_options)
+    shown = os.fspath(url)
+    if local:
+        _write_local(path, files, overwrite, shown)
+    else:
+        _write_remote(fs, path, files, overwrite, shown)
+
+
+def _existing_model(fs: Any, path: str, shown: str, overwrite: bool) -> dict[str, Any] | None:
+    """The parsed model.json of what is at ``path`` (None if nothing); refuse what we may not replace."""
+    if not fs.exists(path):
+        return None
+    if not overwrite:
+        raise TargetExistsError(
+            f"{shown} already exists. Pass overwrite=True (or --overwrite) to replace "
+            "it, or choose another path."
+        )
+    if fs.isfile(path):
+        raise TargetExistsError(
+            f"{shown} exists and is a file, not a dgmm model directory; refusing to "
+            "replace it even with overwrite=True. Remove it or choose another path."
+        )
+    manifest = f"{path}/{MANIFEST}"
+    if not fs.exists(manifest):
+        if not fs.ls(path, detail=False):
+            return {}
+        raise TargetExistsError(
+            f"{shown} exists and is not a dgmm model directory (no {MANIFEST}); refusing "
+            "to replace it even with overwrite=True. Remove it or choose another path."
+        )
+    try:
+        meta = json.loads(fs.cat_file(manifest), object_hook=_decode_floats)
+    except ValueError:
+        meta = {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _write_local(path: str, files: Mapping[str, bytes], overwrite: bool, shown: str) -> None:
+    from fsspec.implementations.local import LocalFileSystem
+
+    _existing_model(LocalFileSystem(), path, shown, overwrite)
+    parent, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(parent, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(tmp)
+    except OSError as exc:
+        raise TargetNotWritableError(_unwritable(shown, exc)) from None
+    try:
+        _, meta_bytes = _with_manifest(files, {name: name for name in files})
+        for name, data in files.items():
+            if name != MANIFEST:
+                _write_file(os.path.join(tmp, name), data)
+        _write_file(os.path.join(tmp, MANIFEST), meta_bytes)
+        _fsync_dir(tmp)
+        if os.path.lexists(path):
+            if not _exchange(tmp, path):
+                # No atomic exchange here: move the old model aside first, so a
+                # crash between the renames leaves it whole at the .old name.
+                old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:12]}")
+                os.rename(path, old)
+                os.rename(tmp, path)
+                tmp = old
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+        _fsync_dir(parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TargetNotWritableError(_unwritable(shown, exc)) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on dirs
+        pass
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _unwritable(shown: str, exc: OSError) -> str:
+    return (
+        f"Cannot write the model to {shown}: {exc.strerror or exc} "
+        f"({type(exc).__name__}). Choose a writable location, create the parent "
+        "directory, or fix its permissions."
+    )
+
+
+def _content_path(name: str, data: bytes) -> str:
+    """``means.npy`` -> ``means.<sha256 prefix>.npy``: never the name of an older version."""
+    stem, dot, suffix = name.rpartition(".")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"{stem}.{digest}.{suffix}" if dot and stem else f"{name}.{digest}"
+
+
+def _write_remote(
+    fs: Any, path: str, files: Mapping[str, bytes], overwrite: bool, shown: str
+) -> None:
+    old = _existing_model(fs, path, shown, overwrite)
+    paths = {name: _content_path(name, data) for name, data in files.items() if name != MANIFEST}
+    _, meta_bytes = _with_manifest(files, paths)
+    try:
+        for name, data in files.items():
+            if name != MANIFEST:
+                fs.pipe_file(f"{path}/{paths[name]}", data)
+        # The commit point: one PUT switches readers from the old model to this one.
+        fs.pipe_file(f"{path}/{MANIFEST}", meta_bytes)
+    except OSError as exc:
+        raise TargetNotWritableError(_unwritable(shown, exc)) from None
+    if old:
+        keep = set(paths.values()) | {MANIFEST}
+        stale = [
+            f"{path}/{e['path']}"
+            for e in old.get("files", [])
+            if isinstance(e, dict) and isinstance(e.get("path"), str)
+            and "/" not in e["path"] and e["path"] not in keep
+        ]
+        for p in stale:
+            try:
+                fs.rm_file(p)
+            except OSError:  # a leftover file is harmless: no manifest lists it
+                pass
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(path)
+
+
+def read_dir(
+    url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, bytes]:
+    """Read and verify a directory written by :func:`write_dir`.
+
+    Parameters
+    ----------
+    url : str or path-like
+        Local path or fsspec URL of the directory.
+    storage_options : mapping, default=None
+        Passed to fsspec.
+
+    Returns
+    -------
+    files : dict of str to bytes
+        ``model.json`` and every file its manifest lists, under their
+        logical names; each checked against its recorded size and sha256.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If nothing exists at ``url``.
+    ModelFormatError
+        If it is not a dgmm model, of a future format version, or a file is
+        missing, truncated or corrupt.
+    """
+    fs, path, _ = _fs(url, storage_options)
+    shown = os.fspath(url)
+    manifest = f"{path}/{MANIFEST}"
+    try:
+        meta_bytes = fs.cat_file(manifest)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        if not fs.exists(path):
+            raise ModelNotFoundError(
+                f"No model at {shown}: the path does not exist. Check the path (and "
+                "storage_options for remote URLs), or fit and save a model there first."
+            ) from None
+        raise ModelFormatError(
+            f"{shown} is not a dgmm model: it has no {MANIFEST}. Pass the directory "
+            "written by GaussianMixture.save (or `dgmm fit --output`)."
+        ) from None
+    meta = loads(meta_bytes, f"{shown}/{MANIFEST}")
+    _check_format(meta, shown)
+    entries = meta.get("files")
+    if not isinstance(entries, list):
+        raise ModelFormatError(
+            f"{shown}: {MANIFEST} has no file manifest ('files' list). The file was "
+            "edited or corrupted: save the model again."
+        )
+    files: dict[str, bytes] = {MANIFEST: meta_bytes}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue  # _verify reports it
+        name, stored = entry.get("name"), entry.get("path", entry.get("name"))
+        if not isinstance(stored, str) or "/" in stored or not isinstance(name, str):
+            raise ModelFormatError(
+                f"{shown}: the manifest entry {entry!r} in {MANIFEST} is malformed. "
+                "Save the model again."
+            )
+        try:
+            files[name] = fs.cat_file(f"{path}/{stored}")
+        except FileNotFoundError:
+            pass  # _verify names it
+    _verify(files, entries, shown)
+    return files
+
+
+# -- models -------------------------------------------------------------------
+
+
+def save_model(
+    url: str | os.PathLike[str],
+    params: GMMParams,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    extra_files: Mapping[str, bytes] | None = None,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Save parameters and metadata as a model directory.
+
+    Parameters
+    ----------
+    url : str or path-like
+        Local path or fsspec URL of the directory.
+    params : GMMParams
+    meta : mapping, default=None
+        JSON-able extra fields of ``model.json`` (hyper-parameters, fit
+        summary, history); numpy scalars and arrays and non-finite floats
+        are converted. The format, version and shape fields are dgmm's.
+    extra_files : mapping of str to bytes, default=None
+        More files for the directory (a checkpoint's loop state), listed in
+        the manifest like the arrays.
+    overwrite : bool, default=False
+    storage_options : mapping, default=None
+        As in :func:`write_dir`.
+    """
+    from . import __version__
+
+    document = dict(meta or {})
+    document.update(params_meta(params))
+    document.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, dgmm_version=__version__)
+    files = dict(extra_files or {})
+    files.update(params_to_files(params))
+    files[MANIFEST] = dumps(document)
+    write_dir(url, files, overwrite=overwrite, storage_options=storage_options)
+
+
+def load_model(
+    url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> tuple[GMMParams, dict[str, Any]]:
+    """Load a model directory written by :func:`save_model`.
+
+    Returns
+    -------
+    params : GMMParams
+    meta : dict
+        The parsed ``model.json`` (its ``files`` entry is the manifest).
+
+    Raises
+    ------
+    ModelNotFoundError, ModelFormatError
+        As :func:`read_dir`, and if the arrays do not fit the recorded
+        covariance type, number of components and features.
+    """
+    files = read_dir(url, storage_options=storage_options)
+    meta = read_meta(files, os.fspath(url))
+    params = params_from_files(files, meta, source=os.fspath(url))
+    return params, meta
