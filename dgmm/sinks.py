@@ -1,0 +1,547 @@
+"""Results out: Dask arrays written to Zarr or Parquet chunk by chunk, atomically.
+
+``write_array`` writes one Dask array, or several named arrays with the same
+rows (labels, log-densities, probabilities), with one task per input row
+chunk: each task computes its chunk on the worker that holds it and writes it
+to storage itself, so the data never passes through the client and every
+input chunk is computed (read) once. Output chunks are the input's row
+chunks: a Zarr chunk (or a Parquet file) per input chunk.
+
+What "atomic" means here
+------------------------
+Everything is first written under a temporary sibling of the target
+(``.<name>.dgmm-tmp-<id>`` in the same directory or prefix). If any chunk
+fails (an exception in a task, e.g. NaN rows found while predicting, or a
+lost worker), the tasks still running are waited for, the temporary sibling
+is removed and the exception is raised: nothing appears under the target's
+name, and an existing target is untouched. Once every chunk is written:
+
+* **local filesystem**: the temporary directory is renamed to the target
+  (one ``rename``, atomic). With ``overwrite=True`` an existing target is
+  first renamed aside, the new one renamed into place, then the old one
+  removed; if the second rename fails the old target is renamed back. Between
+  the two renames (microseconds) the name is briefly absent, never partial.
+* **object storage** (``s3://``, ``gs://``, ``memory://``..., no atomic
+  rename): the objects are copied from the temporary prefix to the target,
+  the root metadata last (Zarr's root ``zarr.json``, or ``.zgroup`` /
+  ``.zarray`` / ``.zattrs`` for Zarr v2), then the temporary prefix is
+  removed. A Zarr reader therefore sees no array or group until it is
+  complete. A Parquet dataset has no root metadata: a reader listing the
+  prefix during the copy can see only some of its files. With
+  ``overwrite=True`` the old target is deleted only after the new data is
+  complete under the temporary prefix, just before the copy. If the copy
+  itself fails, what was copied is removed and the complete result is left
+  under the temporary prefix, named in the error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import math
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .errors import ShapeMismatchError, TargetExistsError, TargetFormatError, TargetNotWritableError
+
+__all__ = ["FORMATS", "WriteResult", "write_array"]
+
+FORMATS = ("zarr", "parquet")
+
+# Objects a Zarr reader opens first: copied last on object storage.
+_ZARR_ROOT_METADATA = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
+
+# Seconds to wait for tasks still writing after another chunk failed.
+_DRAIN_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What ``write_array`` wrote.
+
+    Attributes
+    ----------
+    target : str
+        The target as given (path or URL).
+    format : {'zarr', 'parquet'}
+    n_rows : int
+        Rows written (the length of every array).
+    n_chunks : int
+        Output chunks (Zarr chunks along rows, or Parquet files), one per
+        input row chunk.
+    columns : tuple of str
+        Zarr: the array names (``()`` for a single array at the root).
+        Parquet: the column names.
+    """
+
+    target: str
+    format: str
+    n_rows: int
+    n_chunks: int
+    columns: tuple[str, ...]
+
+
+def write_array(
+    x: Any,
+    target: str,
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    name: str | None = None,
+    zarr_format: int = 3,
+    **kwargs: Any,
+) -> WriteResult:
+    """Write a Dask array, or several named ones, to Zarr or Parquet.
+
+    Parameters
+    ----------
+    x : dask.array.Array of shape (n_samples,) or (n_samples, n_columns), or a mapping
+        One array, or ``{name: array}`` of 1-D / 2-D arrays with the same
+        number of rows (written as a Zarr group of named arrays, or as
+        Parquet columns). NumPy arrays are accepted and chunked by Dask.
+        Later arrays are re-chunked to the first one's row chunks.
+    target : str
+        Local path or fsspec URL (``s3://bucket/out.zarr``).
+    format : {'zarr', 'parquet'}, default=None
+        By default from the suffix: ``.zarr`` is Zarr; ``.parquet``, ``.pq``,
+        a trailing ``/`` or no suffix is a Parquet dataset (a directory with
+        one file per chunk).
+    overwrite : bool, default=False
+        Replace an existing target, only once the new one is complete.
+        Otherwise an existing target raises :class:`~dgmm.errors.TargetExistsError`.
+    storage_options : dict, default=None
+        Passed to fsspec (credentials, ``endpoint_url``, ...).
+    name : str, default=None
+        Parquet column name (prefix, for a 2-D array) of a single array;
+        ``"x"`` by default. A single array is written at the root of a Zarr
+        target; give a mapping to get a group.
+    zarr_format : {2, 3}, default=3
+    **kwargs
+        Passed on to ``zarr.create_array`` (e.g. ``compressors``) or to
+        ``pyarrow.parquet.write_table`` (e.g. ``compression``).
+
+    Returns
+    -------
+    WriteResult
+        Target, format, rows, chunks and names written.
+
+    Notes
+    -----
+    Parquet columns: a 1-D array ``name`` is the column ``name``; a 2-D
+    array ``name`` of width K is the columns ``name_0`` ... ``name_{K-1}``.
+    Files are ``part-00000.parquet``, ... in row order, so every reader that
+    sorts file names (pyarrow, pandas, Dask) reads the rows in order.
+
+    Zarr chunks must be regular: irregular input row chunks are re-chunked
+    to the first chunk's size first (each input chunk is still read once).
+
+    See the module docstring for what is guaranteed when a write fails.
+    """
+    fmt = _choose_format(target, format)
+    arrays = _as_named_arrays(x, name, single_at_root=fmt == "zarr")
+    if fmt == "zarr":
+        arrays = _regular_rows(arrays)
+    if zarr_format not in (2, 3):
+        raise TargetFormatError(
+            f"zarr_format must be 2 or 3; got {zarr_format!r}. Pass zarr_format=3 "
+            "(the default) or 2 for readers that only know Zarr v2."
+        )
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    path = path.rstrip("/")
+    local = _is_local(fs)
+    parent, base = posixpath.split(path) if not local else os.path.split(path)
+    if not base:
+        raise TargetFormatError(
+            f"Cannot write to {target!r}: expected a path or URL naming a directory to "
+            "create (e.g. 's3://bucket/labels.zarr'), got the root of a filesystem or "
+            "bucket."
+        )
+    _check_target(fs, path, target, overwrite)
+    token = uuid.uuid4().hex[:12]
+    tmp = _join(local, parent, f".{base}.dgmm-tmp-{token}")
+    first = next(iter(arrays.values()))
+    row_chunks = first.chunks[0]
+    if fmt == "zarr":
+        writer: _Writer = _ZarrWriter(fs, tmp, local, storage_options, zarr_format, kwargs)
+    else:
+        writer = _ParquetWriter(fs, tmp, len(row_chunks), kwargs)
+    try:
+        columns = writer.prepare(arrays)
+        n_rows = _run_chunks(arrays, writer, f"dgmm-write-{token}")
+    except BaseException:
+        _remove_quietly(fs, tmp, local)
+        raise
+    if local:
+        _commit_local(fs, tmp, path, target, overwrite)
+    else:
+        _commit_remote(fs, tmp, path, target, overwrite)
+    return WriteResult(target, fmt, n_rows, len(row_chunks), columns)
+
+
+# -- inputs ---------------------------------------------------------------------
+
+def _choose_format(target: str, format: str | None) -> str:
+    """'zarr' or 'parquet', from ``format`` or the target's suffix."""
+    if format is not None:
+        if format not in FORMATS:
+            raise TargetFormatError(
+                f"Unknown output format {format!r}; expected one of {list(FORMATS)}."
+            )
+        return format
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(
+            f"target must be a path or URL string; got {type(target).__name__}. "
+            "Pass e.g. 'labels.zarr' or 's3://bucket/labels.parquet'."
+        )
+    target = os.fspath(target)
+    stripped = target.rstrip("/")
+    suffix = posixpath.splitext(posixpath.basename(stripped.split("://")[-1]))[1].lower()
+    if suffix == ".zarr":
+        return "zarr"
+    if suffix in (".parquet", ".pq", "") or target.endswith("/"):
+        return "parquet"
+    raise TargetFormatError(
+        f"Cannot tell the output format of {target!r} from its suffix {suffix!r}; "
+        "expected '.zarr', '.parquet' or a directory. Pass format='zarr' or "
+        "format='parquet'."
+    )
+
+
+def _as_named_arrays(x: Any, name: str | None, *, single_at_root: bool) -> dict[str, da.Array]:
+    """``{name: array}``, 1-D/2-D, all columns in one chunk, rows aligned to the first."""
+    if isinstance(x, Mapping):
+        if not x:
+            raise ShapeMismatchError("Nothing to write: the mapping of arrays is empty.")
+        items = list(x.items())
+        if name is not None:
+            raise TypeError("name= applies to a single array; a mapping already names its arrays.")
+    else:
+        # "" marks the single array written at the root of a Zarr target.
+        items = [("" if single_at_root else (name or "x"), x)]
+    arrays: dict[str, da.Array] = {}
+    for key, value in items:
+        if not isinstance(key, str) or (not key and len(items) > 1) or "/" in key:
+            raise ShapeMismatchError(
+                f"Array names must be non-empty strings without '/'; got {key!r}."
+            )
+        a = value if isinstance(value, da.Array) else da.asarray(np.asarray(value))
+        if a.ndim not in (1, 2):
+            raise ShapeMismatchError(
+                f"Array {key or 'x'!r} to write is {a.ndim}-D of shape {a.shape}; expected "
+                "1-D (n_samples,) or 2-D (n_samples, n_columns). Reshape it first."
+            )
+        if any(math.isnan(c) for c in a.shape):
+            raise ShapeMismatchError(
+                f"Array {key or 'x'!r} has unknown chunk sizes {a.chunks}; call "
+                "compute_chunk_sizes() first."
+            )
+        if a.ndim == 2 and len(a.chunks[1]) != 1:
+            a = a.rechunk({1: -1})
+        if arrays:
+            first_key, first = next(iter(arrays.items()))
+            if a.shape[0] != first.shape[0]:
+                raise ShapeMismatchError(
+                    f"Arrays written together must have the same rows: {first_key!r} has "
+                    f"{first.shape[0]}, {key!r} has {a.shape[0]}."
+                )
+            if a.chunks[0] != first.chunks[0]:
+                a = a.rechunk({0: first.chunks[0]})
+        arrays[key] = a
+    return arrays
+
+
+def _regular_rows(arrays: dict[str, da.Array]) -> dict[str, da.Array]:
+    """Zarr needs equal row chunks (the last may be shorter)."""
+    chunks = next(iter(arrays.values())).chunks[0]
+    if len(chunks) < 2 or (len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0]):
+        return arrays
+    rows = chunks[0]
+    return {k: a.rechunk({0: rows}) for k, a in arrays.items()}
+
+
+# -- writers (run on the workers) -----------------------------------------------
+
+class _Writer:
+    """Creates the output's metadata on the client; writes one chunk in a task."""
+
+    def prepare(self, arrays: dict[str, da.Array]) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def write(self, index: int, start: int, blocks: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+
+class _ZarrWriter(_Writer):
+    def __init__(
+        self, fs: Any, tmp: str, local: bool, storage_options: dict | None,
+        zarr_format: int, kwargs: dict[str, Any],
+    ) -> None:
+        self.store = tmp if local else fs.unstrip_protocol(tmp)
+        self.storage_options = None if local else (storage_options or {})
+        self.zarr_format = zarr_format
+        self.kwargs = kwargs
+
+    def prepare(self, arrays: dict[str, da.Array]) -> tuple[str, ...]:
+        import zarr
+
+        so = {} if self.storage_options is None else {"storage_options": self.storage_options}
+        rows = next(iter(arrays.values())).chunks[0][0]
+        if "" not in arrays:
+            zarr.create_group(store=self.store, zarr_format=self.zarr_format, **so)
+        for key, a in arrays.items():
+            zarr.create_array(
+                store=self.store, name=key or None, shape=a.shape, dtype=a.dtype,
+                chunks=(rows, *a.shape[1:]), zarr_format=self.zarr_format,
+                **so, **self.kwargs,
+            )
+        return tuple(k for k in arrays if k)
+
+    def write(self, index: int, start: int, blocks: dict[str, np.ndarray]) -> None:
+        import zarr
+
+        so = {} if self.storage_options is None else {"storage_options": self.storage_options}
+        for key, block in blocks.items():
+            z = zarr.open_array(store=self.store, path=key, mode="r+", **so)
+            z[start : start + block.shape[0]] = block
+
+
+class _ParquetWriter(_Writer):
+    def __init__(self, fs: Any, tmp: str, n_chunks: int, kwargs: dict[str, Any]) -> None:
+        self.fs = fs
+        self.tmp = tmp
+        self.width = max(5, len(str(n_chunks - 1)))
+        self.kwargs = kwargs
+
+    def prepare(self, arrays: dict[str, da.Array]) -> tuple[str, ...]:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "Writing Parquet needs pyarrow, which is not installed. Install it "
+                "(pip install 'dgmm[parquet]' or pip install pyarrow), or write Zarr "
+                "(a target ending in '.zarr')."
+            ) from None
+        self.fs.makedirs(self.tmp, exist_ok=True)
+        columns: list[str] = []
+        for key, a in arrays.items():
+            columns += [key] if a.ndim == 1 else [f"{key}_{j}" for j in range(a.shape[1])]
+        return tuple(columns)
+
+    def write(self, index: int, start: int, blocks: dict[str, np.ndarray]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data: dict[str, np.ndarray] = {}
+        for key, block in blocks.items():
+            if block.ndim == 1:
+                data[key] = block
+            else:
+                data.update({f"{key}_{j}": block[:, j] for j in range(block.shape[1])})
+        path = f"{self.tmp}/part-{index:0{self.width}d}.parquet"
+        with self.fs.open(path, "wb") as f:
+            pq.write_table(pa.table(data), f, **self.kwargs)
+
+
+def _write_task(writer: _Writer, names: tuple[str, ...], bounds: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
+    """Write one row chunk of every array; returns ``[rows written]``."""
+    index, start = int(bounds[0, 0]), int(bounds[0, 1])
+    writer.write(index, start, dict(zip(names, blocks)))
+    return np.array([blocks[0].shape[0]], dtype=np.int64)
+
+
+# -- running the chunks -----------------------------------------------------------
+
+def _run_chunks(arrays: dict[str, da.Array], writer: _Writer, name: str) -> int:
+    """One write task per row chunk; returns the rows written.
+
+    If a chunk fails, returns (by raising) only once no task is writing any
+    more, so the caller can remove the temporary output for good.
+    """
+    row_chunks = next(iter(arrays.values())).chunks[0]
+    starts = np.cumsum((0, *row_chunks[:-1]))
+    bounds = da.from_array(
+        np.column_stack([np.arange(len(row_chunks)), starts]).astype(np.int64), chunks=(1, 2)
+    )
+    args: list[Any] = [bounds, "iz"]
+    for j, a in enumerate(arrays.values()):
+        args += [a, "i" if a.ndim == 1 else f"i{chr(ord('a') + j % 25)}"]
+    names = tuple(arrays)
+    out = da.blockwise(
+        _write_task, "i", writer, None, names, None, *args,
+        align_arrays=False, concatenate=True, adjust_chunks={"i": 1},
+        dtype=np.int64, meta=np.empty((0,), dtype=np.int64), name=name,
+    )
+    client = _client()
+    if client is None:
+        return _run_threads(out)
+    return _run_distributed(client, out, name)
+
+
+def _client() -> Any:
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a core dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _run_threads(out: da.Array) -> int:
+    # Our own pool, so that after a failure we can wait for the tasks still
+    # running (dask's local scheduler raises at once and leaves them running).
+    pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1)
+    try:
+        (counts,) = dask.compute(out, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return int(np.sum(counts))
+
+
+def _run_distributed(client: Any, out: da.Array, name: str) -> int:
+    from distributed import as_completed, futures_of
+
+    persisted = client.persist(out)
+    futures = futures_of(persisted)
+    total = 0
+    try:
+        for future in as_completed(futures):
+            if future.status != "finished":
+                future.result()  # raises the task's exception with its traceback
+            total += int(future.result()[0])
+    except BaseException:
+        client.cancel(futures)
+        _drain(client, name)
+        raise
+    finally:
+        del persisted, futures
+    return total
+
+
+def _executing(name: str, dask_worker: Any = None) -> int:
+    """Tasks of layer ``name`` a worker's threads are still running."""
+    state = dask_worker.state
+    running = set(state.executing) | set(getattr(state, "long_running", ()))
+    return sum(1 for ts in running if isinstance(ts.key, tuple) and ts.key[0] == name)
+
+
+def _drain(client: Any, name: str) -> None:
+    """Wait until no worker is running a write task of layer ``name``."""
+    deadline = time.monotonic() + _DRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            counts = client.run(_executing, name)
+        except Exception:  # the cluster itself is failing: nothing more to wait for
+            return
+        if not any(counts.values()):
+            return
+        time.sleep(0.05)
+
+
+# -- committing -----------------------------------------------------------------------
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _join(local: bool, parent: str, base: str) -> str:
+    return os.path.join(parent, base) if local else f"{parent}/{base}" if parent else base
+
+
+def _exists(fs: Any, path: str) -> bool:
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
+    return bool(fs.exists(path))
+
+
+def _check_target(fs: Any, path: str, target: str, overwrite: bool) -> None:
+    if not overwrite and _exists(fs, path):
+        raise TargetExistsError(
+            f"The output {target!r} already exists; expected a new path. Pass "
+            "overwrite=True to replace it (only after the new output is complete), "
+            "or choose another path."
+        )
+
+
+def _remove_quietly(fs: Any, path: str, local: bool) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if local:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        elif _exists(fs, path):
+            fs.rm(path, recursive=True)
+
+
+def _commit_local(fs: Any, tmp: str, path: str, target: str, overwrite: bool) -> None:
+    old = None
+    try:
+        if os.path.lexists(path):
+            if not overwrite:
+                raise TargetExistsError(
+                    f"The output {target!r} was created by someone else while this write "
+                    "ran; it was left as it is and nothing was written. Pass "
+                    "overwrite=True to replace it, or choose another path."
+                )
+            parent, base = os.path.split(path)
+            old = os.path.join(parent, f".{base}.dgmm-old-{uuid.uuid4().hex[:12]}")
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)
+            raise
+    except BaseException:
+        _remove_quietly(fs, tmp, True)
+        raise
+    if old is not None:
+        _remove_quietly(fs, old, True)
+
+
+def _commit_remote(fs: Any, tmp: str, path: str, target: str, overwrite: bool) -> None:
+    if _exists(fs, path):
+        if not overwrite:
+            _remove_quietly(fs, tmp, False)
+            raise TargetExistsError(
+                f"The output {target!r} was created by someone else while this write "
+                "ran; it was left as it is and nothing was written. Pass "
+                "overwrite=True to replace it, or choose another path."
+            )
+        fs.rm(path, recursive=True)
+    sources = sorted(fs.find(tmp))
+    rel = [posixpath.relpath(s, tmp) for s in sources]
+    last = [i for i, r in enumerate(rel) if r in _ZARR_ROOT_METADATA]
+    first = [i for i in range(len(rel)) if i not in last]
+    try:
+        for group in (first, last):
+            if group:
+                fs.copy([sources[i] for i in group], [f"{path}/{rel[i]}" for i in group])
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            if _exists(fs, path):
+                fs.rm(path, recursive=True)
+        raise TargetNotWritableError(
+            f"Writing {target!r} failed while moving the finished output into place "
+            f"({type(exc).__name__}: {exc}); the partial copy was removed and the "
+            f"complete output is left at {fs.unstrip_protocol(tmp)!r}. Copy it to the "
+            "target yourself, or write again."
+        ) from exc
+    _remove_quietly(fs, tmp, False)
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
