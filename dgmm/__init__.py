@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from . import errors
+from ._estimator_io import load
 from .estimator import GaussianMixture
 from .params import GMMParams
 
-__all__ = ["GMMParams", "GaussianMixture", "errors", "__version__"]
+__all__ = ["GMMParams", "GaussianMixture", "errors", "load", "__version__"]
 
 __version__ = "0.1.0"

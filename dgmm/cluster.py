@@ -1,10 +1,19 @@
-"""Where a fit runs: the current distributed client, or a LocalCluster of our own.
+"""Where a fit runs: a given client, the current one, a scheduler address, or
+a LocalCluster of our own.
+
+``connect`` picks, in this order: an explicit ``client``; an explicit
+``scheduler_address``; the current default ``distributed.Client``; Dask's
+``scheduler-address`` config (``DASK_SCHEDULER_ADDRESS``); else a LocalCluster
+that dgmm starts and closes. Explicit arguments win over ambient state, so a
+``scheduler_address=`` given in code is never silently replaced by a client
+created elsewhere in the session.
 
 A LocalCluster that dgmm starts has one worker process per core, one thread
 each; distributed's nanny sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in the workers
-(``distributed.nanny.pre-spawn-environ``), so BLAS never oversubscribes the
-cores. Data-parallelism comes from Dask splitting rows across workers, which
-is where the speed-up is on BLAS-3 shapes this small.
+before they start (``distributed.nanny.pre-spawn-environ``, checked by
+``tests/test_cluster.py``), so BLAS never oversubscribes the cores.
+Data-parallelism comes from Dask splitting rows across workers, which is
+where the speed-up is on BLAS-3 shapes this small.
 """
 
 from __future__ import annotations
@@ -15,40 +24,332 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 import dask.array as da
 from distributed import Client, LocalCluster, default_client, wait
 
-__all__ = ["fit_client", "maybe_persist", "total_threads"]
+from .errors import ClusterConnectionError, ClusterLostError
+
+__all__ = [
+    "WorkerWatch",
+    "connect",
+    "fit_client",
+    "maybe_persist",
+    "recoverable",
+    "scheduler_workers",
+    "total_threads",
+]
 
 logger = logging.getLogger("dgmm")
 
 # Persist the input when it takes at most this fraction of the workers' memory.
 PERSIST_FRACTION = 0.5
+# Fits redone after losing data that only the client holds (scattered chunks).
+MAX_RECOVERIES = 3
 
 
 def _current_client() -> Client | None:
     try:
-        return default_client()
+        client = default_client()
     except ValueError:
         return None
+    return client if client.status == "running" else None
+
+
+def _configured_address() -> str | None:
+    """Dask's ``scheduler-address`` config, or ``DASK_SCHEDULER_ADDRESS`` set after import."""
+    return dask.config.get("scheduler-address", None) or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+
+def _n_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _connect_timeout(timeout: float | str | None) -> float:
+    if timeout is None:
+        timeout = dask.config.get("distributed.comm.timeouts.connect")
+    return float(dask.utils.parse_timedelta(timeout, default="seconds"))
+
+
+def _open_client(
+    address: str, *, security: Any = None, timeout: float | str | None = None, source: str = "argument"
+) -> Client:
+    """A new (non-default) client of the scheduler at ``address``, or a typed error.
+
+    Failures (nothing listening, a TLS scheduler reached without certificates,
+    a certificate the scheduler's CA did not sign, a malformed address) become
+    ``ClusterConnectionError`` naming the address and what to check, after at
+    most ``timeout`` seconds (default: ``distributed.comm.timeouts.connect``).
+    """
+    seconds = _connect_timeout(timeout)
+    tls = str(address).startswith("tls://")
+    if tls:
+        check = (
+            "that a scheduler is running there and that the client has TLS credentials "
+            "the scheduler accepts: a distributed.security.Security(tls_ca_file=..., "
+            "tls_client_cert=..., tls_client_key=..., require_encryption=True) passed as "
+            "security=, or the distributed.comm.tls.* Dask config"
+        )
+    else:
+        check = (
+            "that a scheduler is running there (`dask scheduler`), that the host and port "
+            "are reachable from this machine, and the protocol (tcp:// or tls://) it serves"
+        )
+    # Checked before Client(): a Client that fails in its constructor on these
+    # lingers and times out in __del__.
+    try:
+        from distributed.comm.addressing import parse_address
+        from distributed.comm.registry import get_backend
+
+        scheme, _ = parse_address(str(address), strict=False)
+        get_backend(scheme)
+    except ValueError as exc:
+        raise ClusterConnectionError(
+            f"Could not connect to the Dask scheduler at {address!r} (from the {source}): "
+            f"the address is malformed ({exc}). Expected an address like "
+            "'tcp://host:8786' or 'tls://host:8786'."
+        ) from None
+    if tls:
+        from distributed.security import Security
+
+        credentials = security if security is not None else Security()
+        if credentials.get_connection_args("client").get("ssl_context") is None:
+            raise ClusterConnectionError(
+                f"Could not connect to the Dask scheduler at {address!r} (from the {source}): "
+                "a tls:// address needs TLS credentials, and none were given. Check "
+                f"{check}."
+            )
+    try:
+        return Client(address, security=security, timeout=seconds, set_as_default=False)
+    except (OSError, TypeError, TimeoutError) as exc:
+        # TypeError: distributed's "TLS expects a ssl_context" when no certificates are set.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ClusterConnectionError(
+            f"Could not connect to the Dask scheduler at {address!r} (from the {source}) "
+            f"within {seconds:g} s: {reason}. Check {check}."
+        ) from exc
 
 
 @contextlib.contextmanager
-def fit_client() -> Iterator[Client]:
-    """The current client, or a LocalCluster started here and closed on exit."""
-    client = _current_client()
-    if client is not None:
-        yield client
-        return
-    n_workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cluster, Client(cluster) as client:
-        logger.info(
-            "dgmm started a LocalCluster: %d workers x 1 thread; dashboard %s",
-            n_workers, client.dashboard_link,
+def _as_current(client: Client) -> Iterator[Client]:
+    """Make ``client`` the one dask.compute and dgmm's graph layer use, for the block."""
+    if client.status != "running":
+        raise ClusterConnectionError(
+            f"The Dask client passed to dgmm is {client.status!r}, not running "
+            f"(scheduler {getattr(client.scheduler, 'address', None)!r}). Pass an open "
+            "Client, or no client to let dgmm find or start a cluster."
         )
+    with client.as_current():
         yield client
+
+
+@contextlib.contextmanager
+def connect(
+    *,
+    client: Client | None = None,
+    scheduler_address: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | float | None = "auto",
+    security: Any = None,
+    timeout: float | str | None = None,
+) -> Iterator[Client]:
+    """The Dask client a fit runs on, current for the duration of the block.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Use this client (never closed here).
+    scheduler_address : str, optional
+        Connect to this scheduler (``tcp://host:8786``, ``tls://host:8786``);
+        the connection is closed on exit.
+    n_workers : int, optional
+        Worker processes of a LocalCluster started here (default: one per core).
+    threads_per_worker : int, default=1
+        Threads per worker process of a LocalCluster started here.
+    memory_limit : str or float, default="auto"
+        Memory limit per worker of a LocalCluster started here.
+    security : distributed.security.Security, optional
+        TLS credentials for ``scheduler_address`` (or the configured address).
+        Without it, distributed's ``distributed.comm.tls.*`` config applies.
+    timeout : float or str, optional
+        Seconds to wait for a scheduler before ``ClusterConnectionError``
+        (default: ``distributed.comm.timeouts.connect``).
+
+    Yields
+    ------
+    client : distributed.Client
+        In order of precedence: ``client``; a connection to
+        ``scheduler_address``; the current default client; a connection to
+        Dask's ``scheduler-address`` config or ``DASK_SCHEDULER_ADDRESS``; a
+        client of a LocalCluster started here, closed on exit (its dashboard
+        link is logged on the ``dgmm`` logger).
+
+    Raises
+    ------
+    ClusterConnectionError
+        No scheduler answered at the address, or TLS refused the connection.
+    """
+    if client is not None:
+        with _as_current(client):
+            yield client
+        return
+    address, source = scheduler_address, "scheduler_address argument"
+    if address is None:
+        current = _current_client()
+        if current is not None:
+            with _as_current(current):
+                yield current
+            return
+        address, source = _configured_address(), "Dask config 'scheduler-address'"
+    if address is not None:
+        own = _open_client(str(address), security=security, timeout=timeout, source=source)
+        logger.info("dgmm connected to the Dask scheduler at %s (%s)", address, source)
+        try:
+            with _as_current(own):
+                yield own
+        finally:
+            own.close()
+        return
+    n_workers = n_workers or _n_cores()
+    with LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        memory_limit=memory_limit,
+        dashboard_address=":0",
+        security=security,
+    ) as cluster, Client(cluster, set_as_default=False) as own:
+        logger.info(
+            "dgmm started a LocalCluster: %d workers x %d thread(s); dashboard %s",
+            n_workers, threads_per_worker, own.dashboard_link,
+        )
+        with _as_current(own):
+            yield own
+
+
+def fit_client() -> contextlib.AbstractContextManager[Client]:
+    """``connect()`` with its defaults (kept for older call sites)."""
+    return connect()
+
+
+def scheduler_workers(client: Client) -> set[str]:
+    """Addresses of the workers the scheduler knows now (a fresh query)."""
+    return set(_workers(client))
+
+
+def _scheduler_address(client: Client) -> str:
+    return str(getattr(client.scheduler, "address", None) or "unknown")
+
+
+class WorkerWatch:
+    """Workers lost or joined during a fit, found by asking the scheduler after each pass.
+
+    Called as ``on_iteration(iteration, restarts)``; every change is logged on
+    the ``dgmm`` logger at once (WARNING for a loss) and kept as an event
+    ``{"event": "worker_lost" | "worker_joined" | "refit_after_lost_data", ...}``
+    of the iteration whose pass it happened in, for ``attach`` to put into
+    the fitted ``history_``.
+    """
+
+    def __init__(self, client: Client | None) -> None:
+        self.client = client
+        self.iteration = 0
+        self.events: list[tuple[int, dict[str, Any]]] = []
+        self.known = self._workers()
+
+    def _workers(self) -> set[str] | None:
+        if self.client is None:
+            return None
+        try:
+            return scheduler_workers(self.client)
+        except Exception:  # a lost scheduler is reported by the pass that needs it
+            return None
+
+    def __call__(self, iteration: int, restarts: Any = None) -> None:
+        self.check(iteration)
+        self.iteration = iteration
+
+    def check(self, iteration: int) -> None:
+        """Compare the scheduler's workers now with the last look; record changes."""
+        now = self._workers()
+        if now is None or self.known is None:
+            self.known = now if now is not None else self.known
+            return
+        lost, joined = sorted(self.known - now), sorted(now - self.known)
+        self.known = now
+        if lost:
+            logger.warning(
+                "iteration %d: lost %d worker(s) %s during the pass; %d left. Dask "
+                "recomputes their tasks elsewhere.", iteration, len(lost), ", ".join(lost), len(now),
+            )
+            self.record(iteration, {"event": "worker_lost", "workers": lost, "n_workers": len(now)})
+        if joined:
+            logger.info("iteration %d: %d worker(s) joined: %s", iteration, len(joined), ", ".join(joined))
+            self.record(iteration, {"event": "worker_joined", "workers": joined, "n_workers": len(now)})
+
+    def record(self, iteration: int, event: dict[str, Any]) -> None:
+        """Keep ``event`` for the history entry of ``iteration``."""
+        self.events.append((iteration, event))
+
+    def attach(self, history: list[dict[str, Any]]) -> None:
+        """Add the recorded events to ``history`` (entries of iteration 1, 2, ...)."""
+        if not history:
+            return
+        by_iteration = {h["iteration"]: h for h in history}
+        for iteration, event in self.events:
+            entry = by_iteration.get(iteration) or (history[0] if iteration < history[0]["iteration"] else history[-1])
+            entry["events"].append(event)
+        self.events = []
+
+
+def recoverable(client: Client, exc: BaseException, attempt: int, watch: WorkerWatch | None = None) -> bool:
+    """Whether a fit that raised ``exc`` should be redone on the same cluster.
+
+    True when data the cluster held was lost with a worker (Dask cancels the
+    pass with "lost dependencies" or "already forgotten": scattered in-memory
+    chunks or the scattered parameters have no recipe to recompute them) and
+    the scheduler is still there, at most ``MAX_RECOVERIES`` times. Raises
+    ``ClusterLostError`` when the scheduler connection itself is gone; False
+    for any other error (re-raise it).
+    """
+    from concurrent.futures import CancelledError
+
+    lost_scheduler = client.status not in ("running", "connecting") or "scheduler-connection-lost" in str(exc)
+    if not lost_scheduler and isinstance(exc, OSError):
+        # A comm error on a live-looking client: ask the scheduler whether it is still there.
+        try:
+            client.sync(client.scheduler.identity, n_workers=0)  # cheap round trip
+        except Exception:
+            lost_scheduler = True
+    if lost_scheduler:
+        raise ClusterLostError(
+            f"Lost the connection to the Dask scheduler at {_scheduler_address(client)} during "
+            f"the fit ({type(exc).__name__}: {' '.join(str(exc).split())}). Check that the "
+            "scheduler process is running and reachable, then run the fit again: with "
+            "checkpoint= set it resumes from the last completed iteration."
+        ) from exc
+    if not isinstance(exc, CancelledError):
+        return False
+    if watch is not None:
+        watch.check(watch.iteration + 1)
+    if attempt >= MAX_RECOVERIES:
+        raise ClusterLostError(
+            f"The fit lost data held by Dask workers {attempt + 1} times ({' '.join(str(exc).split())}); "
+            f"gave up after {MAX_RECOVERIES} recoveries. Check the workers' logs for why they die "
+            "(memory limits, OOM killer), or pass data in storage (Zarr, Parquet) that Dask can "
+            "re-read instead of an in-memory array."
+        ) from exc
+    logger.warning(
+        "the pass was cancelled because data held by a lost worker is gone (%s); "
+        "re-sending the in-memory data and redoing the fit (recovery %d of %d; it resumes "
+        "from the checkpoint when checkpoint= is set)", " ".join(str(exc).split()), attempt + 1, MAX_RECOVERIES,
+    )
+    if watch is not None:
+        watch.record(watch.iteration + 1, {"event": "refit_after_lost_data", "reason": " ".join(str(exc).split())})
+    return True
 
 
 def _workers(client: Client) -> dict[str, Any]:

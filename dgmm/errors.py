@@ -13,6 +13,8 @@ from __future__ import annotations
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
+    "ClusterConnectionError",
+    "ClusterLostError",
     "ConvergenceWarning",
     "DegenerateComponentError",
     "DgmmError",
@@ -23,7 +25,6 @@ __all__ = [
     "ModelFormatError",
     "ModelNotFoundError",
     "TargetExistsError",
-    "TargetFormatError",
     "TargetNotWritableError",
     "ShapeMismatchError",
     "UnsupportedInputError",
@@ -79,8 +80,12 @@ class TargetNotWritableError(DgmmError, OSError):
     """The output location cannot be created or written (permissions, a file in the way)."""
 
 
-class TargetFormatError(DgmmError, ValueError):
-    """The output format cannot be told from the target, or is not one dgmm writes."""
+class ClusterConnectionError(DgmmError, ConnectionError):
+    """No usable Dask scheduler: none at the address, or TLS refused the connection."""
+
+
+class ClusterLostError(ClusterConnectionError):
+    """The connection to the scheduler was lost during a fit (scheduler died, network)."""
 
 
 class DgmmWarning(UserWarning):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -14,12 +15,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from . import _graph
 from ._kernels import require_finite
-from .cluster import fit_client, maybe_persist, total_threads
+from .cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .em import EMConfig, RestartState, best_restart, run_em
 from .errors import InvalidDataError, ShapeMismatchError
@@ -92,6 +93,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         What to do when a component collapses: re-seed it by splitting the
         heaviest component (recorded in ``history_``), or raise
         :class:`dgmm.errors.DegenerateComponentError` as scikit-learn does.
+    client : distributed.Client, default=None
+        Run on this client's cluster. Clones (``sklearn.base.clone``,
+        ``GridSearchCV``) share it; pickling drops it (a connection cannot
+        travel).
+    scheduler_address : str, default=None
+        Otherwise connect to this scheduler (``'tcp://host:8786'``, or
+        ``'tls://host:8786'`` with the ``distributed.comm.tls.*`` Dask config)
+        for each fit. Without either: the current default ``Client``, then
+        Dask's ``scheduler-address`` config / ``DASK_SCHEDULER_ADDRESS``, then
+        a LocalCluster started for the fit. See :func:`dgmm.cluster.connect`.
 
     Attributes
     ----------
@@ -149,6 +160,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "block_size": [Interval(Integral, 1, None, closed="left"), None],
         "split_every": [Interval(Integral, 2, None, closed="left")],
         "on_degenerate": [StrOptions({"reseed", "raise"})],
+        "client": [HasMethods(["scatter", "submit"]), None],
+        "scheduler_address": [str, None],
     }
 
     def __init__(
@@ -172,6 +185,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         block_size: int | None = None,
         split_every: int = 8,
         on_degenerate: str = "reseed",
+        client: Any = None,
+        scheduler_address: str | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -191,6 +206,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.block_size = block_size
         self.split_every = split_every
         self.on_degenerate = on_degenerate
+        self.client = client
+        self.scheduler_address = scheduler_address
 
     # -- fitting ------------------------------------------------------------
 
@@ -212,15 +229,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         self._validate_params()
         _check_feature_names(self, X, reset=True)
-        with fit_client() as client:
-            x = as_dask_array(
-                X, chunks=self.chunks, client=client, n_threads=total_threads(client)
-            )
-            self._check_data(x)
-            weight = as_sample_weight(sample_weight, x, client=client)
-            if isinstance(X, da.Array):
-                x = maybe_persist(x, client)
-            self._fit(x, weight)
+        with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
+            watch = WorkerWatch(client)
+            for attempt in itertools.count():
+                try:
+                    x = as_dask_array(
+                        X, chunks=self.chunks, client=client, n_threads=total_threads(client)
+                    )
+                    self._check_data(x)
+                    weight = as_sample_weight(sample_weight, x, client=client)
+                    if isinstance(X, da.Array):
+                        x = maybe_persist(x, client)
+                    self._fit(x, weight, watch=watch)
+                    break
+                except Exception as exc:
+                    # A lost worker took chunks only the client has (or the scattered
+                    # parameters): send them again and redo the fit (bit-identical).
+                    if not recoverable(client, exc, attempt, watch):
+                        raise
+            watch.attach(self.history_)
         return self
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
@@ -309,7 +336,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _fit(self, x: da.Array, weight: da.Array | None) -> None:
+    def _fit(self, x: da.Array, weight: da.Array | None, watch: WorkerWatch | None = None) -> None:
         em_config = EMConfig(
             covariance_type=self.covariance_type,
             tol=self.tol,
@@ -344,8 +371,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             RestartState(i, p, np.random.default_rng([seed, i, 1]), lower_bound=lower_bound)
             for i, p in enumerate(starts)
         ]
-        with _progress(self.verbose, self.verbose_interval, self.max_iter) as on_iteration:
-            run_em(x, restarts, em_config, sample_weight=weight, on_iteration=on_iteration)
+        with _progress(self.verbose, self.verbose_interval, self.max_iter) as progress:
+            run_em(
+                x, restarts, em_config, sample_weight=weight, on_iteration=_chain(progress, watch)
+            )
         best = best_restart(restarts)
         self._set_params(best.params)
         self.converged_ = best.converged
@@ -530,10 +559,41 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y = np.repeat(np.arange(params.n_components), counts)
         return X, y
 
+    def __sklearn_clone__(self) -> GaussianMixture:
+        """A clone that shares ``client`` (a live connection cannot be deep-copied)."""
+        client = self.client
+        self.client = None
+        try:
+            new = super().__sklearn_clone__()
+        finally:
+            self.client = client
+        new.client = client
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state without ``client``; the unpickled model finds a cluster when fitted."""
+        state = super().__getstate__()
+        if state.get("client") is not None:
+            state = {**state, "client": None}
+        return state
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _chain(*callbacks: Any) -> Any:
+    """One ``on_iteration(iteration, restarts)`` calling every non-None callback in order."""
+    live = [c for c in callbacks if c is not None]
+    if not live:
+        return None
+
+    def call(iteration: int, restarts: list[RestartState]) -> None:
+        for callback in live:
+            callback(iteration, restarts)
+
+    return call
 
 
 def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:

@@ -458,6 +458,8 @@ def write_dir(
 
 def _existing_model(fs: Any, path: str, shown: str, overwrite: bool) -> dict[str, Any] | None:
     """The parsed model.json of what is at ``path`` (None if nothing); refuse what we may not replace."""
+    if hasattr(fs, "invalidate_cache"):  # a listing cached before another writer's model
+        fs.invalidate_cache(path)
     if not fs.exists(path):
         return None
     if not overwrite:

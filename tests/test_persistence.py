@@ -11,6 +11,10 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
+from sklearn.exceptions import NotFittedError
+from sklearn.mixture import BayesianGaussianMixture
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 from dgmm import persistence
 from dgmm.errors import (
@@ -435,3 +439,151 @@ def test_bad_destinations(tmp_path, rng, make_target, error, fragments):
 def test_file_names_must_be_plain(tmp_path):
     with pytest.raises(ValueError, match="plain names"):
         persistence.write_dir(tmp_path / "d", {"../escape.npy": b""})
+
+
+# -- the estimator: save / load, scikit-learn round trip ----------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """One small fitted dgmm model per covariance type (fitted once per module)."""
+    from dgmm import GaussianMixture
+
+    from .conftest import make_mixture
+
+    data = make_mixture(np.random.default_rng(5), n_samples=600, n_features=3, n_components=3)
+    models = {
+        ct: GaussianMixture(3, covariance_type=ct, random_state=0, max_iter=30).fit(data.X)
+        for ct in COVARIANCE_TYPES
+    }
+    return data.X, models
+
+
+ESTIMATOR_ATTRS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+FIT_ATTRS = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "history_", "n_features_in_")
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimator_save_load_round_trip(tmp_path, fitted, covariance_type):
+    import dgmm
+
+    X, models = fitted
+    gmm = models[covariance_type]
+    gmm.save(tmp_path / "model")
+    loaded = dgmm.load(tmp_path / "model")
+    assert type(loaded) is type(gmm)
+    for name in ESTIMATOR_ATTRS:
+        assert np.array_equal(getattr(loaded, name), getattr(gmm, name)), name
+    for name in FIT_ATTRS:
+        assert getattr(loaded, name) == getattr(gmm, name), name
+    assert loaded.get_params() == gmm.get_params()
+    assert np.array_equal(loaded.predict(X), gmm.predict(X))
+    assert loaded.score(X) == gmm.score(X)
+    assert np.array_equal(loaded.sample(50)[0], gmm.sample(50)[0])
+    # And once more through the classmethod and a second save.
+    loaded.save(tmp_path / "again")
+    again = type(gmm).load(tmp_path / "again")
+    assert np.array_equal(again.means_, gmm.means_) and again.history_ == gmm.history_
+
+
+def test_save_keeps_feature_names(tmp_path, rng):
+    import pandas as pd
+
+    import dgmm
+
+    frame = pd.DataFrame(rng.normal(size=(200, 2)), columns=["height", "weight"])
+    gmm = dgmm.GaussianMixture(2, random_state=0).fit(frame)
+    gmm.save(tmp_path / "model")
+    loaded = dgmm.load(tmp_path / "model")
+    assert list(loaded.feature_names_in_) == ["height", "weight"]
+    assert np.array_equal(loaded.predict(frame), gmm.predict(frame))
+    with pytest.raises(ValueError, match="feature names"):
+        loaded.predict(frame.rename(columns={"weight": "mass"}))
+
+
+def test_unfitted_model_is_not_saved(tmp_path):
+    import dgmm
+
+    with pytest.raises(NotFittedError):
+        dgmm.GaussianMixture(2).save(tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+
+
+def test_model_without_fit_summary_loads(tmp_path, rng):
+    """A model written by save_model alone (true parameters from `dgmm generate`)."""
+    import dgmm
+
+    params = make_params("spherical", rng)
+    persistence.save_model(tmp_path / "truth", params, {"generated": {"seed": 1}})
+    gmm = dgmm.load(tmp_path / "truth")
+    assert gmm.n_components == 3 and gmm.covariance_type == "spherical"
+    assert gmm.predict(rng.normal(size=(5, 4))).shape == (5,)
+    assert gmm.history_ == [] and gmm.n_features_in_ == 4
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_to_sklearn_predicts_the_same(fitted, covariance_type):
+    X, models = fitted
+    gmm = models[covariance_type]
+    sk = gmm.to_sklearn()
+    assert isinstance(sk, SklearnGaussianMixture)
+    assert np.array_equal(sk.predict(X), gmm.predict(X))
+    _close(sk.predict_proba(X), gmm.predict_proba(X))
+    _close(sk.score_samples(X), gmm.score_samples(X))
+    assert sk.n_iter_ == gmm.n_iter_ and sk.lower_bound_ == gmm.lower_bound_
+    assert sk.get_params()["covariance_type"] == covariance_type
+    assert np.array_equal(sk.sample(10)[1].shape, (10,))  # fitted enough to sample
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_from_sklearn_predicts_the_same_and_saves(tmp_path, fitted, covariance_type):
+    import dgmm
+
+    X, _ = fitted
+    sk = SklearnGaussianMixture(3, covariance_type=covariance_type, random_state=1).fit(X)
+    gmm = dgmm.GaussianMixture.from_sklearn(sk)
+    assert isinstance(gmm, dgmm.GaussianMixture)
+    assert np.array_equal(gmm.predict(X), sk.predict(X))
+    _close(gmm.predict_proba(X), sk.predict_proba(X))
+    _close(gmm.score_samples(X), sk.score_samples(X))
+    assert gmm.lower_bounds_ == list(sk.lower_bounds_)
+    assert [h["lower_bound"] for h in gmm.history_] == list(sk.lower_bounds_)
+    assert gmm.n_iter_ == sk.n_iter_ and gmm.converged_ == sk.converged_
+    gmm.save(tmp_path / "m")
+    back = dgmm.load(tmp_path / "m").to_sklearn()
+    for name in ESTIMATOR_ATTRS:
+        assert np.array_equal(getattr(back, name), getattr(sk, name)), name
+
+
+@pytest.mark.parametrize(
+    "make, error, fragment",
+    [
+        pytest.param(
+            lambda: BayesianGaussianMixture(n_components=2),
+            TypeError,
+            "sklearn.mixture.GaussianMixture",
+            id="bayesian-mixture",
+        ),
+        pytest.param(
+            lambda: KMeans(2),
+            TypeError,
+            "KMeans",
+            id="not-a-mixture",
+        ),
+        pytest.param(
+            lambda: SklearnGaussianMixture(2),
+            NotFittedError,
+            "not fitted",
+            id="unfitted",
+        ),
+    ],
+)
+def test_from_sklearn_bad_inputs(make, error, fragment):
+    import dgmm
+
+    with pytest.raises(error, match=fragment):
+        dgmm.GaussianMixture.from_sklearn(make())

@@ -1,0 +1,193 @@
+"""A fitted ``GaussianMixture`` to and from model files and scikit-learn.
+
+Front-end helpers behind ``GaussianMixture.save / load / to_sklearn /
+from_sklearn`` and ``dgmm.load``; the files themselves are
+:mod:`dgmm.persistence`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from . import persistence
+from .errors import UnsupportedInputError
+from .params import GMMParams
+
+__all__ = ["estimator_from_model", "from_sklearn", "load", "save", "to_sklearn"]
+
+# Fitted attributes other than the parameter arrays, as model.json's "fit".
+_FIT_FIELDS = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "history_", "n_features_in_")
+# scikit-learn's hyper-parameters, which dgmm shares (same names, same meaning).
+_SKLEARN_PARAMS = (
+    "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
+    "init_params", "weights_init", "means_init", "precisions_init", "random_state",
+    "warm_start", "verbose", "verbose_interval",
+)
+_SKLEARN_INITS = {"kmeans", "k-means++", "random", "random_from_data"}
+# Where and how a fit ran, not what the model is: an address or a checkpoint of
+# a past run would be wrong to reuse, and storage options may hold credentials.
+_NOT_SAVED = {"client", "scheduler_address", "checkpoint", "checkpoint_storage_options"}
+
+
+def _json_params(estimator: Any) -> tuple[dict[str, Any], list[str]]:
+    """``(hyper-parameters that are JSON, names of those that are not)``."""
+    saved, dropped = {}, []
+    for name, value in estimator.get_params(deep=False).items():
+        if name in _NOT_SAVED or "storage_options" in name:
+            dropped.append(name)
+            continue
+        try:
+            saved[name] = persistence._jsonable(value)
+        except TypeError:  # a RandomState instance, a callable: not data
+            dropped.append(name)
+    return saved, dropped
+
+
+def save(
+    estimator: Any,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a fitted estimator as a model directory (see ``GaussianMixture.save``)."""
+    params = estimator._params()  # NotFittedError before anything is written
+    hyper, dropped = _json_params(estimator)
+    fit = {name: getattr(estimator, name) for name in _FIT_FIELDS if hasattr(estimator, name)}
+    if hasattr(estimator, "feature_names_in_"):
+        fit["feature_names_in_"] = [str(n) for n in estimator.feature_names_in_]
+    meta = {"estimator": "dgmm.GaussianMixture", "params": hyper, "fit": fit}
+    if dropped:
+        meta["params_not_saved"] = dropped
+    persistence.save_model(
+        path, params, meta, overwrite=overwrite, storage_options=storage_options
+    )
+
+
+def estimator_from_model(params: GMMParams, meta: Mapping[str, Any]) -> Any:
+    """A fitted ``GaussianMixture`` from loaded parameters and ``model.json``."""
+    from .estimator import GaussianMixture
+
+    accepted = GaussianMixture().get_params(deep=False)
+    hyper = {k: v for k, v in dict(meta.get("params") or {}).items() if k in accepted}
+    # The arrays are authoritative (a model saved by save_model alone has no "params").
+    hyper.update(n_components=params.n_components, covariance_type=params.covariance_type)
+    estimator = GaussianMixture(**hyper)
+    estimator._set_params(params)
+    fit = dict(meta.get("fit") or {})
+    estimator.converged_ = bool(fit.get("converged_", False))
+    estimator.n_iter_ = int(fit.get("n_iter_", 0))
+    estimator.lower_bound_ = float(fit.get("lower_bound_", -math.inf))
+    estimator.lower_bounds_ = [float(v) for v in fit.get("lower_bounds_", [])]
+    estimator.history_ = list(fit.get("history_", []))
+    estimator.n_features_in_ = int(fit.get("n_features_in_", params.n_features))
+    if fit.get("feature_names_in_") is not None:
+        estimator.feature_names_in_ = np.asarray(fit["feature_names_in_"], dtype=object)
+    return estimator
+
+
+def load(
+    path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> Any:
+    """Load a model directory as a fitted :class:`dgmm.GaussianMixture`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Local path or fsspec URL (``s3://bucket/models/m1``) written by
+        :meth:`GaussianMixture.save`.
+    storage_options : mapping, default=None
+        Passed to fsspec (credentials, endpoint_url, ...).
+
+    Returns
+    -------
+    gmm : GaussianMixture
+        Fitted: the same parameter arrays (bit for bit), hyper-parameters,
+        ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_`` and
+        ``history_`` as the saved estimator.
+
+    Raises
+    ------
+    dgmm.errors.ModelNotFoundError
+        If nothing exists at ``path``.
+    dgmm.errors.ModelFormatError
+        If it is not a dgmm model, is corrupt or truncated, has wrong
+        shapes, or was written by a newer dgmm.
+    """
+    params, meta = persistence.load_model(path, storage_options=storage_options)
+    return estimator_from_model(params, meta)
+
+
+def to_sklearn(estimator: Any) -> Any:
+    """A fitted ``sklearn.mixture.GaussianMixture`` with the same parameters."""
+    from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+    params = estimator._params()
+    kwargs = {name: getattr(estimator, name) for name in _SKLEARN_PARAMS}
+    if estimator.init_params not in _SKLEARN_INITS:
+        kwargs["init_params"] = "kmeans"  # 'split' is dgmm's; it only matters for a refit
+    out = SklearnGaussianMixture(**kwargs)
+    out.weights_ = params.weights.copy()
+    out.means_ = params.means.copy()
+    out.covariances_ = params.covariances.copy()
+    out.precisions_cholesky_ = params.precisions_cholesky.copy()
+    out.precisions_ = params.precisions
+    out.converged_ = bool(getattr(estimator, "converged_", False))
+    out.n_iter_ = int(getattr(estimator, "n_iter_", 0))
+    out.lower_bound_ = float(getattr(estimator, "lower_bound_", -math.inf))
+    out.lower_bounds_ = list(getattr(estimator, "lower_bounds_", []))
+    out.n_features_in_ = int(getattr(estimator, "n_features_in_", params.n_features))
+    if hasattr(estimator, "feature_names_in_"):
+        out.feature_names_in_ = np.asarray(estimator.feature_names_in_, dtype=object)
+    return out
+
+
+def from_sklearn(estimator: Any) -> Any:
+    """A fitted ``dgmm.GaussianMixture`` from a fitted scikit-learn one."""
+    from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+    from .estimator import GaussianMixture
+
+    if not isinstance(estimator, SklearnGaussianMixture):
+        raise UnsupportedInputError(
+            f"from_sklearn expects a fitted sklearn.mixture.GaussianMixture, got "
+            f"{type(estimator).__module__}.{type(estimator).__qualname__}. "
+            "(BayesianGaussianMixture predicts with other formulas and cannot be converted.) "
+            "Pass a fitted sklearn.mixture.GaussianMixture."
+        )
+    check_is_fitted(estimator, "means_")
+    params = GMMParams(
+        np.array(estimator.weights_, dtype=np.float64),
+        np.array(estimator.means_, dtype=np.float64),
+        np.array(estimator.covariances_, dtype=np.float64),
+        np.array(estimator.precisions_cholesky_, dtype=np.float64),
+        estimator.covariance_type,
+    )
+    out = GaussianMixture(**{name: getattr(estimator, name) for name in _SKLEARN_PARAMS})
+    out._set_params(params)
+    out.converged_ = bool(estimator.converged_)
+    out.n_iter_ = int(estimator.n_iter_)
+    out.lower_bound_ = float(estimator.lower_bound_)
+    bounds = [float(v) for v in getattr(estimator, "lower_bounds_", [])]
+    out.lower_bounds_ = bounds
+    # scikit-learn keeps no per-iteration record beyond the bounds; time and events are unknown.
+    out.history_ = [
+        {
+            "iteration": i + 1,
+            "lower_bound": b,
+            "change": b - (bounds[i - 1] if i else -math.inf),
+            "seconds": math.nan,
+            "events": [],
+        }
+        for i, b in enumerate(bounds)
+    ]
+    out.n_features_in_ = int(getattr(estimator, "n_features_in_", params.n_features))
+    if hasattr(estimator, "feature_names_in_"):
+        out.feature_names_in_ = np.asarray(estimator.feature_names_in_, dtype=object)
+    return out

@@ -1,0 +1,372 @@
+"""Figures of a fitted mixture: the convergence curve and a 2-D view with ellipses.
+
+Matplotlib is optional (``pip install 'dgmm[plot]'``) and imported only when
+a figure is drawn. Figures are built without pyplot, on the Agg canvas, so
+drawing one changes no global state and needs no display.
+
+The 2-D view projects onto the two leading principal axes P (2, D), about a
+centre c, of the data sample (or, without data, of the mixture's own
+covariance ``sum_k w_k (Sigma_k + (mu_k - mu)(mu_k - mu)^T)``). A component
+then projects to mean ``P (mu_k - c)`` and covariance ``P Sigma_k P^T``, for
+every covariance type; its n-sigma ellipse has semi-axes ``n sqrt(lambda)``
+along the eigenvectors of that 2x2 matrix.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import OptionalDependencyError
+from .params import GMMParams
+
+__all__ = ["ellipse_geometry", "plot_fit", "principal_axes", "project_components"]
+
+FIGSIZE = (11.0, 4.5)
+DPI = 100
+# Points drawn in the scatter at most (a sample larger than this is thinned).
+MAX_POINTS = 20_000
+
+
+def _matplotlib() -> Any:
+    """The matplotlib modules used here, or OptionalDependencyError saying how to install."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Ellipse
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"Plotting needs matplotlib, which could not be imported ({exc}). "
+            "Install it with: pip install 'dgmm[plot]' (or pip install matplotlib)."
+        ) from None
+    return Figure, FigureCanvasAgg, Ellipse
+
+
+def principal_axes(
+    X_sample: np.ndarray | None = None, params: GMMParams | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two leading principal axes of a data sample, or of a mixture.
+
+    Parameters
+    ----------
+    X_sample : ndarray of shape (n_samples, n_features), default=None
+    params : GMMParams, default=None
+        Used when ``X_sample`` is None: the axes of the mixture's covariance.
+
+    Returns
+    -------
+    axes : ndarray of shape (min(2, n_features), n_features)
+        Orthonormal rows, largest variance first; each row's largest entry
+        is positive (a deterministic sign).
+    center : ndarray of shape (n_features,)
+    variances : ndarray of shape (min(2, n_features),)
+        Variance along each axis.
+    """
+    if X_sample is not None:
+        center = X_sample.mean(axis=0)
+        covariance = np.atleast_2d(np.cov(X_sample - center, rowvar=False))
+    elif params is not None:
+        w, means = params.weights, params.means
+        center = w @ means
+        spread = means - center
+        covariance = (spread.T * w) @ spread + _weighted_covariance(params)
+    else:
+        raise ValueError("principal_axes needs X_sample or params; both were None.")
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1][: min(2, covariance.shape[0])]
+    axes = vectors[:, order].T
+    signs = np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])
+    return axes * signs[:, None], center, np.maximum(values[order], 0.0)
+
+
+def _weighted_covariance(params: GMMParams) -> np.ndarray:
+    """``sum_k w_k Sigma_k`` as a (D, D) matrix."""
+    w, cov, d = params.weights, params.covariances, params.n_features
+    return {
+        "full": lambda: np.einsum("k,kij->ij", w, cov),
+        "tied": lambda: cov,
+        "diag": lambda: np.diag(w @ cov),
+        "spherical": lambda: float(w @ cov) * np.eye(d),
+    }[params.covariance_type]()
+
+
+def project_components(
+    params: GMMParams, axes: np.ndarray, center: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every component's mean and covariance seen on ``axes``.
+
+    Parameters
+    ----------
+    params : GMMParams
+    axes : ndarray of shape (n_axes, n_features)
+    center : ndarray of shape (n_features,)
+
+    Returns
+    -------
+    means : ndarray of shape (n_components, n_axes)
+        ``P (mu_k - c)``.
+    covariances : ndarray of shape (n_components, n_axes, n_axes)
+        ``P Sigma_k P^T``, without forming any (D, D) matrix for diag or
+        spherical covariances.
+    """
+    p, cov, k = axes, params.covariances, params.n_components
+    means = (params.means - center) @ p.T
+    covariances = {
+        "full": lambda: np.einsum("ai,kij,bj->kab", p, cov, p),
+        "tied": lambda: np.broadcast_to(p @ cov @ p.T, (k, len(p), len(p))),
+        "diag": lambda: np.einsum("ai,ki,bi->kab", p, cov, p),
+        "spherical": lambda: cov[:, None, None] * (p @ p.T)[None],
+    }[params.covariance_type]()
+    return means, np.array(covariances)
+
+
+def ellipse_geometry(covariance: np.ndarray, n_sigma: float = 1.0) -> tuple[float, float, float]:
+    """``(width, height, angle in degrees)`` of the n-sigma ellipse of a 2x2 covariance.
+
+    ``width`` is the full length of the major axis (``2 n sqrt(lambda_max)``),
+    ``angle`` its direction counter-clockwise from the x axis, in (-90, 90].
+    """
+    values, vectors = np.linalg.eigh(covariance)
+    values = np.maximum(values, 0.0)
+    major = vectors[:, 1]
+    angle = float(np.degrees(np.arctan2(major[1], major[0])))
+    if angle <= -90.0:
+        angle += 180.0
+    elif angle > 90.0:
+        angle -= 180.0
+    return (
+        float(2.0 * n_sigma * np.sqrt(values[1])),
+        float(2.0 * n_sigma * np.sqrt(values[0])),
+        angle,
+    )
+
+
+def _model_params(model: Any) -> GMMParams:
+    """GMMParams of a fitted dgmm (or scikit-learn) GaussianMixture."""
+    if isinstance(model, GMMParams):
+        return model
+    if hasattr(model, "_params"):
+        return model._params()
+    try:
+        return GMMParams(
+            np.asarray(model.weights_, dtype=np.float64),
+            np.asarray(model.means_, dtype=np.float64),
+            np.asarray(model.covariances_, dtype=np.float64),
+            np.asarray(model.precisions_cholesky_, dtype=np.float64),
+            str(model.covariance_type),
+        )
+    except AttributeError:
+        raise TypeError(
+            f"plot_fit expects a fitted GaussianMixture, got {type(model).__name__} without "
+            "fitted parameters (weights_, means_, covariances_). Fit it, or load one with "
+            "dgmm.load(path)."
+        ) from None
+
+
+def _as_sample(X_sample: Any, n_features: int) -> np.ndarray | None:
+    """The data sample as a finite float64 (n, D) array (Dask input computed)."""
+    if X_sample is None:
+        return None
+    if hasattr(X_sample, "compute"):
+        X_sample = X_sample.compute()
+    x = np.asarray(X_sample, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_features:
+        from .errors import ShapeMismatchError
+
+        raise ShapeMismatchError(
+            f"X_sample has shape {x.shape}, but the model has {n_features} features; expected "
+            f"(n_samples, {n_features}). Pass rows of the data the model was fitted on."
+        )
+    x = x[np.all(np.isfinite(x), axis=1)]
+    return x if len(x) else None
+
+
+def plot_fit(
+    model: Any,
+    X_sample: Any = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    n_sigmas: tuple[float, ...] = (1.0, 2.0),
+) -> Any:
+    """Plot a fitted mixture: convergence curve and principal-axes view.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        A fitted dgmm (or scikit-learn) Gaussian mixture, e.g. from
+        :func:`dgmm.load`.
+    X_sample : array-like of shape (n_samples, n_features), default=None
+        Rows of the data (a sample: at most 20 000 are drawn). They are
+        scattered, coloured by predicted component, and define the principal
+        axes; without them the axes are the mixture's own.
+    path : str or path-like, default=None
+        Also write the figure there (format from the suffix, PNG by
+        default); local path or fsspec URL, written whole or not at all.
+    storage_options : mapping, default=None
+        fsspec options for a remote ``path``.
+    n_sigmas : tuple of float, default=(1.0, 2.0)
+        The ellipses drawn around each component's mean.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        Left: ``lower_bounds_`` per iteration, re-seed events marked. Right:
+        the 2-D view with each component's ellipses and means.
+
+    Raises
+    ------
+    dgmm.errors.OptionalDependencyError
+        If matplotlib is not installed.
+    """
+    Figure, FigureCanvasAgg, Ellipse = _matplotlib()
+    params = _model_params(model)
+    sample = _as_sample(X_sample, params.n_features)
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(figure)
+    # Fixed margins: constrained layout would double the time to render.
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
+    curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
+    _plot_convergence(curve, model)
+    _plot_view(view, params, sample, model, n_sigmas, Ellipse)
+    if path is not None:
+        _save(figure, path, storage_options)
+    return figure
+
+
+def _plot_convergence(ax: Any, model: Any) -> None:
+    """Lower bound per iteration; vertical marks where components were re-seeded."""
+    history = list(getattr(model, "history_", []) or [])
+    bounds = list(getattr(model, "lower_bounds_", []) or [])
+    if history:
+        iterations = [int(h.get("iteration", i + 1)) for i, h in enumerate(history)]
+        bounds = [float(h.get("lower_bound", np.nan)) for h in history]
+    else:
+        iterations = list(range(1, len(bounds) + 1))
+    ax.set_title("Convergence")
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("mean log-likelihood per sample")
+    if not bounds:
+        ax.text(0.5, 0.5, "no fit history", ha="center", va="center", transform=ax.transAxes)
+        return
+    ax.plot(iterations, bounds, marker="o", markersize=3, linewidth=1.2, label="lower bound")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    reseeds = [
+        (it, sum(e.get("event") == "reseed" for e in h.get("events", [])))
+        for it, h in zip(iterations, history)
+    ]
+    first = True
+    for it, count in reseeds:
+        if count:
+            ax.axvline(it, color="tab:red", linestyle="--", linewidth=0.9,
+                       label="re-seed" if first else None)
+            first = False
+    converged = getattr(model, "converged_", None)
+    if converged is not None:
+        ax.text(0.98, 0.04, f"{'converged' if converged else 'not converged'} after "
+                f"{iterations[-1]} iterations", ha="right", va="bottom",
+                transform=ax.transAxes, fontsize=8)
+    if len(bounds) > 2 and np.all(np.isfinite(bounds)):
+        # The first iteration often sits far below the rest: keep the tail readable.
+        low, high = min(bounds[1:]), max(bounds[1:])
+        pad = 0.1 * (high - low) or 1e-3 * max(abs(high), 1.0)
+        if bounds[0] < low - 10 * pad:
+            ax.set_ylim(low - pad, high + pad)
+            ax.annotate(f"iteration {iterations[0]}: {bounds[0]:.4g} (off scale)",
+                        (0.02, 0.96), xycoords="axes fraction", fontsize=8, va="top")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 0.1), fontsize=8)
+
+
+def _plot_view(
+    ax: Any,
+    params: GMMParams,
+    sample: np.ndarray | None,
+    model: Any,
+    n_sigmas: tuple[float, ...],
+    Ellipse: Any,
+) -> None:
+    """Sample and components on the two leading principal axes."""
+    axes, center, variances = principal_axes(sample, params)
+    if len(axes) == 1:  # one feature: the second axis is a zero axis
+        axes = np.vstack([axes, np.zeros_like(axes)])
+        variances = np.append(variances, 0.0)
+    means, covariances = project_components(params, axes, center)
+    colors = [f"C{k % 10}" for k in range(params.n_components)]
+    if sample is not None:
+        rng = np.random.default_rng(0)
+        shown = sample if len(sample) <= MAX_POINTS else sample[
+            np.sort(rng.choice(len(sample), MAX_POINTS, replace=False))
+        ]
+        labels = model.predict(shown) if hasattr(model, "predict") else np.zeros(len(shown), int)
+        xy = (shown - center) @ axes.T
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.35, linewidths=0,
+                   c=[colors[int(k)] for k in labels], rasterized=True)
+    for k in range(params.n_components):
+        for n_sigma in n_sigmas:
+            width, height, angle = ellipse_geometry(covariances[k], n_sigma)
+            ax.add_patch(Ellipse(tuple(means[k]), width, height, angle=angle, fill=False,
+                                 edgecolor=colors[k], linewidth=1.4 if n_sigma == n_sigmas[0] else 0.8,
+                                 linestyle="-" if n_sigma == n_sigmas[0] else "--"))
+        ax.plot(*means[k], marker="x", color="black", markersize=6)
+        ax.annotate(str(k), means[k], textcoords="offset points", xytext=(4, 4), fontsize=8)
+    extent = [np.abs(means).max(axis=0) if len(means) else np.zeros(2)]
+    for k in range(params.n_components):
+        extent.append(np.abs(means[k]) + max(n_sigmas) * np.sqrt(np.diag(covariances[k])))
+    if sample is not None:
+        extent.append(np.percentile(np.abs((sample - center) @ axes.T), 99.5, axis=0))
+    limit = np.max(extent, axis=0) * 1.05 + 1e-12
+    ax.set_xlim(-limit[0], limit[0])
+    ax.set_ylim(-limit[1], limit[1])
+    ax.set_aspect("equal", adjustable="box")  # ellipses keep their true shape
+    total = variances.sum() or 1.0
+    source = "data sample" if sample is not None else "model"
+    ax.set_title(f"{params.n_components} components ({params.covariance_type}), "
+                 f"principal axes of the {source}")
+    ax.set_xlabel(f"axis 1 ({variances[0]:.3g} variance)")
+    ax.set_ylabel(f"axis 2 ({variances[1]:.3g} variance)" if total else "axis 2")
+    ax.text(0.02, 0.02, " / ".join(f"{s:g}" for s in n_sigmas) + " sigma ellipses",
+            transform=ax.transAxes, fontsize=8, va="bottom")
+
+
+def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> None:
+    """Render once, then write the bytes whole (temp file + rename locally)."""
+    from fsspec.core import url_to_fs
+    from fsspec.implementations.local import LocalFileSystem
+
+    from .errors import TargetNotWritableError
+
+    target = os.fspath(path)
+    suffix = os.path.splitext(target)[1].lstrip(".").lower() or "png"
+    supported = figure.canvas.get_supported_filetypes()
+    if suffix not in supported:
+        raise ValueError(
+            f"Cannot tell the figure format from {target!r}: {suffix!r} is not one of "
+            f"{', '.join(sorted(supported))}. Use a path ending in .png, .svg or .pdf."
+        )
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=suffix, dpi=DPI)
+    data = buffer.getvalue()
+    fs, fs_path = url_to_fs(target, **dict(storage_options or {}))
+    try:
+        if isinstance(fs, LocalFileSystem):
+            directory = os.path.dirname(os.path.abspath(fs_path))
+            tmp = os.path.join(directory, f".{os.path.basename(fs_path)}.tmp-{os.getpid()}")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, fs_path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            fs.pipe_file(fs_path, data)
+    except OSError as exc:
+        raise TargetNotWritableError(
+            f"Cannot write the figure to {target}: {exc.strerror or exc} ({type(exc).__name__}). "
+            "Choose a writable location or create the directory."
+        ) from None

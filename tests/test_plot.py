@@ -1,0 +1,216 @@
+"""plot_fit: files that open, ellipses with the right geometry, curves with the history."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from dgmm import GaussianMixture
+from dgmm.errors import OptionalDependencyError, ShapeMismatchError, TargetNotWritableError
+from dgmm.params import GMMParams
+
+from .conftest import COVARIANCE_TYPES, dense_covariance, make_mixture
+
+matplotlib = pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+from matplotlib.image import imread  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+
+from dgmm import plot  # noqa: E402
+
+
+def rotation(degrees: float) -> np.ndarray:
+    t = np.radians(degrees)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = make_mixture(np.random.default_rng(3), n_samples=500, n_features=3, n_components=3)
+    return data.X, {
+        ct: GaussianMixture(3, covariance_type=ct, random_state=0, max_iter=20).fit(data.X)
+        for ct in COVARIANCE_TYPES
+    }
+
+
+def ellipses(figure) -> list[Ellipse]:
+    return [p for ax in figure.axes for p in ax.patches if isinstance(p, Ellipse)]
+
+
+# -- geometry -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, -60.0, 90.0])
+def test_ellipse_geometry_of_a_known_covariance(angle):
+    r = rotation(angle)
+    covariance = r @ np.diag([9.0, 1.0]) @ r.T  # std 3 along `angle`, 1 across it
+    width, height, got = plot.ellipse_geometry(covariance, 1.0)
+    assert (width, height) == pytest.approx((6.0, 2.0))
+    # An ellipse at angle a is the same as one at a +- 180.
+    assert np.isclose((got - angle) % 180.0, 0.0) or np.isclose((got - angle) % 180.0, 180.0)
+    assert plot.ellipse_geometry(covariance, 2.0)[:2] == pytest.approx((12.0, 4.0))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_projection_matches_dense_covariances(rng, covariance_type):
+    k, d = 3, 5
+    gmm = GaussianMixture(k, covariance_type=covariance_type, random_state=0, tol=10.0).fit(
+        rng.normal(size=(300, d)) * np.arange(1, d + 1)
+    )
+    params = gmm._params()
+    axes = np.linalg.qr(rng.normal(size=(d, 2)))[0].T
+    center = rng.normal(size=d)
+    means, covariances = plot.project_components(params, axes, center)
+    for j in range(k):
+        dense = dense_covariance(params.covariances, covariance_type, j, d)
+        np.testing.assert_allclose(covariances[j], axes @ dense @ axes.T, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(means[j], axes @ (params.means[j] - center), rtol=1e-12)
+
+
+def test_principal_axes_of_a_stretched_sample(rng):
+    direction = np.array([3.0, 4.0, 0.0]) / 5.0
+    X = rng.normal(size=(4000, 1)) * 10.0 * direction + rng.normal(size=(4000, 3)) + 7.0
+    axes, center, variances = plot.principal_axes(X)
+    assert abs(axes[0] @ direction) > 0.999
+    assert np.allclose(axes @ axes.T, np.eye(2))
+    np.testing.assert_allclose(center, X.mean(axis=0))
+    assert variances[0] == pytest.approx(101.0, rel=0.1)
+
+
+def test_principal_axes_of_a_model_without_data():
+    # Two far-apart components along y: the mixture's leading axis is y.
+    params = GMMParams.from_covariances(
+        np.array([0.5, 0.5]), np.array([[0.0, -10.0], [0.0, 10.0]]), np.array([1.0, 1.0]), "spherical"
+    )
+    axes, center, variances = plot.principal_axes(None, params)
+    assert abs(axes[0] @ [0.0, 1.0]) == pytest.approx(1.0)
+    np.testing.assert_allclose(center, [0.0, 0.0], atol=1e-12)
+    assert variances == pytest.approx([101.0, 1.0])
+
+
+def test_drawn_ellipses_have_the_components_geometry():
+    """Two features: the view is a rotation of the plane, so axis lengths are the truth's."""
+    r = rotation(25.0)
+    covariances = np.array([r @ np.diag([4.0, 1.0]) @ r.T, np.diag([0.25, 0.25])])
+    params = GMMParams.from_covariances(
+        np.array([0.6, 0.4]), np.array([[0.0, 0.0], [8.0, 3.0]]), covariances, "full"
+    )
+    figure = plot.plot_fit(params)
+    drawn = sorted((e.width, e.height) for e in ellipses(figure))
+    expected = sorted(
+        [(2 * n * 2.0, 2 * n * 1.0) for n in (1, 2)] + [(2 * n * 0.5, 2 * n * 0.5) for n in (1, 2)]
+    )
+    np.testing.assert_allclose(drawn, expected, rtol=1e-10)
+
+
+# -- figures and files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "covariance_type, with_data",
+    [("full", True), ("tied", False), ("diag", True), ("spherical", False)],
+)
+def test_png_opens_with_expected_size(tmp_path, fitted, covariance_type, with_data):
+    X, models = fitted
+    path = tmp_path / "fit.png"
+    figure = plot.plot_fit(models[covariance_type], X if with_data else None, path=path)
+    image = imread(path)
+    width, height = plot.FIGSIZE
+    assert image.shape[:2] == (round(height * plot.DPI), round(width * plot.DPI))
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+    assert len(ellipses(figure)) == 2 * 3  # a 1- and a 2-sigma ellipse per component
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_convergence_curve_and_reseed_marks(fitted):
+    _, models = fitted
+    gmm = models["full"]
+    figure = plot.plot_fit(gmm)
+    curve = figure.axes[0]
+    line = curve.get_lines()[0]
+    np.testing.assert_array_equal(line.get_ydata(), gmm.lower_bounds_)
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, gmm.n_iter_ + 1))
+    # A history of 6 iterations with re-seeds at iterations 2 and 5.
+    copy = GaussianMixture.from_sklearn(gmm.to_sklearn())
+    reseed = {"event": "reseed", "component": 0, "split_from": 1, "reason": "collapsed"}
+    copy.history_ = [
+        {"iteration": i, "lower_bound": -5.0 + 0.1 * i, "change": 0.1, "seconds": 0.0,
+         "events": [reseed] if i in (2, 5) else []}
+        for i in range(1, 7)
+    ]
+    copy.lower_bounds_ = [h["lower_bound"] for h in copy.history_]
+    lines = plot.plot_fit(copy).axes[0].get_lines()
+    np.testing.assert_allclose(lines[0].get_ydata(), copy.lower_bounds_)
+    assert sorted(m.get_xdata()[0] for m in lines[1:]) == [2, 5]
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 6])
+def test_any_number_of_features(rng, n_features):
+    X = rng.normal(size=(300, n_features))
+    gmm = GaussianMixture(2, covariance_type="diag", random_state=0, tol=10.0).fit(X)
+    figure = plot.plot_fit(gmm, X)
+    figure.canvas.draw()  # renders without error
+    assert len(ellipses(figure)) == 4
+
+
+def test_svg_and_scikit_learn_model(tmp_path, fitted):
+    X, models = fitted
+    plot.plot_fit(models["tied"].to_sklearn(), X, path=tmp_path / "f.svg")
+    assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_memory_url(fitted):
+    import fsspec
+
+    _, models = fitted
+    plot.plot_fit(models["diag"], path="memory://dgmm-plot-test/fit.png")
+    fs = fsspec.filesystem("memory")
+    assert fs.cat_file("/dgmm-plot-test/fit.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    fs.rm("/dgmm-plot-test", recursive=True)
+
+
+def test_model_without_history(tmp_path):
+    params = GMMParams.from_covariances(
+        np.array([1.0]), np.zeros((1, 3)), np.ones((1, 3)), "diag"
+    )
+    figure = plot.plot_fit(params, path=tmp_path / "f.png")
+    assert "no fit history" in [t.get_text() for t in figure.axes[0].texts]
+
+
+# -- bad input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragments",
+    [
+        pytest.param({"X_sample": np.zeros((10, 2))}, ShapeMismatchError, ["3 features", "(10, 2)"], id="sample-wrong-features"),
+        pytest.param({"X_sample": np.zeros(10)}, ShapeMismatchError, ["3 features"], id="sample-1d"),
+        pytest.param({"path": "fit.notaformat"}, ValueError, ["notaformat", "png"], id="unknown-suffix"),
+        pytest.param({"path": "{tmp}/file/fit.png"}, TargetNotWritableError, ["fit.png", "Cannot write"], id="unwritable"),
+    ],
+)
+def test_bad_arguments(tmp_path, fitted, kwargs, error, fragments):
+    (tmp_path / "file").write_text("a file, not a directory")
+    _, models = fitted
+    if "path" in kwargs:
+        kwargs = {"path": kwargs["path"].format(tmp=tmp_path)}
+    with pytest.raises(error) as info:
+        plot.plot_fit(models["full"], **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match="fitted GaussianMixture"):
+        plot.plot_fit(object())
+
+
+def test_missing_matplotlib_says_how_to_install(monkeypatch, fitted):
+    _, models = fitted
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(OptionalDependencyError, match=r"pip install .*dgmm\[plot\]") as info:
+        plot.plot_fit(models["full"])
+    assert isinstance(info.value, ImportError)
