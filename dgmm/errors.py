@@ -25,6 +25,7 @@ __all__ = [
     "ModelFormatError",
     "ModelNotFoundError",
     "TargetExistsError",
+    "TargetFormatError",
     "TargetNotWritableError",
     "ShapeMismatchError",
     "UnsupportedInputError",
@@ -78,6 +79,10 @@ class TargetExistsError(DgmmError, FileExistsError):
 
 class TargetNotWritableError(DgmmError, OSError):
     """The output location cannot be created or written (permissions, a file in the way)."""
+
+
+class TargetFormatError(DgmmError, ValueError):
+    """The output format cannot be told from the target, or is not one dgmm writes."""
 
 
 class ClusterConnectionError(DgmmError, ConnectionError):
