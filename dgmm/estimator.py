@@ -559,6 +559,80 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y = np.repeat(np.arange(params.n_components), counts)
         return X, y
 
+    # -- model files and scikit-learn ------------------------------------------
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Save the fitted model as a directory of ``.npy`` arrays and ``model.json``.
+
+        Never pickled: loading cannot execute code. Written atomically; the
+        fitted arrays, hyper-parameters and fit summary (``history_``)
+        round-trip exactly. Cluster settings (``client``,
+        ``scheduler_address``, ``checkpoint`` and its storage options) are
+        not saved. See :mod:`dgmm.persistence` for the format.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Local directory or fsspec URL (``'s3://bucket/models/m1'``).
+        overwrite : bool, default=False
+            Replace an existing model there (only once the new one is
+            complete); otherwise :class:`dgmm.errors.TargetExistsError`.
+        storage_options : dict, default=None
+            fsspec options for remote URLs (credentials, ``endpoint_url``).
+        """
+        from ._estimator_io import save
+
+        save(self, path, overwrite=overwrite, storage_options=storage_options)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+    ) -> GaussianMixture:
+        """Load a model written by :meth:`save` (same as :func:`dgmm.load`).
+
+        Returns
+        -------
+        gmm : GaussianMixture
+            Fitted, with the saved arrays, hyper-parameters and history.
+        """
+        from ._estimator_io import load
+
+        return load(path, storage_options=storage_options)
+
+    def to_sklearn(self) -> Any:
+        """The fitted model as a fitted :class:`sklearn.mixture.GaussianMixture`.
+
+        Its ``predict``, ``predict_proba`` and ``score_samples`` agree with
+        this model's to rounding. ``init_params='split'`` (dgmm's own)
+        becomes ``'kmeans'``, which matters only if it is refitted.
+        """
+        from ._estimator_io import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, estimator: Any) -> GaussianMixture:
+        """A fitted dgmm model from a fitted :class:`sklearn.mixture.GaussianMixture`.
+
+        Parameters
+        ----------
+        estimator : sklearn.mixture.GaussianMixture
+            Fitted; its hyper-parameters, arrays and lower bounds are copied.
+
+        Returns
+        -------
+        gmm : GaussianMixture
+        """
+        from ._estimator_io import from_sklearn
+
+        return from_sklearn(estimator)
+
     def __sklearn_clone__(self) -> GaussianMixture:
         """A clone that shares ``client`` (a live connection cannot be deep-copied)."""
         client = self.client
