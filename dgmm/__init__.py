@@ -6,7 +6,8 @@ from . import errors
 from ._estimator_io import load
 from .estimator import GaussianMixture
 from .params import GMMParams
+from .sources import open_dataset
 
-__all__ = ["GMMParams", "GaussianMixture", "errors", "load", "__version__"]
+__all__ = ["GMMParams", "GaussianMixture", "errors", "load", "open_dataset", "__version__"]
 
 __version__ = "0.1.0"

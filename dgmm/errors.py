@@ -24,11 +24,12 @@ __all__ = [
     "InvalidDtypeError",
     "ModelFormatError",
     "ModelNotFoundError",
-    "OptionalDependencyError",
     "TargetExistsError",
     "TargetFormatError",
     "TargetNotWritableError",
     "ShapeMismatchError",
+    "InvalidSourceError",
+    "SourceNotFoundError",
     "UnsupportedInputError",
 ]
 
@@ -57,6 +58,15 @@ class ShapeMismatchError(DgmmError, ValueError):
     """An array has the wrong shape for the model (features, components)."""
 
 
+class SourceNotFoundError(DgmmError, FileNotFoundError):
+    """A path, URL or bucket given as data does not exist."""
+
+
+class InvalidSourceError(DgmmError, ValueError):
+    """Stored data exists but cannot be read as asked: an unsupported format, a
+    Zarr group without ``key``, a ``key`` or ``columns`` that do not exist."""
+
+
 class DegenerateComponentError(DgmmError, ValueError):
     """A component's covariance is not positive definite (collapsed or singular).
 
@@ -72,10 +82,6 @@ class ModelFormatError(DgmmError, ValueError):
 
 class ModelNotFoundError(DgmmError, FileNotFoundError):
     """Nothing exists at the path or URL a model was to be loaded from."""
-
-
-class OptionalDependencyError(DgmmError, ImportError):
-    """A feature needs an optional package that is not installed (matplotlib for plots)."""
 
 
 class TargetExistsError(DgmmError, FileExistsError):

@@ -1,14 +1,19 @@
 """Input data as a validated, row-chunked, floating-point 2-D Dask array.
 
-In-memory arrays are scattered to the workers chunk by chunk (the data never
-sits in the task graph); Dask arrays keep their row chunks and get all their
-columns in one chunk. Values are not scanned here: NaN/Inf are found by the
-first pass over the data, which names the chunk and the row.
+``open_dataset`` accepts in-memory arrays and DataFrames, Dask arrays and
+DataFrames, xarray DataArrays, and paths or fsspec URLs to Zarr, Parquet and
+``.npy`` data (read by :mod:`dgmm._stores`). In-memory arrays are scattered to
+the workers chunk by chunk when fitting (the data never sits in the task
+graph); Dask arrays keep their row chunks and get all their columns in one
+chunk; stored data is chunked along whole storage chunks. Values are not
+scanned here: NaN/Inf are found by the first pass over the data, which names
+the chunk and the row.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import dask.array as da
@@ -16,9 +21,23 @@ import numpy as np
 from distributed import wait
 
 from ._kernels import require_valid_weights
-from .errors import InvalidDataError, InvalidDtypeError, ShapeMismatchError, UnsupportedInputError
+from ._stores import is_store_source, open_store
+from .errors import (
+    InvalidDataError,
+    InvalidDtypeError,
+    InvalidSourceError,
+    ShapeMismatchError,
+    UnsupportedInputError,
+)
 
-__all__ = ["as_dask_array", "as_float_array", "as_sample_weight", "default_row_chunk"]
+__all__ = [
+    "as_dask_array",
+    "as_float_array",
+    "as_sample_weight",
+    "default_row_chunk",
+    "is_in_memory",
+    "open_dataset",
+]
 
 # Target bytes of one row chunk of in-memory input.
 TARGET_CHUNK_BYTES = 64 << 20
@@ -75,12 +94,76 @@ def default_row_chunk(n_rows: int, n_features: int, itemsize: int, n_threads: in
     return int(max(1, min(n_rows, max(MIN_CHUNK_ROWS, min(by_bytes, by_parallelism)))))
 
 
-def _to_numpy(X: Any, what: str) -> np.ndarray:
+def _is_pandas_frame(X: Any) -> bool:
+    return type(X).__module__.split(".")[0] == "pandas" and hasattr(X, "columns") and hasattr(X, "dtypes")
+
+
+def _is_dask_frame(X: Any) -> bool:
+    return (
+        type(X).__module__.split(".")[0] in ("dask", "dask_expr")
+        and hasattr(X, "columns")
+        and hasattr(X, "to_dask_array")
+    )
+
+
+def _is_xarray(X: Any) -> bool:
+    # Duck-typed so xarray stays optional: a DataArray has dims, a variable and data.
+    return hasattr(X, "dims") and hasattr(X, "variable") and hasattr(X, "data")
+
+
+def is_in_memory(X: Any) -> bool:
+    """Whether ``X`` holds its values in this process (not a Dask collection or a stored source)."""
+    if _is_xarray(X):
+        return not isinstance(X.data, da.Array)
+    return not (isinstance(X, da.Array) or is_store_source(X) or _is_dask_frame(X))
+
+
+def _select_frame(frame: Any, columns: Any, what: str) -> tuple[Any, np.dtype]:
+    """``frame[columns]`` after checking the columns exist and are numeric, and their float dtype."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    available = list(frame.columns)
+    if columns is not None:
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        missing = [c for c in columns if c not in available]
+        if missing:
+            raise InvalidSourceError(
+                f"Column(s) {missing} not found in {what}; available columns: {available}. "
+                "Pass columns= from these."
+            )
+        frame = frame[columns]
+    bad = {
+        str(c): str(dt) for c, dt in frame.dtypes.items() if not (is_numeric_dtype(dt) or is_bool_dtype(dt))
+    }
+    if bad:
+        numeric = [c for c, dt in frame.dtypes.items() if str(c) not in bad]
+        raise InvalidDtypeError(
+            f"{what} has non-numeric column(s) {bad}; expected numeric features only. "
+            f"Pass columns= with the numeric ones (e.g. columns={numeric}), or encode the "
+            "categories as numbers first."
+        )
+    if frame.shape[1] == 0:
+        return frame, np.dtype(np.float64)
+    dtypes = [np.dtype(getattr(dt, "numpy_dtype", dt)) for dt in frame.dtypes]
+    return frame, _float_dtype(np.result_type(*dtypes), what)
+
+
+def _to_numpy(X: Any, what: str, columns: Any = None) -> np.ndarray:
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise UnsupportedInputError(
             f"{what} is a sparse matrix ({type(X).__name__}); dgmm fits dense data only. "
             "Densify it (X.toarray()) if it fits in memory, or store it as a dense "
             "Zarr array."
+        )
+    if _is_pandas_frame(X):
+        frame, dtype = _select_frame(X, columns, what)
+        # Missing values (pd.NA, None) become NaN, reported by the first pass.
+        return frame.to_numpy(dtype=dtype, na_value=np.nan)
+    if columns is not None:
+        raise InvalidSourceError(
+            f"columns={columns!r} was given but {what} is a {type(X).__name__}, which has "
+            "no named columns; columns= selects DataFrame or Parquet columns. Index the "
+            "array instead, e.g. X[:, [0, 2]]."
         )
     try:
         array = np.asarray(X)
@@ -130,28 +213,150 @@ def _scatter_rows(client: Any, array: np.ndarray, row_chunks: tuple[int, ...]) -
     return x
 
 
+def _current_threads() -> int:
+    """Threads of the current client's workers, else this machine's cores."""
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def open_dataset(
+    source: Any,
+    *,
+    key: str | None = None,
+    columns: list[str] | None = None,
+    storage_options: dict | None = None,
+    chunks: int | None = None,
+) -> da.Array:
+    """Open data as a validated, row-chunked, floating-point 2-D Dask array.
+
+    Nothing is computed: stored data is only described (from its metadata),
+    and each task of a later pass reads its own rows. ``GaussianMixture.fit``,
+    ``predict`` and the other methods accept every ``source`` this accepts.
+
+    Parameters
+    ----------
+    source : array-like, dask.array.Array, DataFrame, xarray.DataArray, str or os.PathLike
+        The data, of shape (n_samples, n_features):
+
+        - a NumPy array (or anything ``np.asarray`` reads), a Dask array, or an
+          xarray DataArray (its ``.data``);
+        - a pandas or Dask DataFrame: its numeric (and boolean) columns, or
+          those named by ``columns``; a Dask DataFrame's partition lengths are
+          computed once here (one pass) because a Dask array needs them;
+        - a local path or fsspec URL (``s3://``, ``gs://``, ``file://``,
+          ``memory://`` ...) to a Zarr v2 or v3 array or group (``key`` picks the
+          array in a group), a Parquet file or a directory of Parquet files
+          (``columns`` picks the features; files in pyarrow's dataset order),
+          or a C-ordered ``.npy`` file (memory-mapped when local).
+    key : str, optional
+        Path of the array inside a Zarr group, e.g. ``"X"`` or ``"obsm/X_pca"``.
+    columns : list of str, optional
+        Feature columns of a Parquet dataset or a DataFrame, in this order.
+        By default all columns, which must then all be numeric.
+    storage_options : dict, optional
+        Passed to fsspec (and so to s3fs, gcsfs ...): endpoint, credentials.
+    chunks : int, optional
+        Rows per chunk. For stored data it is rounded to whole storage chunks
+        so that no stored chunk is read by two tasks: to the nearest multiple
+        (at least one) of the Zarr chunk's (or shard's) rows, and to the first
+        Parquet row-group boundary at or past ``chunks`` rows. By default
+        chunks hold ~64 MiB, at least two per worker thread of the current
+        client when the data is small, never less than one storage chunk.
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features)
+        float32 data stays float32; integer and boolean data become float64.
+        All the columns are in one chunk. Stored data gets a deterministic
+        ``.name`` (from the location, ``key``/``columns``, the stored metadata
+        and the chunking), the same whenever the same data is opened alike.
+
+    Raises
+    ------
+    dgmm.errors.SourceNotFoundError
+        The path, URL or bucket does not exist (a ``FileNotFoundError``).
+    dgmm.errors.InvalidSourceError
+        An unsupported file type, a Zarr group without ``key``, a ``key`` or
+        ``columns`` that do not exist (a ``ValueError``).
+    dgmm.errors.InvalidDataError, dgmm.errors.InvalidDtypeError
+        Not 2-D, no rows or columns, or non-numeric values or columns.
+
+    Examples
+    --------
+    >>> import numpy as np, dgmm
+    >>> X = dgmm.open_dataset(np.arange(12).reshape(6, 2), chunks=3)
+    >>> X.dtype, X.chunks
+    (dtype('float64'), ((3, 3), (2,)))
+    """
+    return as_dask_array(
+        source, chunks=chunks, n_threads=_current_threads(), key=key, columns=columns,
+        storage_options=storage_options,
+    )
+
+
 def as_dask_array(
     X: Any,
     *,
     chunks: int | None = None,
     client: Any = None,
     n_threads: int = 1,
+    key: str | None = None,
+    columns: list[str] | None = None,
+    storage_options: dict | None = None,
     what: str = "X",
 ) -> da.Array:
-    """``X`` as a float32/float64 Dask array with all columns in one chunk.
+    """``X`` (any source ``open_dataset`` accepts) as a float Dask array, all columns in one chunk.
 
     Parameters
     ----------
-    X : array-like or dask.array.Array of shape (n_samples, n_features)
+    X : array-like, dask.array.Array, DataFrame, DataArray, path or URL of shape (n_samples, n_features)
     chunks : int, optional
-        Rows per chunk. Dask input keeps its own row chunks unless given.
+        Rows per chunk (rounded to whole storage chunks for stored data). Dask
+        input keeps its own row chunks unless given.
     client : distributed.Client, optional
         In-memory input is scattered to its workers; without one it is
         wrapped with ``da.from_array``.
     n_threads : int
-        Worker threads, for the default chunking of in-memory input.
+        Worker threads, for the default chunking.
+    key, columns, storage_options
+        As in :func:`open_dataset`.
     """
+    if is_store_source(X):
+        x = open_store(
+            X, key=key, columns=columns, storage_options=storage_options, chunks=chunks,
+            target_rows=lambda n, d, itemsize: default_row_chunk(n, d, itemsize, n_threads),
+            check=_check_shape, what=what,
+        )
+        dtype = _float_dtype(x.dtype, what)
+        return x if x.dtype == dtype else x.astype(dtype)
+    for name, value in (("key", key), ("storage_options", storage_options)):
+        if value is not None:
+            raise InvalidSourceError(
+                f"{name}= was given but {what} is a {type(X).__name__}, not a path or URL; "
+                f"{name}= applies to stored data only. Drop {name}=."
+            )
+    if _is_xarray(X):
+        if columns is not None:
+            raise InvalidSourceError(
+                f"columns= was given but {what} is an xarray DataArray; select features "
+                "with .sel or .isel first and drop columns=."
+            )
+        X = X.data
+    if _is_dask_frame(X):
+        frame, dtype = _select_frame(X, columns, what)
+        X = frame.to_dask_array(lengths=True)
+        X = X if X.dtype == dtype else X.astype(dtype)
+        columns = None
     if isinstance(X, da.Array):
+        if columns is not None:
+            raise InvalidSourceError(
+                f"columns= was given but {what} is a Dask array, which has no named "
+                "columns. Index it instead (X[:, [0, 2]]) and drop columns=."
+            )
         _check_shape(X.shape, what)
         if any(math.isnan(c) for c in X.shape):
             raise InvalidDataError(
@@ -163,7 +368,7 @@ def as_dask_array(
             x = x.rechunk({0: chunks if chunks is not None else x.chunks[0], 1: -1})
         return x
 
-    array = _to_numpy(X, what)
+    array = _to_numpy(X, what, columns)
     _check_shape(array.shape, what)
     dtype = _float_dtype(array.dtype, what)
     array = np.ascontiguousarray(array, dtype=dtype)

@@ -24,6 +24,24 @@ def client():
         yield c
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a subprocess), started once, only if asked for.
+
+    Yields ``{"endpoint_url": ..., "storage_options": {...}}`` for s3fs (pass the
+    storage_options to open_dataset, zarr, fsspec). Use ``tests.s3.new_bucket``
+    for a bucket of your own: the server's state lasts the whole session.
+    """
+    from tests.s3 import CREDENTIALS, moto_server
+
+    with pytest.MonkeyPatch.context() as mp, moto_server() as server:
+        # Only for clients that ignore storage_options (botocore's own lookups).
+        mp.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["key"])
+        mp.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        yield server
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)
