@@ -24,6 +24,7 @@ __all__ = [
     "InvalidDtypeError",
     "ModelFormatError",
     "ModelNotFoundError",
+    "OptionalDependencyError",
     "TargetExistsError",
     "TargetFormatError",
     "TargetNotWritableError",
@@ -82,6 +83,10 @@ class ModelFormatError(DgmmError, ValueError):
 
 class ModelNotFoundError(DgmmError, FileNotFoundError):
     """Nothing exists at the path or URL a model was to be loaded from."""
+
+
+class OptionalDependencyError(DgmmError, ImportError):
+    """A feature needs an optional package that is not installed (matplotlib for plots)."""
 
 
 class TargetExistsError(DgmmError, FileExistsError):

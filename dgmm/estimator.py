@@ -468,6 +468,84 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._predict(X, "score_samples")
 
+    def predict_to(
+        self,
+        X: Any,
+        target: str,
+        *,
+        output: str | list[str] = "labels",
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        format: str | None = None,
+    ) -> Any:
+        """Write predictions of every row of ``X`` to Zarr or Parquet, chunk by chunk.
+
+        Each row chunk of ``X`` is read once on a worker, predicted there and
+        written there (one E-step serves every requested output); nothing is
+        gathered on the client. The write is atomic: a failure (NaN rows, a
+        lost worker) leaves nothing under ``target`` and an existing target
+        untouched; see :mod:`dgmm.sinks` for the exact guarantees.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or any source of shape (n_samples, n_features)
+            Anything ``fit`` accepts: arrays, paths or URLs of stored data.
+        target : str
+            Local path or fsspec URL; ``.zarr`` is a Zarr group, ``.parquet``
+            (or a directory) a Parquet dataset with a file per chunk.
+        output : {'labels', 'proba', 'log_density'} or list of them, default='labels'
+            What to write, each under its own name: ``label`` (int64, as
+            ``predict``), ``proba`` (n_samples, n_components) as
+            ``predict_proba`` (Parquet columns ``proba_0`` ...), and
+            ``log_density`` (as ``score_samples``).
+        overwrite : bool, default=False
+            Replace an existing target once the new one is complete; otherwise
+            an existing target raises :class:`dgmm.errors.TargetExistsError`.
+        storage_options : dict, default=None
+            fsspec options of the target. Stored input that needs options is
+            opened with ``dgmm.open_dataset(..., storage_options=...)`` first.
+        format : {'zarr', 'parquet'}, default=None
+            Overrides the choice by suffix.
+
+        Returns
+        -------
+        result : dgmm.sinks.WriteResult
+            Target, format, rows, chunks and names written.
+        """
+        from dask.delayed import delayed
+
+        from .sinks import write_array
+
+        outputs = [output] if isinstance(output, str) else list(output)
+        unknown = [o for o in outputs if o not in _PREDICT_OUTPUTS]
+        if not outputs or unknown or len(set(outputs)) != len(outputs):
+            raise ValueError(
+                f"output must be one of {list(_PREDICT_OUTPUTS)} or a list of distinct ones; "
+                f"got {output!r}. For example output=['labels', 'log_density']."
+            )
+        params = self._params()
+        _check_feature_names(self, X, reset=False)
+        with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
+            # In-memory X is scattered to the workers; stored X stays lazy.
+            x = as_dask_array(X, client=client, n_threads=total_threads(client))
+            self._check_n_features(x.shape[1])
+            x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
+            widths = [params.n_components if o == "proba" else 1 for o in outputs]
+            record = x.map_blocks(
+                _prediction_record, delayed(params, pure=True, traverse=False), tuple(outputs),
+                chunks=(x.chunks[0], (sum(widths),)), dtype=x.dtype,
+                meta=np.empty((0, 0), dtype=x.dtype), name="dgmm-predict-record",
+            )
+            arrays: dict[str, da.Array] = {}
+            start = 0
+            for o, width in zip(outputs, widths):
+                column = record[:, start] if o != "proba" else record[:, start : start + width]
+                arrays[_PREDICT_OUTPUTS[o]] = column.astype(np.int64) if o == "labels" else column
+                start += width
+            return write_array(
+                arrays, target, format=format, overwrite=overwrite, storage_options=storage_options
+            )
+
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per row of ``X`` (computed, also for Dask input).
 
@@ -559,6 +637,80 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y = np.repeat(np.arange(params.n_components), counts)
         return X, y
 
+    # -- model files and scikit-learn ------------------------------------------
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Save the fitted model as a directory of ``.npy`` arrays and ``model.json``.
+
+        Never pickled: loading cannot execute code. Written atomically; the
+        fitted arrays, hyper-parameters and fit summary (``history_``)
+        round-trip exactly. Cluster settings (``client``,
+        ``scheduler_address``, ``checkpoint`` and its storage options) are
+        not saved. See :mod:`dgmm.persistence` for the format.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Local directory or fsspec URL (``'s3://bucket/models/m1'``).
+        overwrite : bool, default=False
+            Replace an existing model there (only once the new one is
+            complete); otherwise :class:`dgmm.errors.TargetExistsError`.
+        storage_options : dict, default=None
+            fsspec options for remote URLs (credentials, ``endpoint_url``).
+        """
+        from ._estimator_io import save
+
+        save(self, path, overwrite=overwrite, storage_options=storage_options)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+    ) -> GaussianMixture:
+        """Load a model written by :meth:`save` (same as :func:`dgmm.load`).
+
+        Returns
+        -------
+        gmm : GaussianMixture
+            Fitted, with the saved arrays, hyper-parameters and history.
+        """
+        from ._estimator_io import load
+
+        return load(path, storage_options=storage_options)
+
+    def to_sklearn(self) -> Any:
+        """The fitted model as a fitted :class:`sklearn.mixture.GaussianMixture`.
+
+        Its ``predict``, ``predict_proba`` and ``score_samples`` agree with
+        this model's to rounding. ``init_params='split'`` (dgmm's own)
+        becomes ``'kmeans'``, which matters only if it is refitted.
+        """
+        from ._estimator_io import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, estimator: Any) -> GaussianMixture:
+        """A fitted dgmm model from a fitted :class:`sklearn.mixture.GaussianMixture`.
+
+        Parameters
+        ----------
+        estimator : sklearn.mixture.GaussianMixture
+            Fitted; its hyper-parameters, arrays and lower bounds are copied.
+
+        Returns
+        -------
+        gmm : GaussianMixture
+        """
+        from ._estimator_io import from_sklearn
+
+        return from_sklearn(estimator)
+
     def __sklearn_clone__(self) -> GaussianMixture:
         """A clone that shares ``client`` (a live connection cannot be deep-copied)."""
         client = self.client
@@ -594,6 +746,23 @@ def _chain(*callbacks: Any) -> Any:
             callback(iteration, restarts)
 
     return call
+
+
+# predict_to's outputs and their names in the written Zarr group / Parquet columns.
+_PREDICT_OUTPUTS = {"labels": "label", "proba": "proba", "log_density": "log_density"}
+
+
+def _prediction_record(x: np.ndarray, params: GMMParams, outputs: tuple[str, ...]) -> np.ndarray:
+    """The requested outputs of one chunk side by side (n_rows, width), x's dtype: one E-step."""
+    from ._kernels import estimate_log_prob_resp
+
+    log_norm, log_resp = estimate_log_prob_resp(x, params)
+    parts = {
+        "labels": lambda: log_resp.argmax(axis=1)[:, None],
+        "log_density": lambda: log_norm[:, None],
+        "proba": lambda: np.exp(log_resp),
+    }
+    return np.concatenate([parts[o]().astype(x.dtype, copy=False) for o in outputs], axis=1)
 
 
 def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import sinks
+from dgmm import GaussianMixture, sinks
 from dgmm.errors import (
+    InvalidDataError,
     ShapeMismatchError,
     TargetExistsError,
     TargetFormatError,
@@ -333,3 +334,98 @@ def test_bad_inputs(tmp_path, monkeypatch, x, target, kwargs, error, fragments):
     for fragment in fragments:
         assert fragment in str(info.value)
     assert _listing(tmp_path) == []
+
+
+# -- GaussianMixture.predict_to -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[GaussianMixture, np.ndarray]:
+    rng = np.random.default_rng(7)
+    X = np.vstack([rng.normal(-4, 1, (1500, 3)), rng.normal(4, 1.5, (1500, 3)), rng.normal((0, 8, 0), 1, (1000, 3))])
+    rng.shuffle(X)
+    return GaussianMixture(3, covariance_type="full", random_state=0).fit(X), X
+
+
+def _read_outputs(target, fmt: str, n_components: int) -> dict[str, np.ndarray]:
+    if fmt == "zarr":
+        group = zarr.open_group(target, mode="r")
+        return {name: group[name][:] for name in group.array_keys()}
+    frame = pd.read_parquet(target)
+    out = {c: frame[c].to_numpy() for c in ("label", "log_density") if c in frame}
+    if "proba_0" in frame:
+        out["proba"] = frame[[f"proba_{k}" for k in range(n_components)]].to_numpy()
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".parquet"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_predict_to_matches_in_memory_predictions(fitted, tmp_path, suffix, dtype):
+    gmm, X = fitted
+    X = X.astype(dtype)
+    xd = da.from_array(X, chunks=(700, 3))  # 6 chunks, the last shorter
+    target = tmp_path / f"pred{suffix}"
+    result = gmm.predict_to(xd, str(target), output=["labels", "proba", "log_density"])
+    assert (result.n_rows, result.n_chunks) == (len(X), 6)
+    got = _read_outputs(target, suffix[1:], gmm.n_components)
+    np.testing.assert_array_equal(got["label"], gmm.predict(X))
+    np.testing.assert_allclose(got["proba"], gmm.predict_proba(X), rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(got["log_density"], gmm.score_samples(X), rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert got["label"].dtype == np.int64
+    assert got["log_density"].dtype == dtype
+
+
+@pytest.mark.parametrize("output", ["labels", "proba", "log_density"])
+def test_predict_to_single_output_from_numpy(fitted, tmp_path, output):
+    gmm, X = fitted
+    gmm.predict_to(X, str(tmp_path / "p.zarr"), output=output)
+    group = zarr.open_group(tmp_path / "p.zarr", mode="r")
+    name = {"labels": "label", "proba": "proba", "log_density": "log_density"}[output]
+    assert list(group.array_keys()) == [name]
+    expected = {"labels": gmm.predict, "proba": gmm.predict_proba, "log_density": gmm.score_samples}[output](X)
+    np.testing.assert_allclose(group[name][:], expected, rtol=1e-12)
+
+
+def test_predict_to_reads_each_chunk_once(fitted, tmp_path):
+    gmm, X = fitted
+    tag = f"predict-{uuid.uuid4().hex}"
+    xd = da.from_array(X, chunks=(500, 3)).map_blocks(_counted, tag, dtype=X.dtype, meta=np.empty((0, 0)))
+    gmm.predict_to(xd, str(tmp_path / "p.zarr"), output=["labels", "proba", "log_density"])
+    assert CALLS[tag] == 8
+
+
+def test_predict_to_nan_rows_leave_no_target(fitted, tmp_path):
+    gmm, X = fitted
+    X = X.copy()
+    X[2345, 1] = np.nan
+    with pytest.raises(InvalidDataError, match="2345"):
+        gmm.predict_to(da.from_array(X, chunks=(500, 3)), str(tmp_path / "p.zarr"), output=["labels", "proba"])
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "X_cols, output, error, fragments",
+    [
+        pytest.param(2, "labels", ShapeMismatchError, ["2 features", "3"], id="feature-count"),
+        pytest.param(3, "probability", ValueError, ["probability", "labels", "proba", "log_density"], id="unknown-output"),
+        pytest.param(3, ["labels", "labels"], ValueError, ["labels"], id="duplicate-output"),
+        pytest.param(3, [], ValueError, ["labels"], id="no-output"),
+    ],
+)
+def test_predict_to_bad_arguments_write_nothing(fitted, tmp_path, X_cols, output, error, fragments):
+    gmm, X = fitted
+    with pytest.raises(error) as info:
+        gmm.predict_to(da.from_array(X[:, :X_cols], chunks=500), str(tmp_path / "p.zarr"), output=output)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert _listing(tmp_path) == []
+
+
+def test_predict_to_existing_target(fitted, tmp_path):
+    gmm, X = fitted
+    target = str(tmp_path / "p.parquet")
+    gmm.predict_to(X, target)
+    with pytest.raises(TargetExistsError, match="overwrite=True"):
+        gmm.predict_to(X, target, output="log_density")
+    assert list(pd.read_parquet(target).columns) == ["label"]
+    gmm.predict_to(X, target, output="log_density", overwrite=True)
+    assert list(pd.read_parquet(target).columns) == ["log_density"]
