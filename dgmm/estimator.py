@@ -216,8 +216,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or dask.array.Array of shape (n_samples, n_features)
-            The data; float32 stays float32 in the kernels.
+        X : array-like, dask.array.Array, DataFrame, path or URL of shape (n_samples, n_features)
+            The data, or where it is stored (a Zarr, Parquet or .npy path or
+            fsspec URL): any source :func:`dgmm.open_dataset` accepts, with its
+            defaults; float32 stays float32 in the kernels.
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
             Per-row weights: a row of weight 2 counts as that row twice.
@@ -442,11 +444,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or dask.array.Array of shape (n_samples, n_features)
+        X : array-like, dask.array.Array, DataFrame, path or URL of shape (n_samples, n_features)
+            Any source :func:`dgmm.open_dataset` accepts.
 
         Returns
         -------
-        labels : ndarray (NumPy input) or lazy dask.array.Array (Dask input) of shape (n_samples,)
+        labels : ndarray (in-memory input) or lazy dask.array.Array (Dask or stored input) of shape (n_samples,)
         """
         return self._predict(X, "labels")
 
