@@ -501,6 +501,19 @@ def test_save_keeps_feature_names(tmp_path, rng):
         loaded.predict(frame.rename(columns={"weight": "mass"}))
 
 
+def test_save_drops_cluster_settings(tmp_path, rng, client):
+    """Where a fit ran is not part of the model: a saved address would be stale."""
+    import dgmm
+
+    X = rng.normal(size=(200, 2))
+    gmm = dgmm.GaussianMixture(2, random_state=0, scheduler_address=client.scheduler.address).fit(X)
+    gmm.save(tmp_path / "model")
+    assert client.scheduler.address not in (tmp_path / "model" / "model.json").read_text()
+    loaded = dgmm.load(tmp_path / "model")
+    assert loaded.scheduler_address is None and loaded.client is None
+    assert np.array_equal(loaded.predict(X), gmm.predict(X))
+
+
 def test_unfitted_model_is_not_saved(tmp_path):
     import dgmm
 
@@ -587,3 +600,26 @@ def test_from_sklearn_bad_inputs(make, error, fragment):
 
     with pytest.raises(error, match=fragment):
         dgmm.GaussianMixture.from_sklearn(make())
+
+
+def test_s3_round_trip(s3_server, fitted):
+    """Save to and load from an s3:// URL on moto's server; overwrite swaps the model."""
+    import dgmm
+
+    from .s3 import new_bucket
+
+    X, models = fitted
+    options = s3_server["storage_options"]
+    url = f"s3://{new_bucket(s3_server)}/models/m1"
+    models["full"].save(url, storage_options=options)
+    with pytest.raises(TargetExistsError):
+        models["diag"].save(url, storage_options=options)
+    loaded = dgmm.load(url, storage_options=options)
+    assert np.array_equal(loaded.means_, models["full"].means_)
+    assert loaded.history_ == models["full"].history_
+    models["diag"].save(url, storage_options=options, overwrite=True)
+    loaded = dgmm.load(url, storage_options=options)
+    assert loaded.covariance_type == "diag"
+    assert np.array_equal(loaded.predict(X), models["diag"].predict(X))
+    with pytest.raises(ModelNotFoundError):
+        dgmm.load(url + "-missing", storage_options=options)
