@@ -317,7 +317,23 @@ def _open_parquet(
         ) from None
 
     local = _is_local(fs)
-    dataset = pads.dataset(path, filesystem=None if local else fs, format="parquet")
+    # The files the format was recognised by (other files in the directory are
+    # not data), in pyarrow's own (lexicographic) order.
+    files = _parquet_files(fs, path) if fs.isdir(path) else [path]
+    groups: list[tuple[str, int, int, int]] = []
+    n_rows = 0
+    try:
+        dataset = pads.dataset(files, filesystem=None if local else fs, format="parquet")
+        for fragment in dataset.get_fragments():
+            for rg in fragment.row_groups:  # from the footers: no pass over the data
+                if rg.num_rows:
+                    groups.append((fragment.path, rg.id, n_rows, rg.num_rows))
+                    n_rows += rg.num_rows
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise InvalidSourceError(
+            f"{url!r} is not readable as Parquet ({exc}). Pass a valid Parquet file or a "
+            "directory of them; rewrite damaged files."
+        ) from None
     schema = dataset.schema
     available = list(schema.names)
     if columns is None:
@@ -340,13 +356,6 @@ def _open_parquet(
             f"floating or boolean columns. Pass columns= with the numeric features, e.g. "
             f"columns={numeric}."
         )
-    groups: list[tuple[str, int, int, int]] = []
-    n_rows = 0
-    for fragment in dataset.get_fragments():
-        for rg in fragment.row_groups:
-            if rg.num_rows:
-                groups.append((fragment.path, rg.id, n_rows, rg.num_rows))
-                n_rows += rg.num_rows
     check((n_rows, len(selected)), what)
     dtypes = [np.dtype(schema.field(c).type.to_pandas_dtype()) for c in selected]
     dtype = np.dtype(np.float32) if all(d == np.float32 for d in dtypes) else np.dtype(np.float64)
