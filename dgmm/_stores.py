@@ -24,7 +24,7 @@ from dask.base import tokenize
 
 from .errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundError
 
-__all__ = ["open_store", "is_store_source"]
+__all__ = ["is_store_source", "is_zarr_array", "open_store", "zarr_array"]
 
 SUPPORTED = (
     "a Zarr v2/v3 array or group (a directory or URL holding zarr.json, .zarray or "
@@ -230,15 +230,31 @@ def _open_zarr(
             f"{url!r} is a single Zarr array, so key={key!r} has nothing to pick. "
             "Drop key= (it picks an array inside a Zarr group)."
         )
+    return zarr_array(
+        node, chunks=chunks, target_rows=target_rows, check=check, what=what,
+        location=(_canonical_url(fs, path), _endpoint(storage_options), key),
+    )
+
+
+def is_zarr_array(X: Any) -> bool:
+    """Whether ``X`` is an opened ``zarr.Array`` (read lazily, never loaded whole)."""
+    return type(X).__module__.split(".")[0] == "zarr" and hasattr(X, "chunks") and hasattr(X, "store")
+
+
+def zarr_array(
+    node: Any, *, chunks: int | None, target_rows: Any, check: Any, what: str, location: Any = None
+) -> da.Array:
+    """An opened Zarr array as a Dask array of whole stored chunks (or shards) of rows, all columns."""
     check(node.shape, what)
     n_rows, n_features = node.shape
     dtype = np.dtype(node.dtype)
     stored = node.shards or node.chunks
     rows = _rows_per_chunk(chunks, stored[0], n_rows, n_features, dtype.itemsize, target_rows)
     row_chunks = da.core.normalize_chunks((rows,), (n_rows,))[0]
+    if location is None:
+        location = (str(node.store), node.path)
     name = "zarr-" + tokenize(
-        _canonical_url(fs, path), _endpoint(storage_options), key, node.metadata.zarr_format,
-        node.shape, node.chunks, node.shards, str(dtype), row_chunks,
+        *location, node.metadata.zarr_format, node.shape, node.chunks, node.shards, str(dtype), row_chunks,
     )
     return da.from_zarr(node, chunks=(row_chunks, (n_features,)), name=name)
 

@@ -21,7 +21,7 @@ import numpy as np
 from distributed import wait
 
 from ._kernels import require_valid_weights
-from ._stores import is_store_source, open_store
+from ._stores import is_store_source, is_zarr_array, open_store, zarr_array
 from .errors import (
     InvalidDataError,
     InvalidDtypeError,
@@ -115,7 +115,7 @@ def is_in_memory(X: Any) -> bool:
     """Whether ``X`` holds its values in this process (not a Dask collection or a stored source)."""
     if _is_xarray(X):
         return not isinstance(X.data, da.Array)
-    return not (isinstance(X, da.Array) or is_store_source(X) or _is_dask_frame(X))
+    return not (isinstance(X, da.Array) or is_store_source(X) or _is_dask_frame(X) or is_zarr_array(X))
 
 
 def _select_frame(frame: Any, columns: Any, what: str) -> tuple[Any, np.dtype]:
@@ -215,11 +215,11 @@ def _scatter_rows(client: Any, array: np.ndarray, row_chunks: tuple[int, ...]) -
 
 def _current_threads() -> int:
     """Threads of the current client's workers, else this machine's cores."""
-    try:
-        from distributed import default_client
+    from distributed import default_client
 
+    try:
         return max(1, sum(default_client().nthreads().values()))
-    except ValueError:
+    except Exception:  # noqa: BLE001 - no client, or one shutting down: chunking only
         return os.cpu_count() or 1
 
 
@@ -242,8 +242,9 @@ def open_dataset(
     source : array-like, dask.array.Array, DataFrame, xarray.DataArray, str or os.PathLike
         The data, of shape (n_samples, n_features):
 
-        - a NumPy array (or anything ``np.asarray`` reads), a Dask array, or an
-          xarray DataArray (its ``.data``);
+        - a NumPy array (or anything ``np.asarray`` reads), a Dask array, an
+          xarray DataArray (its ``.data``), or an opened ``zarr.Array`` (read
+          lazily, like a Zarr path);
         - a pandas or Dask DataFrame: its numeric (and boolean) columns, or
           those named by ``columns``; a Dask DataFrame's partition lengths are
           computed once here (one pass) because a Dask array needs them;
@@ -325,11 +326,13 @@ def as_dask_array(
     key, columns, storage_options
         As in :func:`open_dataset`.
     """
+    def target_rows(n_rows: int, n_features: int, itemsize: int) -> int:
+        return default_row_chunk(n_rows, n_features, itemsize, n_threads)
+
     if is_store_source(X):
         x = open_store(
             X, key=key, columns=columns, storage_options=storage_options, chunks=chunks,
-            target_rows=lambda n, d, itemsize: default_row_chunk(n, d, itemsize, n_threads),
-            check=_check_shape, what=what,
+            target_rows=target_rows, check=_check_shape, what=what,
         )
         dtype = _float_dtype(x.dtype, what)
         return x if x.dtype == dtype else x.astype(dtype)
@@ -339,6 +342,10 @@ def as_dask_array(
                 f"{name}= was given but {what} is a {type(X).__name__}, not a path or URL; "
                 f"{name}= applies to stored data only. Drop {name}=."
             )
+    if is_zarr_array(X) and columns is None:
+        x = zarr_array(X, chunks=chunks, target_rows=target_rows, check=_check_shape, what=what)
+        dtype = _float_dtype(x.dtype, what)
+        return x if x.dtype == dtype else x.astype(dtype)
     if _is_xarray(X):
         if columns is not None:
             raise InvalidSourceError(

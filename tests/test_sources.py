@@ -38,6 +38,7 @@ from dgmm.errors import (
     ShapeMismatchError,
     SourceNotFoundError,
 )
+from dgmm.sources import is_in_memory
 from tests.s3 import new_bucket, s3_filesystem
 
 N_ROWS, N_FEATURES = 600, 3
@@ -96,6 +97,7 @@ SOURCES: list[Any] = [
         lambda X, tmp: write_zarr(tmp / "x.zarr", X, chunks=(50, 2), shards=(100, 4)), {}, id="zarr-v3-sharded"
     ),
     pytest.param(lambda X, tmp: Path(write_zarr(tmp / "x.zarr", X)), {}, id="zarr-pathlike"),
+    pytest.param(lambda X, tmp: zarr.open_array(write_zarr(tmp / "x.zarr", X), mode="r"), {}, id="zarr-array-object"),
     pytest.param(lambda X, tmp: "file://" + write_zarr(tmp / "x.zarr", X), {}, id="zarr-file-url"),
     pytest.param(
         lambda X, tmp: write_zarr(f"memory://{tmp.name}/x.zarr", X), {}, id="zarr-memory-url"
@@ -268,6 +270,9 @@ def test_names_are_deterministic_and_change_with_what_matters(X: np.ndarray, tmp
         name(tmp_path / "x.npy", chunks=300),
     }
     assert len(different) == 9
+    opened = zarr.open_array(tmp_path / "a.zarr", mode="r")
+    assert name(opened, chunks=200) == name(zarr.open_array(tmp_path / "a.zarr", mode="r"), chunks=200)
+    assert not is_in_memory(opened), "an opened zarr.Array is read lazily, not loaded"
     before = name(tmp_path / "a.zarr", chunks=200)
     write_zarr(tmp_path / "a.zarr", X[:500], overwrite=True)
     assert name(tmp_path / "a.zarr", chunks=200) != before, "new metadata, new name"
