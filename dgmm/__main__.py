@@ -1,20 +1,8 @@
-"""``python -m dgmm``: run the demo on the default LocalCluster and print a summary."""
+"""``python -m dgmm``: the ``dgmm`` command line (``python -m dgmm demo`` runs the demo)."""
 
 from __future__ import annotations
 
-import logging
-import sys
-
-from .demo import run_demo
-
-
-def main() -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    summary = run_demo()
-    for key, value in summary.to_dict().items():
-        print(f"{key:>20}: {value}")
-    return 0
-
+from .cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

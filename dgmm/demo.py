@@ -1,22 +1,33 @@
-"""The README's main job: a generated mixture fitted on the default LocalCluster.
+"""Data drawn from a known mixture, chunk by chunk, and the demo fitted on it.
 
-``python -m dgmm`` runs it. The data are drawn in chunks from a known
-mixture, so the fit can be checked against ground truth: the summary reports
-how many rows land in the component matching their true one.
+``dgmm demo`` (the README's main job) and ``dgmm generate`` use this module.
+Every chunk is drawn from its own generator seeded by ``(seed, chunk index)``,
+so any chunk can be drawn on any worker, in any order, and the data never has
+to fit in memory; the same seed and chunking give the same bits.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .estimator import GaussianMixture
+from .params import GMMParams
 
-__all__ = ["DemoSummary", "generate", "run_demo"]
+__all__ = [
+    "DemoSummary",
+    "confusion_matrix",
+    "generate",
+    "label_agreement",
+    "sample_mixture",
+    "true_params",
+    "truth_model",
+]
 
 
 @dataclass(frozen=True)
@@ -35,69 +46,145 @@ class DemoSummary:
         return asdict(self)
 
 
-def _chunk(seed: int, block_id: int, n_rows: int, weights, means, chols, dtype) -> np.ndarray:
-    rng = np.random.default_rng([seed, block_id])
-    labels = rng.choice(len(weights), size=n_rows, p=weights)
-    z = rng.standard_normal((n_rows, means.shape[1]))
-    x = means[labels] + np.einsum("nd,nkd->nk", z, chols[labels])
-    return np.column_stack([x, labels]).astype(dtype)
-
-
-def generate(
-    n_samples: int, n_features: int, n_components: int, *, seed: int = 0, chunk_rows: int = 100_000
-) -> tuple[da.Array, da.Array, dict[str, np.ndarray]]:
-    """A lazy ``(X, labels, truth)``: every chunk is drawn from its own seeded generator."""
+def true_params(n_features: int, n_components: int, *, seed: int = 0) -> GMMParams:
+    """A random, well-separated 'full' mixture: the ground truth of ``generate``."""
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(n_components, 4.0))
     means = rng.normal(0.0, 5.0, size=(n_components, n_features))
     a = rng.normal(size=(n_components, n_features, n_features)) / np.sqrt(n_features)
     covariances = a @ np.swapaxes(a, 1, 2) + 0.3 * np.eye(n_features)
-    chols = np.linalg.cholesky(covariances)
-    chunks = da.core.normalize_chunks((chunk_rows,), (n_samples,))[0]
-    blocks = [
-        da.from_delayed(
-            __import__("dask").delayed(_chunk)(seed, i, n, weights, means, chols, np.float64),
-            shape=(n, n_features + 1), dtype=np.float64,
-        )
-        for i, n in enumerate(chunks)
-    ]
-    both = da.concatenate(blocks, axis=0)
-    truth = {"weights": weights, "means": means, "covariances": covariances}
-    return both[:, :n_features], both[:, n_features].astype(np.int64), truth
+    return GMMParams.from_covariances(weights, means, covariances, "full")
 
 
-def label_agreement(true_labels: np.ndarray, labels: np.ndarray, n_components: int) -> float:
-    """Fraction of rows in the fitted component matched (Hungarian) to their true one."""
-    confusion = np.zeros((n_components, n_components))
-    np.add.at(confusion, (true_labels, labels), 1)
-    rows, cols = linear_sum_assignment(-confusion)
-    return float(confusion[rows, cols].sum() / len(labels))
+def _draw_labels(rng: np.random.Generator, weights: np.ndarray, n_rows: int) -> np.ndarray:
+    """Component of each of ``n_rows`` rows, shape (n_rows,); drawn first from ``rng``."""
+    return rng.choice(len(weights), size=n_rows, p=weights / weights.sum())
 
 
-def run_demo(
-    n_samples: int = 200_000,
-    n_features: int = 8,
-    n_components: int = 5,
+def _chunk_rng(seed: int, block_id: int) -> np.random.Generator:
+    return np.random.default_rng([seed, block_id])
+
+
+def _chunk_x(params: GMMParams, seed: int, block_id: int, n_rows: int, dtype: Any) -> np.ndarray:
+    """Rows of chunk ``block_id``, shape (n_rows, n_features)."""
+    rng = _chunk_rng(seed, block_id)
+    labels = _draw_labels(rng, params.weights, n_rows)
+    x = np.empty((n_rows, params.n_features), dtype=dtype)
+    for k in range(params.n_components):
+        rows = np.flatnonzero(labels == k)
+        if rows.size:
+            x[rows] = params.model.sample_component(
+                rng, params.means[k], params.covariances, k, rows.size
+            )
+    return x
+
+
+def _chunk_labels(params: GMMParams, seed: int, block_id: int, n_rows: int) -> np.ndarray:
+    """True component of every row of chunk ``block_id``, shape (n_rows,)."""
+    return _draw_labels(_chunk_rng(seed, block_id), params.weights, n_rows).astype(np.int64)
+
+
+def sample_mixture(
+    params: GMMParams,
+    n_samples: int,
     *,
     seed: int = 0,
-    verbose: int = 1,
-) -> DemoSummary:
-    """Generate, fit with the default cluster, and summarise against the truth."""
-    X, true_labels, _ = generate(n_samples, n_features, n_components, seed=seed)
-    start = time.perf_counter()
-    gmm = GaussianMixture(n_components, covariance_type="full", random_state=seed, verbose=verbose)
-    gmm.fit(X)
-    seconds = time.perf_counter() - start
-    labels = np.asarray(gmm.predict(X).compute())
-    score = gmm.score(X)
-    return DemoSummary(
-        n_samples=n_samples,
-        n_features=n_features,
-        n_components=n_components,
-        n_iter=gmm.n_iter_,
-        converged=bool(gmm.converged_),
-        mean_log_likelihood=score,
-        bic=-2.0 * score * n_samples + gmm._n_parameters() * np.log(n_samples),
-        seconds=seconds,
-        label_agreement=label_agreement(np.asarray(true_labels.compute()), labels, n_components),
-    )
+    chunk_rows: int = 100_000,
+    dtype: Any = np.float64,
+) -> tuple[da.Array, da.Array]:
+    """Lazy draws from a mixture, generated chunk by chunk on the workers.
+
+    Parameters
+    ----------
+    params : GMMParams
+        The mixture (any covariance type).
+    n_samples : int
+        Rows to draw.
+    seed : int, default=0
+        Chunk ``i`` is drawn from ``numpy.random.default_rng([seed, i])``.
+    chunk_rows : int, default=100_000
+        Rows per chunk.
+    dtype : {float32, float64}, default=float64
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features)
+    labels : dask.array.Array of int64, shape (n_samples,)
+        The component each row was drawn from.
+    """
+    dtype = np.dtype(dtype)
+    chunks = da.core.normalize_chunks((chunk_rows,), (n_samples,))[0]
+    # One graph key holds the parameters; every chunk task refers to it.
+    shared = dask.delayed(params, pure=True)
+    x_blocks, label_blocks = [], []
+    for i, n in enumerate(chunks):
+        x_blocks.append(
+            da.from_delayed(
+                dask.delayed(_chunk_x, pure=True)(shared, seed, i, n, dtype),
+                shape=(n, params.n_features), dtype=dtype,
+            )
+        )
+        label_blocks.append(
+            da.from_delayed(
+                dask.delayed(_chunk_labels, pure=True)(shared, seed, i, n),
+                shape=(n,), dtype=np.int64,
+            )
+        )
+    return da.concatenate(x_blocks, axis=0), da.concatenate(label_blocks, axis=0)
+
+
+def generate(
+    n_samples: int,
+    n_features: int,
+    n_components: int,
+    *,
+    seed: int = 0,
+    chunk_rows: int = 100_000,
+    dtype: Any = np.float64,
+) -> tuple[da.Array, da.Array, dict[str, np.ndarray]]:
+    """A lazy ``(X, labels, truth)`` drawn from ``true_params(n_features, n_components, seed)``.
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features)
+    labels : dask.array.Array of shape (n_samples,)
+    truth : dict
+        ``weights`` (n_components,), ``means`` (n_components, n_features) and
+        ``covariances`` (n_components, n_features, n_features).
+    """
+    params = true_params(n_features, n_components, seed=seed)
+    X, labels = sample_mixture(params, n_samples, seed=seed, chunk_rows=chunk_rows, dtype=dtype)
+    truth = {"weights": params.weights, "means": params.means, "covariances": params.covariances}
+    return X, labels, truth
+
+
+def truth_model(params: GMMParams) -> GaussianMixture:
+    """A ``GaussianMixture`` holding ``params`` as its fitted parameters (nothing fitted)."""
+    gmm = GaussianMixture(params.n_components, covariance_type=params.covariance_type)
+    gmm._set_params(params)
+    gmm.n_features_in_ = params.n_features
+    gmm.converged_ = True
+    gmm.n_iter_ = 0
+    gmm.lower_bound_ = float("nan")
+    gmm.lower_bounds_ = []
+    gmm.history_ = []
+    return gmm
+
+
+def confusion_matrix(true_labels: da.Array, labels: da.Array, n_components: int) -> np.ndarray:
+    """Counts of (true, fitted) label pairs, shape (K, K), in one pass out of core."""
+    counts = da.bincount(true_labels * n_components + labels, minlength=n_components**2)
+    return np.asarray(counts.compute()).reshape(n_components, n_components)
+
+
+def label_agreement(true_labels: Any, labels: Any, n_components: int) -> float:
+    """Fraction of rows in the fitted component matched (Hungarian) to their true one."""
+    if isinstance(true_labels, da.Array) or isinstance(labels, da.Array):
+        confusion = confusion_matrix(
+            da.asarray(true_labels), da.asarray(labels), n_components
+        ).astype(np.float64)
+    else:
+        confusion = np.zeros((n_components, n_components))
+        np.add.at(confusion, (np.asarray(true_labels), np.asarray(labels)), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    return float(confusion[rows, cols].sum() / confusion.sum())

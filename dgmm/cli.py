@@ -1,0 +1,580 @@
+"""The ``dgmm`` command line: fit, predict, score, info, sample, generate, plot, demo.
+
+A thin front end for scheduled jobs (cron, Airflow, SLURM, Kubernetes): it
+parses arguments and a TOML config file, sets up logging and the cluster,
+calls the library, and reports. Every command prints a summary on stdout
+(one JSON object with ``--json``); logs and the progress bar go to stderr.
+
+Exit codes: 0 success; 1 a data or runtime failure (bad data, a missing or
+unreadable file or model, a feature mismatch, an existing output without
+``--overwrite``, an unreachable cluster); 2 a usage error (unknown option or
+config key, bad option value); 130 interrupted (Ctrl-C; a fit with
+``--checkpoint`` resumes when the same command runs again). A failure is one
+line on stderr, with the traceback only under ``--debug``.
+
+Shared machinery (errors, logging, option groups) is in
+:mod:`dgmm._cli_common`; ``--config`` in :mod:`dgmm._cli_config`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from . import __version__
+from ._cli_common import (
+    CLUSTER_KEYS,
+    SOURCE_KEYS,
+    DgmmGroup,
+    bic,
+    check_features,
+    check_target,
+    cluster,
+    cluster_options,
+    common_options,
+    connect_args,
+    load_model,
+    logger,
+    one_line,
+    open_source,
+    row_sample,
+    source_options,
+    split,
+    storage_options_option,
+)
+from .covariance import COVARIANCE_TYPES
+from .init import INIT_METHODS
+
+__all__ = ["cli", "main"]
+
+_SEED = click.IntRange(min=0, max=2**32 - 1)
+_DTYPE = click.Choice(["float32", "float64"])
+
+
+@click.group(
+    cls=DgmmGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="dgmm")
+def cli() -> None:
+    """Gaussian mixture models fitted by exact EM on data larger than memory, on Dask.
+
+    Every command takes --config FILE.toml (the same options as keys; flags
+    override it), --json (one JSON summary on stdout), -v/--quiet and --debug.
+    Exit codes: 0 ok, 1 data or runtime failure, 2 usage error, 130 interrupted.
+    """
+
+
+@cli.command()
+@click.argument("source")
+@click.option(
+    "-k", "--n-components", type=click.IntRange(min=1), required=True,
+    help="Number of mixture components.",
+)
+@click.option(
+    "--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full",
+    show_default=True, help="Form of each component's covariance.",
+)
+@click.option(
+    "--max-iter", type=click.IntRange(min=0), default=100, show_default=True,
+    help="EM iterations (passes over the data) at most.",
+)
+@click.option(
+    "--tol", type=click.FloatRange(min=0.0), default=1e-3, show_default=True,
+    help="Convergence threshold on the change of the mean log-likelihood per row.",
+)
+@click.option(
+    "--init", type=click.Choice(sorted(INIT_METHODS)), default="kmeans", show_default=True,
+    help="Initialisation method.",
+)
+@click.option(
+    "--n-init", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Initialisations, run in lockstep (one read of the data serves all); the best wins.",
+)
+@click.option(
+    "--seed", type=_SEED, default=None,
+    help="Random seed: the same seed, data and chunking give the same model (default: random).",
+)
+@click.option(
+    "--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True,
+    help="Added to the covariance diagonals.",
+)
+@source_options
+@cluster_options
+@click.option(
+    "--checkpoint", default=None, metavar="DIR",
+    help="Checkpoint directory or URL, written every iteration; when it exists the fit "
+    "resumes from it.",
+)
+@click.option(
+    "-o", "--output", required=True, metavar="MODEL", help="Model directory or URL to write."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing model at --output.")
+@click.option(
+    "--progress/--no-progress", default=None,
+    help="Progress bar on stderr (default: when stderr is a terminal).",
+)
+@common_options
+def fit(
+    source: str, n_components: int, covariance_type: str, max_iter: int, tol: float, init: str,
+    n_init: int, seed: int | None, reg_covar: float, checkpoint: str | None, output: str,
+    overwrite: bool, progress: bool | None, **kw: Any,
+) -> dict[str, Any]:
+    """Fit a mixture to SOURCE (Zarr, Parquet, .npy; a path or URL) and save it as MODEL.
+
+    The log-likelihood (mean per row) and the BIC reported are those of the
+    last E-step, as scikit-learn's lower_bound_: no extra pass over the data.
+    """
+    from .estimator import GaussianMixture
+
+    cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
+    storage_options = source_kw["storage_options"]
+    check_target(output, overwrite, storage_options, "model")
+    x = open_source(source, **source_kw)
+    extra: dict[str, Any] = {}
+    if checkpoint is not None:
+        extra.update(checkpoint=checkpoint, checkpoint_storage_options=storage_options)
+    gmm = GaussianMixture(
+        n_components,
+        covariance_type=covariance_type,
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        n_init=n_init,
+        init_params=init,
+        random_state=seed,
+        verbose=int(sys.stderr.isatty() if progress is None else progress),
+        **extra,
+    )
+    start = time.perf_counter()
+    with cluster(cluster_args):
+        gmm.fit(x)
+    seconds = time.perf_counter() - start
+    gmm.save(output, overwrite=overwrite, storage_options=storage_options)
+    n_samples = int(x.shape[0])
+    return {
+        "command": "fit",
+        "source": source,
+        "output": output,
+        "n_samples": n_samples,
+        "n_features": int(x.shape[1]),
+        "n_components": n_components,
+        "covariance_type": covariance_type,
+        "n_iter": int(gmm.n_iter_),
+        "converged": bool(gmm.converged_),
+        "log_likelihood": float(gmm.lower_bound_),
+        "bic": bic(gmm.lower_bound_ * n_samples, gmm._n_parameters(), n_samples),
+        "seconds": seconds,
+    }
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("source")
+@click.option(
+    "-o", "--output", required=True, metavar="TARGET",
+    help="Zarr group (.zarr) or Parquet dataset (.parquet) to write.",
+)
+@click.option(
+    "--labels", is_flag=True,
+    help="Write each row's most probable component as 'label' (the default output).",
+)
+@click.option(
+    "--proba", is_flag=True,
+    help="Write each row's component probabilities as 'proba' (n_samples x n_components).",
+)
+@click.option("--log-density", is_flag=True, help="Write each row's log p(x) as 'log_density'.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing TARGET.")
+@source_options
+@cluster_options
+@common_options
+def predict(
+    model: str, source: str, output: str, labels: bool, proba: bool, log_density: bool,
+    overwrite: bool, **kw: Any,
+) -> dict[str, Any]:
+    """Write predictions of MODEL for every row of SOURCE to TARGET, chunk by chunk.
+
+    Labels by default; --labels, --proba and --log-density combine (one pass
+    serves all). Zarr: arrays 'label', 'proba', 'log_density' in a group;
+    Parquet: columns 'label', 'proba_0'..., 'log_density'.
+    """
+    chosen = (("labels", labels), ("proba", proba), ("log_density", log_density))
+    outputs = [name for name, on in chosen if on] or ["labels"]
+    cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
+    storage_options = source_kw["storage_options"]
+    gmm = load_model(model, storage_options)
+    check_target(output, overwrite, storage_options, "output")
+    x = open_source(source, **source_kw)
+    check_features(gmm, x, model, source)
+    start = time.perf_counter()
+    with cluster(cluster_args):
+        gmm.predict_to(
+            x, output, output=outputs, overwrite=overwrite, storage_options=storage_options
+        )
+    return {
+        "command": "predict",
+        "model": model,
+        "source": source,
+        "output": output,
+        "outputs": outputs,
+        "n_samples": int(x.shape[0]),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("source")
+@source_options
+@cluster_options
+@common_options
+def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
+    """Mean log-likelihood per row, BIC and AIC of MODEL on SOURCE (one pass over the data)."""
+    import numpy as np
+
+    cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
+    gmm = load_model(model, source_kw["storage_options"])
+    x = open_source(source, **source_kw)
+    check_features(gmm, x, model, source)
+    start = time.perf_counter()
+    with cluster(cluster_args):
+        total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
+    n_samples, n_parameters = int(x.shape[0]), gmm._n_parameters()
+    return {
+        "command": "score",
+        "model": model,
+        "source": source,
+        "n_samples": n_samples,
+        "log_likelihood": total / n_samples,
+        "bic": bic(total, n_parameters, n_samples),
+        "aic": -2.0 * total + 2.0 * n_parameters,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@cli.command()
+@click.argument("model")
+@storage_options_option
+@common_options
+def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """Describe a saved MODEL: shapes, fit summary, weights (--json: also the means)."""
+    gmm = load_model(model, storage_options)
+    return {
+        "command": "info",
+        "model": model,
+        "n_components": int(gmm.n_components),
+        "n_features": int(gmm.n_features_in_),
+        "covariance_type": gmm.covariance_type,
+        "converged": bool(getattr(gmm, "converged_", False)),
+        "n_iter": int(getattr(gmm, "n_iter_", 0)),
+        "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
+        "n_parameters": int(gmm._n_parameters()),
+        "weights": gmm.weights_,
+        "means": gmm.means_,
+    }
+
+
+def _write(arrays: list[tuple[Any, str | None]], overwrite: bool, storage_options: Any) -> None:
+    """Each lazy array to its target (skipped when None), chunk by chunk and atomically."""
+    from .sinks import write_array
+
+    for array, target in arrays:
+        if target is not None:
+            write_array(array, target, overwrite=overwrite, storage_options=storage_options)
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "-n", "--n-samples", type=click.IntRange(min=1), required=True, help="Rows to draw."
+)
+@click.option(
+    "-o", "--output", required=True, metavar="TARGET",
+    help="Zarr store (.zarr) or Parquet dataset (.parquet) for the rows.",
+)
+@click.option("--labels", default=None, metavar="TARGET", help="Also write each row's component.")
+@click.option(
+    "--seed", type=_SEED, default=0, show_default=True,
+    help="Random seed; chunk i is drawn from the generator seeded by (seed, i).",
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+    help="Rows per chunk drawn and written.",
+)
+@click.option("--dtype", type=_DTYPE, default="float64", show_default=True, help="Type of the rows.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@storage_options_option
+@cluster_options
+@common_options
+def sample(
+    model: str, n_samples: int, output: str, labels: str | None, seed: int, chunk_rows: int,
+    dtype: str, overwrite: bool, storage_options: dict[str, Any] | None, **kw: Any,
+) -> dict[str, Any]:
+    """Draw N rows from MODEL into TARGET, chunk by chunk on the workers (out of core)."""
+    from .demo import sample_mixture
+
+    cluster_args = connect_args(**kw)
+    gmm = load_model(model, storage_options)
+    for what, target in (("output", output), ("labels output", labels)):
+        if target is not None:
+            check_target(target, overwrite, storage_options, what)
+    x, y = sample_mixture(gmm._params(), n_samples, seed=seed, chunk_rows=chunk_rows, dtype=dtype)
+    start = time.perf_counter()
+    with cluster(cluster_args):
+        _write([(x, output), (y, labels)], overwrite, storage_options)
+    return {
+        "command": "sample",
+        "model": model,
+        "output": output,
+        "labels": labels,
+        "n_samples": n_samples,
+        "n_features": int(x.shape[1]),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _beside(output: str, suffix: str) -> str:
+    """``data.zarr`` -> ``data<suffix>``: a path next to ``output``."""
+    base = output.rstrip("/")
+    for ext in (".zarr", ".parquet", ".pq"):
+        if base.endswith(ext):
+            return base[: -len(ext)] + suffix
+    return base + suffix
+
+
+@cli.command()
+@click.option(
+    "-n", "--n-samples", type=click.IntRange(min=1), required=True, help="Rows to generate."
+)
+@click.option(
+    "-d", "--n-features", type=click.IntRange(min=1), required=True, help="Columns (features)."
+)
+@click.option(
+    "-k", "--n-components", type=click.IntRange(min=1), required=True,
+    help="Components of the true mixture.",
+)
+@click.option(
+    "-o", "--output", required=True, metavar="STORE",
+    help="Zarr store (.zarr) or Parquet dataset (.parquet) for the rows.",
+)
+@click.option(
+    "--truth", default=None, metavar="MODEL",
+    help="Where the true parameters are saved as a dgmm model (default: STORE with '.truth' "
+    "for its suffix).",
+)
+@click.option(
+    "--labels", default=None, metavar="TARGET", help="Also write each row's true component."
+)
+@click.option(
+    "--seed", type=_SEED, default=0, show_default=True,
+    help="Seed of the true parameters and of the rows.",
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+    help="Rows per chunk drawn and written.",
+)
+@click.option("--dtype", type=_DTYPE, default="float64", show_default=True, help="Type of the rows.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@storage_options_option
+@cluster_options
+@common_options
+def generate(
+    n_samples: int, n_features: int, n_components: int, output: str, truth: str | None,
+    labels: str | None, seed: int, chunk_rows: int, dtype: str, overwrite: bool,
+    storage_options: dict[str, Any] | None, **kw: Any,
+) -> dict[str, Any]:
+    """Write rows drawn from a random known mixture to STORE, chunk by chunk (any size).
+
+    The true parameters are saved beside the store as a dgmm model ('dgmm
+    info', 'dgmm score' read it), the true labels with --labels.
+    """
+    from .demo import sample_mixture, true_params
+    from .persistence import save_model
+
+    cluster_args = connect_args(**kw)
+    truth = truth or _beside(output, ".truth")
+    for what, target in (("output", output), ("truth model", truth), ("labels output", labels)):
+        if target is not None:
+            check_target(target, overwrite, storage_options, what)
+    params = true_params(n_features, n_components, seed=seed)
+    x, y = sample_mixture(params, n_samples, seed=seed, chunk_rows=chunk_rows, dtype=dtype)
+    start = time.perf_counter()
+    with cluster(cluster_args):
+        _write([(x, output), (y, labels)], overwrite, storage_options)
+    meta = {
+        "generated": {"data": output, "n_samples": n_samples, "seed": seed, "chunk_rows": chunk_rows}
+    }
+    save_model(truth, params, meta, overwrite=overwrite, storage_options=storage_options)
+    return {
+        "command": "generate",
+        "output": output,
+        "truth": truth,
+        "labels": labels,
+        "n_samples": n_samples,
+        "n_features": n_features,
+        "n_components": n_components,
+        "dtype": dtype,
+        "chunks": int(x.numblocks[0]),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "--data", default=None, metavar="SOURCE", help="Data whose rows are shown (a sample)."
+)
+@click.option(
+    "--sample-rows", type=click.IntRange(min=1), default=5000, show_default=True,
+    help="Rows of --data drawn (uniformly, one pass) and shown.",
+)
+@click.option("--seed", type=_SEED, default=0, show_default=True, help="Seed of the row sample.")
+@click.option(
+    "-o", "--output", required=True, metavar="FIG", help="Image to write (.png, .svg, .pdf)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing FIG.")
+@source_options
+@cluster_options
+@common_options
+def plot(
+    model: str, data: str | None, sample_rows: int, seed: int, output: str, overwrite: bool,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses."""
+    from .plot import plot_fit
+
+    cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
+    storage_options = source_kw["storage_options"]
+    gmm = load_model(model, storage_options)
+    check_target(output, overwrite, storage_options, "figure")
+    rows = None
+    if data is not None:
+        x = open_source(data, **source_kw)
+        check_features(gmm, x, model, data)
+        with cluster(cluster_args):
+            rows = row_sample(x, sample_rows, seed)
+    plot_fit(gmm, rows, path=output, storage_options=storage_options)
+    return {
+        "command": "plot",
+        "model": model,
+        "data": data,
+        "output": output,
+        "rows_shown": 0 if rows is None else len(rows),
+    }
+
+
+@cli.command()
+@click.option(
+    "-n", "--n-samples", type=click.IntRange(min=2), default=200_000, show_default=True,
+    help="Rows of the demo data.",
+)
+@click.option(
+    "-d", "--n-features", type=click.IntRange(min=1), default=8, show_default=True,
+    help="Columns of the demo data.",
+)
+@click.option(
+    "-k", "--n-components", type=click.IntRange(min=1), default=5, show_default=True,
+    help="Components, true and fitted.",
+)
+@click.option(
+    "--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full",
+    show_default=True, help="Covariance type fitted.",
+)
+@click.option(
+    "--init", type=click.Choice(sorted(INIT_METHODS)), default="kmeans", show_default=True,
+    help="Initialisation method of the fit.",
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
+    help="Rows per chunk of the demo store.",
+)
+@click.option(
+    "--seed", type=_SEED, default=0, show_default=True, help="Seed of the data and of the fit."
+)
+@click.option(
+    "--output-dir", default=None, metavar="DIR",
+    help="Where the store, the models and the plot go (default: a new temporary directory, "
+    "kept and printed).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the demo's files in an existing --output-dir."
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr."
+)
+@cluster_options
+@common_options
+def demo(
+    n_samples: int, n_features: int, n_components: int, covariance_type: str, init: str,
+    chunk_rows: int, seed: int, output_dir: str | None, overwrite: bool, progress: bool,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Generate a known mixture, fit it on a LocalCluster, and check the fit against the truth.
+
+    Writes DIR/data.zarr and the true model DIR/data.truth, fits the store,
+    saves DIR/model and DIR/fit.png, and prints iterations, log-likelihood,
+    BIC, seconds and the agreement of the fitted labels with the true ones.
+    """
+    import tempfile
+
+    from .demo import label_agreement, sample_mixture, true_params
+    from .errors import OptionalDependencyError
+    from .estimator import GaussianMixture
+    from .persistence import save_model
+    from .plot import plot_fit
+
+    cluster_args = connect_args(**kw)
+    directory = output_dir or tempfile.mkdtemp(prefix="dgmm-demo-")
+    names = ("data.zarr", "data.truth", "model", "fit.png")
+    paths: dict[str, str | None] = {name: os.path.join(directory, name) for name in names}
+    for name, path in paths.items():
+        check_target(path, overwrite, None, f"demo file {name!r}")
+    os.makedirs(directory, exist_ok=True)
+    params = true_params(n_features, n_components, seed=seed)
+    x, true_labels = sample_mixture(params, n_samples, seed=seed, chunk_rows=chunk_rows)
+    with cluster(cluster_args):
+        _write([(x, paths["data.zarr"])], overwrite, None)
+        meta = {"generated": {"data": "data.zarr", "n_samples": n_samples, "seed": seed}}
+        save_model(paths["data.truth"], params, meta, overwrite=overwrite)
+        x = open_source(paths["data.zarr"], key=None, columns=None, storage_options=None)
+        gmm = GaussianMixture(
+            n_components, covariance_type=covariance_type, init_params=init,
+            random_state=seed, verbose=int(progress),
+        )
+        start = time.perf_counter()
+        gmm.fit(x)
+        seconds = time.perf_counter() - start
+        total = float(gmm.score_samples(x).sum(dtype="float64").compute())
+        agreement = label_agreement(true_labels, gmm.predict(x), n_components)
+        shown = row_sample(x, 5000, seed)
+    gmm.save(paths["model"], overwrite=overwrite)
+    try:
+        plot_fit(gmm, shown, path=paths["fit.png"])
+    except OptionalDependencyError as exc:  # matplotlib is an extra; the demo still ran
+        logger.warning("no plot: %s", one_line(exc))
+        paths["fit.png"] = None
+    return {
+        "command": "demo",
+        "n_samples": n_samples,
+        "n_features": n_features,
+        "n_components": n_components,
+        "n_iter": int(gmm.n_iter_),
+        "converged": bool(gmm.converged_),
+        "log_likelihood": total / n_samples,
+        "bic": bic(total, gmm._n_parameters(), n_samples),
+        "seconds": seconds,
+        "label_agreement": agreement,
+        "data": paths["data.zarr"],
+        "truth": paths["data.truth"],
+        "model": paths["model"],
+        "plot": paths["fit.png"],
+    }
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``dgmm`` script and of ``python -m dgmm``."""
+    return cli.main(args=argv, prog_name="dgmm")
