@@ -83,6 +83,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Iterations between progress lines when ``verbose >= 2``.
     chunks : int, default=None
         Rows per chunk of in-memory input (and re-chunking of Dask input).
+        Stored input (a path, or an array from :func:`dgmm.open_dataset`) is
+        chunked by whole storage chunks: ``chunks`` is rounded to them.
         By default ~64 MiB, at least two chunks per worker thread.
     block_size : int, default=None
         Rows processed at a time inside a chunk; bounds a task's memory.

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
@@ -213,6 +215,22 @@ def _scatter_rows(client: Any, array: np.ndarray, row_chunks: tuple[int, ...]) -
     return x
 
 
+# Arrays opened from storage, by name, with how to open them again at another
+# chunking: an explicit chunks= given later (GaussianMixture(chunks=...).fit of
+# an opened store) is then rounded to whole storage chunks too, instead of a
+# rechunk whose tasks would read the stored chunks on their edges twice.
+_REOPEN: OrderedDict[str, Callable[[int], da.Array]] = OrderedDict()
+_REOPEN_SIZE = 256
+
+
+def _remember(x: da.Array, reopen: Callable[[int], da.Array]) -> da.Array:
+    _REOPEN[x.name] = reopen
+    _REOPEN.move_to_end(x.name)
+    while len(_REOPEN) > _REOPEN_SIZE:
+        _REOPEN.popitem(last=False)
+    return x
+
+
 def _current_threads() -> int:
     """Threads of the current client's workers, else this machine's cores."""
     from distributed import default_client
@@ -329,13 +347,19 @@ def as_dask_array(
     def target_rows(n_rows: int, n_features: int, itemsize: int) -> int:
         return default_row_chunk(n_rows, n_features, itemsize, n_threads)
 
+    def reopen(rows: int) -> da.Array:
+        return as_dask_array(
+            X, chunks=rows, n_threads=n_threads, key=key, columns=columns,
+            storage_options=storage_options, what=what,
+        )
+
     if is_store_source(X):
         x = open_store(
             X, key=key, columns=columns, storage_options=storage_options, chunks=chunks,
             target_rows=target_rows, check=_check_shape, what=what,
         )
         dtype = _float_dtype(x.dtype, what)
-        return x if x.dtype == dtype else x.astype(dtype)
+        return _remember(x if x.dtype == dtype else x.astype(dtype), reopen)
     for name, value in (("key", key), ("storage_options", storage_options)):
         if value is not None:
             raise InvalidSourceError(
@@ -345,7 +369,7 @@ def as_dask_array(
     if is_zarr_array(X) and columns is None:
         x = zarr_array(X, chunks=chunks, target_rows=target_rows, check=_check_shape, what=what)
         dtype = _float_dtype(x.dtype, what)
-        return x if x.dtype == dtype else x.astype(dtype)
+        return _remember(x if x.dtype == dtype else x.astype(dtype), reopen)
     if _is_xarray(X):
         if columns is not None:
             raise InvalidSourceError(
@@ -359,6 +383,8 @@ def as_dask_array(
         X = X if X.dtype == dtype else X.astype(dtype)
         columns = None
     if isinstance(X, da.Array):
+        if chunks is not None and X.name in _REOPEN:
+            return _REOPEN[X.name](chunks)
         if columns is not None:
             raise InvalidSourceError(
                 f"columns= was given but {what} is a Dask array, which has no named "

@@ -38,7 +38,7 @@ from dgmm.errors import (
     ShapeMismatchError,
     SourceNotFoundError,
 )
-from dgmm.sources import is_in_memory
+from dgmm.sources import as_dask_array, is_in_memory
 from tests.s3 import new_bucket, s3_filesystem
 
 N_ROWS, N_FEATURES = 600, 3
@@ -187,6 +187,16 @@ def test_zarr_chunks_are_whole_storage_chunks(requested: int | None, X: np.ndarr
     if requested is not None:
         expected = min(max(1, round(requested / 60)) * 60, N_ROWS)
         assert x.chunks[0][0] == expected
+
+
+def test_chunks_given_later_to_an_opened_store_stay_aligned(X: np.ndarray, tmp_path: Path) -> None:
+    write_zarr(tmp_path / "x.zarr", X, chunks=(60, 2))
+    pq.write_table(feature_table(X), tmp_path / "x.parquet", row_group_size=STORED_ROWS)
+    for path, stored in (("x.zarr", (60,) * 10), ("x.parquet", (STORED_ROWS,) * 6)):
+        opened = open_dataset(tmp_path / path)
+        again = as_dask_array(opened, chunks=130)  # what GaussianMixture(chunks=130).fit(opened) does
+        assert again.name == open_dataset(tmp_path / path, chunks=130).name
+        assert boundaries(again.chunks[0]) <= boundaries(stored), (path, again.chunks[0])
 
 
 def test_zarr_shards_are_never_split(X: np.ndarray, tmp_path: Path) -> None:
