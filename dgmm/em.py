@@ -5,11 +5,21 @@ live restarts of ``n_init``. The M-step runs here, on the client, on K*D^2
 numbers. Following scikit-learn, the lower bound recorded at iteration t is
 the mean log-likelihood of the parameters that *entered* the E-step of t,
 and convergence is ``|change| < tol`` on that mean (N-invariant).
+
+With a checkpoint, the whole loop state is written after every iteration
+(``on_checkpoint``), and ``run_em`` can continue from a written state
+(``start_iteration``): the restarts' parameters, RNG states, lower bounds,
+history and flags are restored exactly, so the continued fit makes the same
+floating-point operations in the same order as an uninterrupted one.
+Ctrl-C during a checkpointed fit (``stop_on_interrupt``) stops after the
+current iteration's checkpoint is written.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -21,11 +31,30 @@ import numpy as np
 
 from . import _graph
 from ._kernels import EStep, frame_shifts
-from .errors import DegenerateComponentError, LikelihoodDecreaseWarning, degenerate_message
+from .checkpoint import Checkpoint, CheckpointState, compare_fingerprints
+from .errors import (
+    CheckpointMismatchError,
+    DegenerateComponentError,
+    FitInterrupted,
+    LikelihoodDecreaseWarning,
+    degenerate_message,
+)
 from .params import GMMParams, split_component
 from .suffstats import SuffStats, m_step
 
-__all__ = ["EMConfig", "RestartState", "best_restart", "em_update", "params_from_stats", "run_em"]
+__all__ = [
+    "EMConfig",
+    "InterruptFlag",
+    "LoopCheckpoint",
+    "RestartState",
+    "best_restart",
+    "em_update",
+    "params_from_stats",
+    "restart_from_record",
+    "restart_record",
+    "run_em",
+    "stop_on_interrupt",
+]
 
 logger = logging.getLogger("dgmm")
 
@@ -56,6 +85,173 @@ class RestartState:
     converged: bool = False
     n_iter: int = 0
     reseeded_last: bool = False
+
+
+def restart_record(r: RestartState) -> dict[str, Any]:
+    """The JSON-able loop state of a restart (everything but its parameters)."""
+    return {
+        "index": r.index,
+        "rng": r.rng.bit_generator.state,
+        "lower_bound": float(r.lower_bound),
+        "lower_bounds": [float(v) for v in r.lower_bounds],
+        "history": r.history,
+        "converged": bool(r.converged),
+        "n_iter": int(r.n_iter),
+        "reseeded_last": bool(r.reseeded_last),
+    }
+
+
+def restart_from_record(record: dict[str, Any], params: GMMParams) -> RestartState:
+    """The restart ``restart_record`` described, with its RNG exactly where it was."""
+    state = record["rng"]
+    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    rng.bit_generator.state = state
+    return RestartState(
+        index=int(record["index"]),
+        params=params,
+        rng=rng,
+        lower_bound=float(record["lower_bound"]),
+        lower_bounds=[float(v) for v in record["lower_bounds"]],
+        history=list(record["history"]),
+        converged=bool(record["converged"]),
+        n_iter=int(record["n_iter"]),
+        reseeded_last=bool(record["reseeded_last"]),
+    )
+
+
+class LoopCheckpoint:
+    """The loop state of one fit, saved to and resumed from a ``Checkpoint``.
+
+    Parameters
+    ----------
+    store : Checkpoint
+    fingerprint : dict
+        ``{"data": ..., "config": ...}`` of this fit; a stored state is
+        resumed only when its fingerprint is equal.
+    seed : int
+        This fit's seed; replaced by the stored one on resume.
+    info : dict
+        Recorded, not compared (``max_iter``).
+    """
+
+    def __init__(self, store: Checkpoint, fingerprint: dict[str, Any], seed: int, info: dict[str, Any]) -> None:
+        self.store = store
+        self.fingerprint = fingerprint
+        self.seed = seed
+        self.info = info
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    def save(self, iteration: int, restarts: list[RestartState]) -> None:
+        """Write the state after ``iteration`` (0: after initialisation)."""
+        self.store.write(
+            CheckpointState(
+                iteration=iteration,
+                seed=self.seed,
+                fingerprint=self.fingerprint,
+                restarts=[restart_record(r) for r in restarts],
+                params=[r.params for r in restarts],
+                info=self.info,
+            )
+        )
+
+    def load(self, max_iter: int) -> tuple[int, list[RestartState]] | None:
+        """``(iteration, restarts)`` of the stored state, or None when there is none.
+
+        A larger ``max_iter`` than the checkpoint's continues the restarts
+        that had not converged, exactly as an uninterrupted fit with that
+        ``max_iter`` would; a ``max_iter`` below the iterations already done
+        cannot be honoured and raises ``CheckpointMismatchError``.
+        """
+        state = self.store.read()
+        if state is None:
+            return None
+        compare_fingerprints(state.fingerprint, self.fingerprint, self.url)
+        if state.iteration > max_iter:
+            raise CheckpointMismatchError(
+                f"The checkpoint at {self.url!r} has done {state.iteration} EM iterations, "
+                f"more than this fit's max_iter={max_iter}. Pass max_iter >= "
+                f"{state.iteration} to resume it, or start over by deleting that "
+                "checkpoint or passing another checkpoint= path."
+            )
+        self.seed = state.seed
+        restarts = [restart_from_record(rec, p) for rec, p in zip(state.restarts, state.params)]
+        if state.iteration >= max_iter or all(r.converged for r in restarts):
+            logger.info(
+                "checkpoint %s: the fit finished after iteration %d (%s); returning its "
+                "model without passes over the data",
+                self.url, state.iteration,
+                "converged" if all(r.converged for r in restarts) else f"max_iter={max_iter}",
+            )
+        else:
+            logger.info(
+                "checkpoint %s: resuming after iteration %d%s",
+                self.url, state.iteration, " (initialisation)" if state.iteration == 0 else "",
+            )
+        return state.iteration, restarts
+
+
+class InterruptFlag:
+    """Set by the first Ctrl-C of a checkpointed fit; checked after each checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def check(self, iteration: int, checkpoint: str) -> None:
+        """Raise ``FitInterrupted`` if Ctrl-C was pressed (the checkpoint is written)."""
+        if not self.requested:
+            return
+        done = "initialisation" if iteration == 0 else f"iteration {iteration}"
+        raise FitInterrupted(
+            f"Fit interrupted (Ctrl-C) after {done}; the checkpoint at {checkpoint!r} "
+            f"holds everything up to it. To resume from {done}, run the same fit "
+            f"again with checkpoint={checkpoint!r} (the same command): it continues "
+            "where it stopped and gives the same result as an uninterrupted fit."
+        )
+
+
+class stop_on_interrupt:
+    """Context manager: the first SIGINT asks to stop after the next checkpoint.
+
+    Only in the main thread (where Python delivers signals) and only when
+    ``enabled``; the previous handler is restored on exit. A second Ctrl-C
+    interrupts at once, as it would without a checkpoint.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.flag = InterruptFlag()
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flag.requested:
+            self._restore()
+            raise KeyboardInterrupt
+        self.flag.requested = True
+        logger.warning(
+            "Ctrl-C: stopping after this iteration's checkpoint is written "
+            "(press Ctrl-C again to stop at once, losing the iteration in progress)"
+        )
+
+    def _restore(self) -> None:
+        if self._installed:
+            previous = self._previous
+            # None: a handler not installed from Python; the default is the best guess.
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            self._installed = False
+
+    def __enter__(self) -> InterruptFlag:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self.flag
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
 
 
 def decrease_tolerance(params: GMMParams, reg_covar: float, dtype: np.dtype, lower_bound: float) -> float:
@@ -165,15 +361,22 @@ def run_em(
     sample_weight: da.Array | None = None,
     check_finite: bool = True,
     on_iteration: Callable[[int, list[RestartState]], None] | None = None,
+    start_iteration: int = 0,
+    on_checkpoint: Callable[[int, list[RestartState]], None] | None = None,
+    interrupt: InterruptFlag | None = None,
+    checkpoint_url: str = "",
 ) -> list[RestartState]:
     """Advance every restart until it converges or ``max_iter`` passes are done.
 
     Restarts that converge leave the lockstep; the data is read once per
-    iteration for all those still live.
+    iteration for all those still live. ``start_iteration`` continues
+    restarts restored from a checkpoint written after that iteration;
+    ``on_checkpoint(iteration, restarts)`` writes one after every iteration,
+    after which a Ctrl-C noted in ``interrupt`` raises ``FitInterrupted``.
     """
     dtype = x.dtype
-    live = list(restarts)
-    for iteration in range(1, config.max_iter + 1):
+    live = [r for r in restarts if not r.converged]
+    for iteration in range(start_iteration + 1, config.max_iter + 1):
         if not live:
             break
         start = time.perf_counter()
@@ -232,8 +435,12 @@ def run_em(
                 r.index, iteration, lower_bound, change, seconds,
             )
         live = still_live
+        if on_checkpoint is not None:
+            on_checkpoint(iteration, restarts)
         if on_iteration is not None:
             on_iteration(iteration, restarts)
+        if interrupt is not None:
+            interrupt.check(iteration, checkpoint_url)
     return restarts
 
 

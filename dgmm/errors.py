@@ -13,12 +13,15 @@ from __future__ import annotations
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
     "ClusterConnectionError",
     "ClusterLostError",
     "ConvergenceWarning",
     "DegenerateComponentError",
     "DgmmError",
     "DgmmWarning",
+    "FitInterrupted",
     "InvalidDataError",
     "LikelihoodDecreaseWarning",
     "InvalidDtypeError",
@@ -107,6 +110,25 @@ class ClusterConnectionError(DgmmError, ConnectionError):
 
 class ClusterLostError(ClusterConnectionError):
     """The connection to the scheduler was lost during a fit (scheduler died, network)."""
+
+
+class CheckpointMismatchError(DgmmError, ValueError):
+    """A checkpoint was written by a fit with other data or other parameters.
+
+    The message names every field that differs (checkpoint vs this fit).
+    """
+
+
+class CheckpointFormatError(DgmmError, ValueError):
+    """A checkpoint path holds something dgmm cannot read as a checkpoint."""
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a checkpointed fit after its checkpoint was written.
+
+    A ``KeyboardInterrupt`` (not an ``Exception``), so ``except Exception``
+    does not swallow it; the message says how to resume.
+    """
 
 
 class DgmmWarning(UserWarning):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import time
 import warnings
 from numbers import Integral, Real
@@ -22,7 +23,8 @@ from . import _graph
 from ._kernels import require_finite
 from .cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
 from .covariance import COVARIANCE_TYPES, get_covariance_model
-from .em import EMConfig, RestartState, best_restart, run_em
+from .checkpoint import Checkpoint, content_digest, data_fingerprint
+from .em import EMConfig, LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from .errors import InvalidDataError, ShapeMismatchError
 from .init import INIT_METHODS, InitConfig, initialize
 from .params import GMMParams
@@ -105,6 +107,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for each fit. Without either: the current default ``Client``, then
         Dask's ``scheduler-address`` config / ``DASK_SCHEDULER_ADDRESS``, then
         a LocalCluster started for the fit. See :func:`dgmm.cluster.connect`.
+    checkpoint : str or os.PathLike, default=None
+        Directory (local path or fsspec URL such as ``'s3://bucket/ckpt'``)
+        where the fit writes the model and its whole loop state after
+        initialisation and after every iteration, atomically. A fit given an
+        existing checkpoint resumes it and ends bit-identical to an
+        uninterrupted fit; a finished one returns its model without passes
+        over the data. The checkpoint must come from the same data (shape,
+        dtype, chunks, content or store) and the same result-changing
+        parameters, else :class:`dgmm.errors.CheckpointMismatchError` names
+        what differs; ``max_iter`` may grow (the fit continues), not shrink
+        below the iterations done. With a checkpoint, Ctrl-C stops after the
+        current iteration's checkpoint and raises
+        :class:`dgmm.errors.FitInterrupted`. See :mod:`dgmm.checkpoint`.
+    checkpoint_storage_options : dict, default=None
+        fsspec options for ``checkpoint`` (credentials, ``endpoint_url``).
 
     Attributes
     ----------
@@ -164,6 +181,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "on_degenerate": [StrOptions({"reseed", "raise"})],
         "client": [HasMethods(["scatter", "submit"]), None],
         "scheduler_address": [str, None],
+        "checkpoint": [str, os.PathLike, None],
+        "checkpoint_storage_options": [dict, None],
     }
 
     def __init__(
@@ -189,6 +208,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         on_degenerate: str = "reseed",
         client: Any = None,
         scheduler_address: str | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_storage_options: dict | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -210,6 +231,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.on_degenerate = on_degenerate
         self.client = client
         self.scheduler_address = scheduler_address
+        self.checkpoint = checkpoint
+        self.checkpoint_storage_options = checkpoint_storage_options
 
     # -- fitting ------------------------------------------------------------
 
@@ -244,7 +267,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     weight = as_sample_weight(sample_weight, x, client=client)
                     if not is_in_memory(X):
                         x = maybe_persist(x, client)
-                    self._fit(x, weight, watch=watch)
+                    digests = self._digests(X, sample_weight) if self.checkpoint is not None else (None, None)
+                    self._fit(x, weight, digests, watch=watch)
                     break
                 except Exception as exc:
                     # A lost worker took chunks only the client has (or the scattered
@@ -340,17 +364,51 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _fit(self, x: da.Array, weight: da.Array | None, watch: WorkerWatch | None = None) -> None:
-        em_config = EMConfig(
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            on_degenerate=self.on_degenerate,
-            split_every=self.split_every,
-            block_rows=self.block_size,
-        )
-        seed = self._seed()
+    def _digests(self, X: Any, sample_weight: Any) -> tuple[str | None, str | None]:
+        """Content digests of in-memory X and weights (their scattered names are random)."""
+        x_digest = content_digest(as_float_array(X)) if is_in_memory(X) else None
+        w_digest = None
+        if sample_weight is not None and not isinstance(sample_weight, da.Array):
+            w_digest = content_digest(np.asarray(sample_weight, dtype=np.float64))
+        return x_digest, w_digest
+
+    def _fingerprint(
+        self, x: da.Array, weight: da.Array | None, digests: tuple[str | None, str | None]
+    ) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed by this fit: data and result-changing settings."""
+        inits = self._init_arrays(x.shape[1])
+        warm = self.warm_start and hasattr(self, "converged_")
+        random_state = self.random_state
+        if not (random_state is None or isinstance(random_state, Integral)):
+            # A RandomState instance: its draws are not reproducible; the stored seed is used.
+            random_state = type(random_state).__name__
+        return {
+            "data": {
+                "X": data_fingerprint(x, digests[0]),
+                "sample_weight": None if weight is None else data_fingerprint(weight, digests[1]),
+            },
+            "config": {
+                "n_components": int(self.n_components),
+                "covariance_type": self.covariance_type,
+                "tol": float(self.tol),
+                "reg_covar": float(self.reg_covar),
+                "n_init": 1 if warm else int(self.n_init),
+                "init_params": "warm_start" if warm else self.init_params,
+                **{k: None if v is None else content_digest(v) for k, v in inits.items()},
+                "warm_start_params": _params_digest(self._params()) if warm else None,
+                "random_state": None if random_state is None else (
+                    int(random_state) if isinstance(random_state, Integral) else random_state
+                ),
+                "on_degenerate": self.on_degenerate,
+                "split_every": int(self.split_every),
+                "block_size": None if self.block_size is None else int(self.block_size),
+            },
+        }
+
+    def _start(
+        self, x: da.Array, weight: da.Array | None, em_config: EMConfig, seed: int
+    ) -> list[RestartState]:
+        """The restarts after initialisation (or from the previous fit with warm_start)."""
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         if do_init:
             inits = self._init_arrays(x.shape[1])
@@ -371,14 +429,56 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 )
             starts = [self._params()]
             lower_bound = self.lower_bound_
-        restarts = [
+        return [
             RestartState(i, p, np.random.default_rng([seed, i, 1]), lower_bound=lower_bound)
             for i, p in enumerate(starts)
         ]
-        with _progress(self.verbose, self.verbose_interval, self.max_iter) as progress:
-            run_em(
-                x, restarts, em_config, sample_weight=weight, on_iteration=_chain(progress, watch)
+
+    def _fit(
+        self,
+        x: da.Array,
+        weight: da.Array | None,
+        digests: tuple[str | None, str | None] = (None, None),
+        watch: WorkerWatch | None = None,
+    ) -> None:
+        em_config = EMConfig(
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            on_degenerate=self.on_degenerate,
+            split_every=self.split_every,
+            block_rows=self.block_size,
+        )
+        seed = self._seed()
+        loop, resumed = None, None
+        if self.checkpoint is not None:
+            store = Checkpoint(self.checkpoint, storage_options=self.checkpoint_storage_options)
+            loop = LoopCheckpoint(
+                store, self._fingerprint(x, weight, digests), seed, {"max_iter": int(self.max_iter)}
             )
+            resumed = loop.load(self.max_iter)
+        try:
+            with stop_on_interrupt(loop is not None) as interrupt:
+                if resumed is not None:
+                    start, restarts = resumed
+                else:
+                    start, restarts = 0, self._start(x, weight, em_config, seed)
+                    if loop is not None:
+                        loop.save(0, restarts)
+                        interrupt.check(0, loop.url)
+                with _progress(self.verbose, self.verbose_interval, self.max_iter) as progress:
+                    run_em(
+                        x, restarts, em_config, sample_weight=weight,
+                        on_iteration=_chain(progress, watch),
+                        start_iteration=start,
+                        on_checkpoint=None if loop is None else loop.save,
+                        interrupt=interrupt,
+                        checkpoint_url="" if loop is None else loop.url,
+                    )
+        finally:
+            if loop is not None:
+                loop.store.close()
         best = best_restart(restarts)
         self._set_params(best.params)
         self.converged_ = best.converged
@@ -768,6 +868,12 @@ def _prediction_record(x: np.ndarray, params: GMMParams, outputs: tuple[str, ...
         "proba": lambda: np.exp(log_resp),
     }
     return np.concatenate([parts[o]().astype(x.dtype, copy=False) for o in outputs], axis=1)
+
+
+def _params_digest(params: GMMParams) -> str:
+    """One digest of all four parameter arrays."""
+    arrays = (params.weights, params.means, params.covariances, params.precisions_cholesky)
+    return content_digest(np.concatenate([np.ravel(a) for a in arrays]))
 
 
 def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
