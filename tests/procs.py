@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DaskProcesses", "TLSCerts", "dask_processes", "make_tls_certs"]
+__all__ = ["DaskProcesses", "TLSCerts", "dask_processes", "make_tls_certs", "slow_rows"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,6 +239,11 @@ class DaskProcesses:
         _kill_group(self.workers[index])
         self.workers[index].wait(10)
 
+    def worker_index(self, client: Any, address: str) -> int:
+        """Index in ``workers`` of the worker serving at ``address`` (names are ``w<index>``)."""
+        name = client.scheduler_info()["workers"][address]["name"]
+        return int(str(name).lstrip("w"))
+
     def kill_scheduler(self) -> None:
         """SIGKILL the scheduler process."""
         _kill_group(self.scheduler)
@@ -327,3 +332,9 @@ def dask_processes(
         import shutil
 
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def slow_rows(block: Any, seconds: float = 0.05) -> Any:
+    """``block`` unchanged after ``seconds``: stretches a pass so a fault lands inside it."""
+    time.sleep(seconds)
+    return block
