@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import zarr
 
-from dgmm import GaussianMixture
+from dgmm import GaussianMixture, open_dataset
 
 pytestmark = [
     pytest.mark.slow,
@@ -161,7 +161,8 @@ def _memory_complaints(client) -> list[str]:
 
 def test_fit_streams_a_store_four_times_the_memory_limit(store, cluster):
     client = cluster
-    X = da.from_zarr(store)
+    X = open_dataset(store, chunks=CHUNK_ROWS)
+    assert X.chunks[0][0] == CHUNK_ROWS
     total_limit = sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
     assert total_limit == N_WORKERS * MEMORY_LIMIT
     assert X.nbytes >= 3.9 * total_limit

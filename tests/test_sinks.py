@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import GaussianMixture, sinks
+from dgmm import GaussianMixture, open_dataset, sinks
 from dgmm.errors import (
     InvalidDataError,
     ShapeMismatchError,
@@ -385,6 +385,14 @@ def test_predict_to_single_output_from_numpy(fitted, tmp_path, output):
     np.testing.assert_allclose(group[name][:], expected, rtol=1e-12)
 
 
+def test_predict_to_a_stored_source(fitted, tmp_path):
+    gmm, X = fitted
+    zarr.create_array(str(tmp_path / "X.zarr"), data=X, chunks=(1000, 3))
+    result = gmm.predict_to(str(tmp_path / "X.zarr"), str(tmp_path / "labels.parquet"))
+    assert result.n_chunks == open_dataset(str(tmp_path / "X.zarr")).numblocks[0]
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "labels.parquet")["label"].to_numpy(), gmm.predict(X))
+
+
 def test_predict_to_reads_each_chunk_once(fitted, tmp_path):
     gmm, X = fitted
     tag = f"predict-{uuid.uuid4().hex}"
@@ -429,3 +437,27 @@ def test_predict_to_existing_target(fitted, tmp_path):
     assert list(pd.read_parquet(target).columns) == ["label"]
     gmm.predict_to(X, target, output="log_density", overwrite=True)
     assert list(pd.read_parquet(target).columns) == ["log_density"]
+
+
+# -- S3 (moto's server on 127.0.0.1) -------------------------------------------------
+
+def test_s3_round_trip(fitted, s3_server):
+    from tests.s3 import new_bucket, s3_filesystem
+
+    gmm, X = fitted
+    options = s3_server["storage_options"]
+    bucket = new_bucket(s3_server)
+    source = f"s3://{bucket}/X.zarr"
+    zarr.create_array(source, data=X, chunks=(1000, 3), storage_options=options)
+    xd = open_dataset(source, storage_options=options)
+    gmm.predict_to(xd, f"s3://{bucket}/pred.zarr", output=["labels", "log_density"], storage_options=options)
+    gmm.predict_to(xd, f"s3://{bucket}/pred.parquet", output="proba", storage_options=options)
+    group = zarr.open_group(f"s3://{bucket}/pred.zarr", mode="r", storage_options=options)
+    np.testing.assert_array_equal(group["label"][:], gmm.predict(X))
+    np.testing.assert_allclose(group["log_density"][:], gmm.score_samples(X), rtol=1e-12)
+    frame = pd.read_parquet(f"s3://{bucket}/pred.parquet", storage_options=options)
+    np.testing.assert_allclose(frame.to_numpy(), gmm.predict_proba(X), rtol=1e-12, atol=1e-15)
+    fs = s3_filesystem(s3_server)
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(bucket)) == ["X.zarr", "pred.parquet", "pred.zarr"]
+    with pytest.raises(TargetExistsError):
+        gmm.predict_to(xd, f"s3://{bucket}/pred.zarr", storage_options=options)
