@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._kernels import estimate_log_prob_resp
 from .errors import OptionalDependencyError
 from .params import GMMParams
 
@@ -232,7 +233,7 @@ def plot_fit(
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
     curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
     _plot_convergence(curve, model)
-    _plot_view(view, params, sample, model, n_sigmas, Ellipse)
+    _plot_view(view, params, sample, n_sigmas, Ellipse)
     if path is not None:
         _save(figure, path, storage_options)
     return figure
@@ -286,7 +287,6 @@ def _plot_view(
     ax: Any,
     params: GMMParams,
     sample: np.ndarray | None,
-    model: Any,
     n_sigmas: tuple[float, ...],
     Ellipse: Any,
 ) -> None:
@@ -302,7 +302,8 @@ def _plot_view(
         shown = sample if len(sample) <= MAX_POINTS else sample[
             np.sort(rng.choice(len(sample), MAX_POINTS, replace=False))
         ]
-        labels = model.predict(shown) if hasattr(model, "predict") else np.zeros(len(shown), int)
+        # From the parameters, not model.predict: no feature-name checks on a bare sample.
+        labels = estimate_log_prob_resp(shown, params)[1].argmax(axis=1)
         xy = (shown - center) @ axes.T
         ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.35, linewidths=0,
                    c=[colors[int(k)] for k in labels], rasterized=True)

@@ -160,6 +160,16 @@ def test_svg_and_scikit_learn_model(tmp_path, fitted):
     assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
 
 
+def test_model_fitted_on_a_dataframe_plots_a_bare_sample(rng):
+    import pandas as pd
+
+    frame = pd.DataFrame(rng.normal(size=(300, 2)), columns=["a", "b"])
+    gmm = GaussianMixture(2, random_state=0, tol=10.0).fit(frame)
+    figure = plot.plot_fit(gmm, frame.to_numpy())  # no feature-name warning (an error here)
+    colours = figure.axes[1].collections[0].get_facecolors()
+    assert len(np.unique(colours, axis=0)) == 2  # points coloured by both components
+
+
 def test_memory_url(fitted):
     import fsspec
 
