@@ -8,7 +8,7 @@ subprocesses on 127.0.0.1 (tests/procs.py).
   bit-identical to an undisturbed one, with the loss in ``history_`` and the
   log. Store-backed input (streamed or persisted) is recomputed by Dask from
   storage; in-memory input, which only the client has, is sent again and the
-  fit redone.
+  fit redone (from its checkpoint when it has one).
 * The scheduler killed mid-fit: a ``ClusterLostError`` that names the
   scheduler, promptly (a hang guard, not a speed check).
 
@@ -201,6 +201,27 @@ def test_worker_killed_mid_pass_in_memory_input_is_sent_again(remote, data, refe
     assert [e["workers"] for e in _events(gmm, "worker_lost")] == [[killer.killed]]
     assert len(_events(gmm, "refit_after_lost_data")) == 1
     assert any("lost" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_worker_killed_mid_pass_in_memory_with_checkpoint_resumes_not_restarts(
+    remote, data, reference, tmp_path, caplog
+):
+    procs, client = remote
+    _grow(procs, client, 2)
+    caplog.set_level(logging.INFO, logger="dgmm")
+    checkpoint = str(tmp_path / "ckpt")
+    with KillWorkerMidPass(procs, client, 4, lambda keys: len(keys) > 0) as killer:
+        gmm = GaussianMixture(**FIT, chunks=CHUNK, client=client, checkpoint=checkpoint).fit(data)
+    assert killer.error is None, killer.error
+    assert killer.killed is not None and killer.processing > 0, "no worker was killed mid-pass"
+    _same_fit(gmm, reference)
+    assert len(_events(gmm, "refit_after_lost_data")) == 1
+    # The redone fit continued from the checkpoint of iteration 3: passes 1-3 ran once.
+    first_pass = [
+        r for r in caplog.records
+        if re.search(r"\biteration 1\b", r.getMessage()) and "log-likelihood" in r.getMessage()
+    ]
+    assert len(first_pass) == 1
 
 
 # -- the scheduler killed mid-fit -------------------------------------------------
