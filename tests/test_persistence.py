@@ -514,6 +514,25 @@ def test_save_drops_cluster_settings(tmp_path, rng, client):
     assert np.array_equal(loaded.predict(X), gmm.predict(X))
 
 
+def test_save_drops_checkpoint_settings(tmp_path, rng):
+    """A checkpoint belongs to one run, and its storage options may hold secrets."""
+    import dgmm
+
+    X = rng.normal(size=(200, 2))
+    gmm = dgmm.GaussianMixture(
+        2,
+        random_state=0,
+        checkpoint=str(tmp_path / "ckpt"),
+        checkpoint_storage_options={"secret": "hunter2"},
+    ).fit(X)
+    gmm.save(tmp_path / "model")
+    text = (tmp_path / "model" / "model.json").read_text()
+    assert "hunter2" not in text and "ckpt" not in text
+    loaded = dgmm.load(tmp_path / "model")
+    assert loaded.checkpoint is None and loaded.checkpoint_storage_options is None
+    assert loaded.history_ == gmm.history_
+
+
 def test_unfitted_model_is_not_saved(tmp_path):
     import dgmm
 
