@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 import dgmm
 from dgmm.cli import cli
-from tests.procs import dask_processes
+from tests.procs import dask_processes, make_tls_certs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -210,6 +210,19 @@ def test_plot_writes_a_png(work, fitted, scheduler):
     assert summary["rows_shown"] == 500
     image = matplotlib.image.imread(work / "fit.png")
     assert image.ndim == 3 and min(image.shape[:2]) > 100
+
+
+def test_score_over_tls_with_the_certificate_options(work, fitted, data, tmp_path):
+    certs = make_tls_certs(tmp_path)
+    with dask_processes(n_workers=1, tls=certs) as procs:
+        assert procs.address.startswith("tls://")
+        result = invoke(
+            "score", "model", "data.zarr", "--scheduler", procs.address,
+            *certs.cli_args("client"), "--json", cwd=work,
+        )
+    summary = summary_of(result)
+    model = dgmm.load(work / "model")
+    assert summary["log_likelihood"] == pytest.approx(model.score(data[0]), rel=1e-10)
 
 
 def test_demo_fits_the_truth_on_a_local_cluster(tmp_path):
@@ -446,7 +459,7 @@ def test_predict_proba_and_log_density_to_parquet(work, fitted, data):
 def test_ctrl_c_exits_130_and_the_same_command_resumes(work, store, scheduler):
     """SIGINT during a checkpointed fit: exit 130, one line saying how to resume; rerun finishes."""
     args = [
-        "fit", "data.zarr", "-k", N_COMPONENTS, "--init", "random", "--tol", 0, "--max-iter", 40,
+        "fit", "data.zarr", "-k", N_COMPONENTS, "--init", "random", "--tol", 0, "--max-iter", 30,
         "--seed", 5, "--checkpoint", "ckpt", "-o", "resumed", "--scheduler", scheduler,
     ]
     env = dict(os.environ)
@@ -474,8 +487,8 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(work, store, scheduler):
     assert not (work / "resumed").exists()
 
     summary = summary_of(run_cli(*args, "--json", cwd=work))
-    assert summary["n_iter"] == 40
-    assert dgmm.load(work / "resumed").n_iter_ == 40
+    assert summary["n_iter"] == 30
+    assert dgmm.load(work / "resumed").n_iter_ == 30
 
 
 @pytest.mark.parametrize("command", ["fit", "predict"])
@@ -518,3 +531,25 @@ def test_the_script_entry_point_is_the_cli():
     target = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]["dgmm"]
     module, _, name = target.partition(":")
     assert getattr(importlib.import_module(module), name) is dgmm.cli.main
+
+
+def test_parquet_store_and_columns(tmp_path):
+    generated = summary_of(
+        invoke(
+            "generate", "-n", 3000, "-d", 3, "-k", 2, "-o", "rows.parquet", "--chunk-rows", 1000,
+            "--seed", 2, "--json", cwd=tmp_path,
+        )
+    )
+    assert generated["truth"] == "rows.truth"
+    fitted = summary_of(
+        invoke(
+            "fit", "rows.parquet", "--columns", "x_0,x_2", "-k", 2, "--seed", 0, "-o", "two",
+            "--json", cwd=tmp_path,
+        )
+    )
+    assert fitted["n_features"] == 2 and dgmm.load(tmp_path / "two").n_features_in_ == 2
+    scored = invoke("score", "two", "rows.parquet", "--columns", "x_0,x_2", "--json", cwd=tmp_path)
+    assert np.isfinite(summary_of(scored)["log_likelihood"])
+    # Without --columns the source has all 3 features: a mismatch, one line, exit 1.
+    mismatch = invoke("score", "two", "rows.parquet", cwd=tmp_path)
+    assert mismatch.exit_code == 1 and len(mismatch.stderr.strip().splitlines()) == 1
