@@ -256,7 +256,6 @@ def _plot_convergence(ax: Any, model: Any) -> None:
         return
     ax.plot(iterations, bounds, marker="o", markersize=3, linewidth=1.2, label="lower bound")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.ticklabel_format(axis="y", useOffset=False)
     reseeds = [
         (it, sum(e.get("event") == "reseed" for e in h.get("events", [])))
         for it, h in zip(iterations, history)
@@ -291,12 +290,12 @@ def _plot_view(
     Ellipse: Any,
 ) -> None:
     """Sample and components on the two leading principal axes."""
-    axes, center, variances = principal_axes(sample, params)
-    if len(axes) == 1:  # one feature: the second axis is a zero axis
-        axes = np.vstack([axes, np.zeros_like(axes)])
-        variances = np.append(variances, 0.0)
-    means, covariances = project_components(params, axes, center)
     colors = [f"C{k % 10}" for k in range(params.n_components)]
+    if params.n_features == 1:
+        _plot_density(ax, params, sample, colors)
+        return
+    axes, center, variances = principal_axes(sample, params)
+    means, covariances = project_components(params, axes, center)
     if sample is not None:
         rng = np.random.default_rng(0)
         shown = sample if len(sample) <= MAX_POINTS else sample[
@@ -332,6 +331,27 @@ def _plot_view(
     ax.set_ylabel(f"axis 2 ({variances[1]:.3g} variance)" if total else "axis 2")
     ax.text(0.02, 0.02, " / ".join(f"{s:g}" for s in n_sigmas) + " sigma ellipses",
             transform=ax.transAxes, fontsize=8, va="bottom")
+
+
+def _plot_density(ax: Any, params: GMMParams, sample: np.ndarray | None, colors: list[str]) -> None:
+    """One feature: the sample's histogram and each component's weighted density."""
+    means = params.means[:, 0]
+    stds = np.sqrt(project_components(params, np.ones((1, 1)), np.zeros(1))[1][:, 0, 0])
+    low, high = float(np.min(means - 4 * stds)), float(np.max(means + 4 * stds))
+    if sample is not None:
+        low, high = min(low, float(sample.min())), max(high, float(sample.max()))
+        ax.hist(sample[:, 0], bins=60, density=True, color="0.75", label="data sample")
+    x = np.linspace(low, high, 600)
+    densities = params.weights[:, None] * np.exp(-0.5 * ((x - means[:, None]) / stds[:, None]) ** 2) / (
+        np.sqrt(2 * np.pi) * stds[:, None]
+    )
+    for k in range(params.n_components):
+        ax.plot(x, densities[k], color=colors[k], linewidth=1.2, label=f"component {k}")
+    ax.plot(x, densities.sum(axis=0), color="black", linewidth=1.0, linestyle="--", label="mixture")
+    ax.set_title(f"{params.n_components} components, one feature")
+    ax.set_xlabel("feature 0")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> None:

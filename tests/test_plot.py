@@ -145,13 +145,38 @@ def test_convergence_curve_and_reseed_marks(fitted):
     assert sorted(m.get_xdata()[0] for m in lines[1:]) == [2, 5]
 
 
-@pytest.mark.parametrize("n_features", [1, 2, 6])
+@pytest.mark.parametrize("n_features", [2, 6])
 def test_any_number_of_features(rng, n_features):
     X = rng.normal(size=(300, n_features))
     gmm = GaussianMixture(2, covariance_type="diag", random_state=0, tol=10.0).fit(X)
     figure = plot.plot_fit(gmm, X)
     figure.canvas.draw()  # renders without error
     assert len(ellipses(figure)) == 4
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_one_feature_shows_weighted_densities(rng, covariance_type):
+    """No second axis: each component's curve is w_k N(mu_k, sigma_k^2), of area w_k."""
+    means = np.array([[-3.0], [4.0]])
+    variances = np.array([1.0, 0.25])
+    covariances = {
+        "full": variances[:, None, None],
+        "tied": np.array([[0.5]]),
+        "diag": variances[:, None],
+        "spherical": variances,
+    }[covariance_type]
+    params = GMMParams.from_covariances(np.array([0.3, 0.7]), means, covariances, covariance_type)
+    sample = rng.normal(size=(500, 1))
+    figure = plot.plot_fit(params, sample)
+    figure.canvas.draw()
+    view = figure.axes[1]
+    lines = view.get_lines()
+    assert len(lines) == 3 and not ellipses(figure)  # two components and the mixture
+    for k, weight in enumerate(params.weights):
+        x, y = lines[k].get_xdata(), lines[k].get_ydata()
+        assert np.trapezoid(y, x) == pytest.approx(weight, rel=1e-3)
+        assert x[np.argmax(y)] == pytest.approx(means[k, 0], abs=(x[1] - x[0]))
+    np.testing.assert_allclose(lines[2].get_ydata(), lines[0].get_ydata() + lines[1].get_ydata())
 
 
 def test_svg_and_scikit_learn_model(tmp_path, fitted):
