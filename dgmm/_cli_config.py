@@ -17,11 +17,14 @@ job file can set ``scheduler`` once for ``fit`` and ``predict``)::
 
 A key no dgmm command has at top level, or a key the command does not have in
 its table, is a usage error naming it (exit 2), as is a file that is not
-valid TOML. The values go through the same checks as the flags.
+valid TOML. The values go through the same checks as the flags; a table
+(``storage-options``) stands for the flag's JSON object and an array
+(``columns = ["a", "b"]``) for its comma-separated list.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from typing import Any
 
@@ -105,10 +108,19 @@ def _resolve(ctx: click.Context, data: dict[str, Any], path: str) -> dict[str, A
     return values
 
 
+def _as_flag_value(value: Any) -> Any:
+    """A TOML table or array as the flag would spell it: JSON object, comma-separated list."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
-    values = _resolve(ctx, _read(value), value)
+    values = {k: _as_flag_value(v) for k, v in _resolve(ctx, _read(value), value).items()}
     # Click takes a parameter from the command line first, then default_map:
     # so the flags override the file, and file values get the flags' checks.
     ctx.default_map = {**(ctx.default_map or {}), **values}
