@@ -113,6 +113,32 @@ def raw_read_seconds(X: Any) -> float:
     return seconds
 
 
+def chunk_cpu_seconds(X: Any, n_components: int, covariance_types: list[str], repeats: int = 3) -> dict[str, float]:
+    """CPU seconds of one chunk's read and of its E-step + statistics, in this process.
+
+    CPU time, not wall time, so the split is meaningful on a busy machine too.
+    """
+    from dgmm._kernels import EStep, chunk_stats
+    from dgmm.params import GMMParams
+
+    index = min(1, X.numblocks[0] - 1)
+    out: dict[str, float] = {"chunk_bytes": float(X.blocks[index].nbytes)}
+    start = time.process_time()
+    for _ in range(repeats):
+        block = X.blocks[index].compute(scheduler="sync")
+    out["read"] = (time.process_time() - start) / repeats
+    for ct in covariance_types:
+        init = initial_params(X.shape[1], n_components, ct)
+        params = GMMParams.from_precisions(init["weights_init"], init["means_init"], init["precisions_init"], ct)
+        source = EStep(params)
+        chunk_stats(block, (source,))
+        start = time.process_time()
+        for _ in range(repeats):
+            chunk_stats(block, (source,))
+        out[ct] = (time.process_time() - start) / repeats
+    return out
+
+
 def initial_params(n_features: int, n_components: int, covariance_type: str, seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     means = rng.normal(0.0, 5.0, size=(n_components, n_features))
@@ -235,6 +261,11 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{nbytes / r['seconds_per_iter'] / 1e9:.2f} | {ratio:.2f} | {f'{TARGET:.2f}' if diag else ''} | "
                 f"{('yes' if ratio >= TARGET else 'no') if diag else ''} | {max(r['peak_rss_per_worker']) / 2**20:.0f} |"
             )
+    cpu = result.get("chunk_cpu")
+    if cpu:
+        mib = cpu["chunk_bytes"] / 2**20
+        parts = ", ".join(f"E-step + statistics {ct} {cpu[ct]:.3f} s" for ct in cpu if ct not in ("read", "chunk_bytes"))
+        lines += ["", f"CPU seconds per {mib:.0f} MiB chunk (one thread): read {cpu['read']:.3f} s, {parts}."]
     return "\n".join(lines)
 
 
@@ -312,6 +343,12 @@ def main(argv: list[str] | None = None) -> None:
             raw_read_seconds(X)
             cts = [c for c in args.covariance_types.split(",") if c]
             # Page cache warm: every pass reads memory (when the store fits in RAM).
+            # One BLAS thread, as in the workers (the nanny sets it there).
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):
+                result["chunk_cpu"] = chunk_cpu_seconds(X, args.n_components, cts)
+            print(f"# CPU seconds per chunk: {result['chunk_cpu']}", file=sys.stderr, flush=True)
             result["raw_read"] = [measure("warm, before", client, lambda: raw_read_seconds(X), False)]
             result["fits"] = [
                 measure(f"{ct}, warm", client, lambda ct=ct: fit_seconds(X, ct, args.n_components, iters), False)
