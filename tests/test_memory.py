@@ -15,8 +15,10 @@ float32, page cache permitting, a few seconds).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
+from collections.abc import Iterator
 
 import dask
 import dask.array as da
@@ -97,7 +99,7 @@ def _stop_monitor(dask_worker=None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+def store(tmp_path_factory) -> Iterator[str]:
     """A Zarr v3 store of ~DATA_BYTES float32 rows, written chunk by chunk."""
     path = str(tmp_path_factory.mktemp("memory") / "big.zarr")
     n_rows = DATA_BYTES // (4 * N_FEATURES) // CHUNK_ROWS * CHUNK_ROWS
@@ -112,7 +114,8 @@ def store(tmp_path_factory) -> str:
     # without generating 3.6 GB of random numbers.
     for i, start in enumerate(range(0, n_rows, CHUNK_ROWS)):
         z[start : start + CHUNK_ROWS] = block + centres[i % N_COMPONENTS]
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)  # pytest keeps recent temporary directories
 
 
 @pytest.fixture(scope="module")
