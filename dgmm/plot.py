@@ -9,7 +9,8 @@ centre c, of the data sample (or, without data, of the mixture's own
 covariance ``sum_k w_k (Sigma_k + (mu_k - mu)(mu_k - mu)^T)``). A component
 then projects to mean ``P (mu_k - c)`` and covariance ``P Sigma_k P^T``, for
 every covariance type; its n-sigma ellipse has semi-axes ``n sqrt(lambda)``
-along the eigenvectors of that 2x2 matrix.
+along the eigenvectors of that 2x2 matrix. A model of one feature has no
+second axis: its view is the component densities ``w_k N(x; mu_k, sigma_k^2)``.
 """
 
 from __future__ import annotations
@@ -217,7 +218,9 @@ def plot_fit(
     -------
     figure : matplotlib.figure.Figure
         Left: ``lower_bounds_`` per iteration, re-seed events marked. Right:
-        the 2-D view with each component's ellipses and means.
+        the 2-D view with each component's ellipses and means (with a single
+        feature: the sample's histogram and each component's weighted
+        density).
 
     Raises
     ------
