@@ -353,12 +353,17 @@ def recoverable(client: Client, exc: BaseException, attempt: int, watch: WorkerW
 
 
 def _workers(client: Client) -> dict[str, Any]:
-    import inspect
+    """The scheduler's workers, asked now.
 
-    # Some distributed releases list only the first few workers unless asked.
-    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
-        return client.scheduler_info(n_workers=-1).get("workers", {})
-    return client.scheduler_info().get("workers", {})
+    Not ``client.scheduler_info()``: it returns the client's cached identity,
+    which its periodic refresh (fetched without per-worker details) can
+    replace between the fetch and the return, showing no workers at all.
+    """
+    try:
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+    except TypeError:  # releases whose identity() lists every worker and takes no n_workers
+        info = client.sync(client.scheduler.identity)
+    return dict(info.get("workers", {}))
 
 
 def total_threads(client: Client) -> int:

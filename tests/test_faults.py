@@ -154,12 +154,15 @@ class KillWorkerMidPass(logging.Handler):
             self.error = exc
 
     def __enter__(self) -> KillWorkerMidPass:
-        logging.getLogger("dgmm").addHandler(self)
-        logging.getLogger("dgmm").setLevel(logging.INFO)
+        logger = logging.getLogger("dgmm")
+        self.level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger("dgmm").removeHandler(self)
+        logging.getLogger("dgmm").setLevel(self.level)
         if self.thread is not None:
             self.thread.join(60)
 
@@ -239,14 +242,17 @@ def test_scheduler_killed_mid_fit_is_a_prompt_clear_error(remote, data):
                 timer[0].start()
 
     handler = KillScheduler()
-    logging.getLogger("dgmm").addHandler(handler)
-    logging.getLogger("dgmm").setLevel(logging.INFO)
+    logger = logging.getLogger("dgmm")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     start = time.monotonic()
     try:
         with pytest.raises(ClusterLostError) as info:
             GaussianMixture(**{**FIT, "max_iter": 1000}, chunks=CHUNK, scheduler_address=procs.address).fit(data)
     finally:
-        logging.getLogger("dgmm").removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     # Hang guard: the error comes soon after the kill, it does not wait forever.
     assert time.monotonic() - start < 120
     assert timer and procs.scheduler.poll() is not None
