@@ -252,10 +252,11 @@ class Checkpoint:
             return None
         try:
             pointer = json.loads(raw)
-            version = pointer["current"]
-            assert pointer["format"] == FORMAT
-        except (ValueError, KeyError, TypeError, AssertionError):
-            raise self._damaged(f"its {POINTER} file is not a dgmm checkpoint pointer") from None
+            version = pointer["current"] if pointer["format"] == FORMAT else None
+        except (ValueError, KeyError, TypeError):
+            version = None
+        if not isinstance(version, str) or not _OURS.match(version):
+            raise self._damaged(f"its {POINTER} file is not a dgmm checkpoint pointer")
         if pointer.get("format_version", 0) > FORMAT_VERSION:
             raise self._damaged(
                 f"format version {pointer['format_version']} is newer than this dgmm "
