@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -56,16 +57,20 @@ def moto_server() -> Iterator[dict[str, Any]]:
         "AWS_SECRET_ACCESS_KEY": CREDENTIALS["secret"],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+    # The server logs a line per request: to a file, never to a pipe nobody reads
+    # (a full pipe buffer blocks the server mid-request, and every client times out).
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while not _answers(endpoint):
             if proc.poll() is not None:
+                log.seek(0)
                 raise RuntimeError(
-                    f"moto server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
+                    f"moto server exited with {proc.returncode}: {log.read().decode()[-2000:]}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"moto server did not answer on {endpoint} in {STARTUP_SECONDS} s")
@@ -84,7 +89,7 @@ def moto_server() -> Iterator[dict[str, Any]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+        log.close()
 
 
 def s3_filesystem(server: dict[str, Any]) -> Any:
