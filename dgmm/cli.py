@@ -169,6 +169,7 @@ def fit(
         "log_likelihood": float(gmm.lower_bound_),
         "bic": bic(gmm.lower_bound_ * n_samples, gmm._n_parameters(), n_samples),
         "seconds": seconds,
+        "checkpoint": checkpoint,
     }
 
 

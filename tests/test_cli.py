@@ -487,7 +487,7 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(work, store, scheduler):
     assert not (work / "resumed").exists()
 
     summary = summary_of(run_cli(*args, "--json", cwd=work))
-    assert summary["n_iter"] == 30
+    assert summary["n_iter"] == 30 and summary["checkpoint"] == "ckpt"
     assert dgmm.load(work / "resumed").n_iter_ == 30
 
 
