@@ -241,7 +241,8 @@ class DaskProcesses:
 
     def worker_index(self, client: Any, address: str) -> int:
         """Index in ``workers`` of the worker serving at ``address`` (names are ``w<index>``)."""
-        name = client.scheduler_info()["workers"][address]["name"]
+        # Asked now: scheduler_info()'s cache may lack per-worker details.
+        name = client.sync(client.scheduler.identity, n_workers=-1)["workers"][address]["name"]
         return int(str(name).lstrip("w"))
 
     def kill_scheduler(self) -> None:

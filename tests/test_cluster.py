@@ -51,7 +51,7 @@ def test_fit_without_a_client_starts_a_pinned_local_cluster_logs_it_and_closes_i
         # What GaussianMixture.fit does without a client or address (one cluster
         # start instead of two: the fit runs inside on the current client).
         with connect() as client:
-            print("workers", len(client.scheduler_info()["workers"]))
+            print("workers", len(client.nthreads()))
             print("nthreads", sorted(set(client.nthreads().values())))
             for env, threads in client.run(blas).values():
                 print("env", env)

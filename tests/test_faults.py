@@ -84,8 +84,12 @@ def remote():
 
 
 def _grow(procs: Any, client: Any, n_workers: int) -> None:
-    while len(client.scheduler_info()["workers"]) < n_workers:
-        procs.add_worker()
+    """Start the missing workers together, then wait for all of them."""
+    missing = n_workers - len(cluster.scheduler_workers(client))
+    for _ in range(missing):
+        procs.add_worker(wait=False)
+    if missing > 0:
+        procs.wait_for_workers(n_workers)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +107,9 @@ def test_bit_identical_on_1_2_and_4_worker_processes(remote, store):
     fits = {}
     for n_workers in (1, 2, 4):
         if n_workers == 1:
-            assert len(client.scheduler_info()["workers"]) == 1, "run the module in order"
+            assert len(cluster.scheduler_workers(client)) == 1, "run the module in order"
         _grow(procs, client, n_workers)
-        assert len(client.scheduler_info()["workers"]) == n_workers
+        assert len(cluster.scheduler_workers(client)) == n_workers
         fits[n_workers] = GaussianMixture(**FIT, client=client).fit(_open(store))
         assert not _events(fits[n_workers], "worker_lost")
     _same_fit(fits[1], fits[2])
