@@ -62,7 +62,10 @@ def _mixture_chunk(block: np.ndarray, n_features: int, n_components: int, seed: 
     rng = np.random.default_rng([seed, index])
     labels = rng.integers(n_components, size=n_rows)
     x = rng.standard_normal((n_rows, n_features), dtype=np.float32 if dtype == "float32" else np.float64)
-    x += centres[labels].astype(x.dtype)
+    centres = centres.astype(x.dtype)
+    # In slices: a chunk-sized temporary would double the task's memory.
+    for start in range(0, n_rows, 65536):
+        x[start : start + 65536] += centres[labels[start : start + 65536]]
     return x
 
 
@@ -210,6 +213,7 @@ def drop_caches() -> bool:
 
 def measure(label: str, client: Any, run: Any, drop: bool) -> dict[str, Any]:
     dropped = drop and drop_caches()
+    log_before = len(_memory_log_lines(client))
     pids = client.run(_reset_peak)
     load_before = os.getloadavg()[0]
     out = run()
@@ -221,6 +225,8 @@ def measure(label: str, client: Any, run: Any, drop: bool) -> dict[str, Any]:
         "peak_rss_per_worker": [w["peak_rss"] for w in workers.values()],
         "spilled_bytes": sum(w["spilled_bytes"] for w in workers.values()),
         "restarted": {w["pid"] for w in workers.values()} != set(pids.values()),
+        # Worker log lines about pausing / spilling / restarting during this pass.
+        "memory_events": len(_memory_log_lines(client)) - log_before,
         "loadavg": [load_before, os.getloadavg()[0]],
     })
     print(f"# {label}: {json.dumps({k: v for k, v in out.items() if k != 'seconds'}, default=str)}",
@@ -281,8 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=None, help="EM iterations per warm fit (default 3; cold fits run 1)")
     parser.add_argument("--n-workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--memory-limit", default=None,
-                        help="per worker (default: 1/3 of the store per worker-total, at least 1GiB... "
-                             "i.e. the store is ~3x the workers' total)")
+                        help="per worker (default: the store / 3 / n_workers, at least 1 GiB: "
+                             "the store is ~3x the workers' total)")
     parser.add_argument("--covariance-types", default="diag,full")
     parser.add_argument("--store", default=None, help="Zarr store path (kept); default a temporary one, removed")
     parser.add_argument("--drop-caches", action="store_true", help="try to empty the page cache before each pass")
@@ -297,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_limit is None:
         # The store must exceed the workers' total memory (so nothing is
         # persisted); a worker needs ~250 MiB for itself.
-        per_worker = max(600 * 2**20, int(args.gb * 1e9 / 3 / n_workers))
+        # With 64 MiB chunks a worker peaks at ~4 chunks above its idle size.
+        per_worker = max(2**30, int(args.gb * 1e9 / 3 / n_workers))
         args.memory_limit = f"{per_worker / 2**20:.0f}MiB"
     args.n_workers = n_workers
 
