@@ -23,6 +23,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 
 from ._kernels import chunk_stats, estimate_log_prob_resp, require_finite, require_valid_weights
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SPLIT_EVERY",
     "chunk_offsets",
     "lazy_predict",
+    "lazy_predict_many",
     "map_chunks",
     "stats_pass",
     "tree_reduce",
@@ -190,12 +192,23 @@ def _predict_block(x: np.ndarray, params: GMMParams, what: str) -> np.ndarray:
     return log_norm
 
 
+def _predict_token(x: da.Array, params: GMMParams, what: Any) -> str:
+    """Key prefix of a prediction: unique per data, parameters and output.
+
+    A fixed ``name=`` would give two models' predictions of the same data the
+    same keys, and computed together one would silently answer for both.
+    """
+    return f"dgmm-{what if isinstance(what, str) else 'predict'}-" + tokenize(
+        x.name, params.weights, params.means, params.precisions_cholesky, what
+    )
+
+
 def lazy_predict(x: da.Array, params: GMMParams, what: str) -> da.Array:
     """A lazy array of labels, probabilities, log-responsibilities or log-densities."""
     handle = delayed(params, pure=True, traverse=False)
     if len(x.chunks[1]) != 1:
         x = x.rechunk({1: -1})
-    name = f"dgmm-{what}"
+    name = _predict_token(x, params, what)
     if what in ("labels", "score_samples"):
         dtype = np.int64 if what == "labels" else x.dtype
         return da.map_blocks(
@@ -208,3 +221,36 @@ def lazy_predict(x: da.Array, params: GMMParams, what: str) -> da.Array:
         meta=np.empty((0, 0), dtype=x.dtype),
     )
 
+
+def _predict_record(x: np.ndarray, params: GMMParams, outputs: tuple[str, ...]) -> np.ndarray:
+    """The requested outputs of one chunk side by side (n_rows, width), x's dtype: one E-step."""
+    log_norm, log_resp = estimate_log_prob_resp(x, params)
+    parts = {
+        "labels": lambda: log_resp.argmax(axis=1)[:, None],
+        "log_density": lambda: log_norm[:, None],
+        "proba": lambda: np.exp(log_resp),
+    }
+    return np.concatenate([parts[o]().astype(x.dtype, copy=False) for o in outputs], axis=1)
+
+
+def lazy_predict_many(x: da.Array, params: GMMParams, outputs: Sequence[str]) -> dict[str, da.Array]:
+    """Lazy ``labels`` / ``proba`` / ``log_density`` of ``x`` from one E-step per chunk.
+
+    Returns one array per output, all with ``x``'s row chunks (labels int64).
+    """
+    outputs = tuple(outputs)
+    if len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    widths = [params.n_components if o == "proba" else 1 for o in outputs]
+    record = x.map_blocks(
+        _predict_record, delayed(params, pure=True, traverse=False), outputs,
+        chunks=(x.chunks[0], (sum(widths),)), dtype=x.dtype,
+        meta=np.empty((0, 0), dtype=x.dtype), name=_predict_token(x, params, outputs),
+    )
+    arrays: dict[str, da.Array] = {}
+    start = 0
+    for o, width in zip(outputs, widths):
+        column = record[:, start] if o != "proba" else record[:, start : start + width]
+        arrays[o] = column.astype(np.int64) if o == "labels" else column
+        start += width
+    return arrays

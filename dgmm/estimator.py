@@ -617,8 +617,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         result : dgmm.sinks.WriteResult
             Target, format, rows, chunks and names written.
         """
-        from dask.delayed import delayed
-
         from .sinks import write_array
 
         outputs = [output] if isinstance(output, str) else list(output)
@@ -635,18 +633,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             x = as_dask_array(X, client=client, n_threads=total_threads(client))
             self._check_n_features(x.shape[1])
             x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
-            widths = [params.n_components if o == "proba" else 1 for o in outputs]
-            record = x.map_blocks(
-                _prediction_record, delayed(params, pure=True, traverse=False), tuple(outputs),
-                chunks=(x.chunks[0], (sum(widths),)), dtype=x.dtype,
-                meta=np.empty((0, 0), dtype=x.dtype), name="dgmm-predict-record",
-            )
-            arrays: dict[str, da.Array] = {}
-            start = 0
-            for o, width in zip(outputs, widths):
-                column = record[:, start] if o != "proba" else record[:, start : start + width]
-                arrays[_PREDICT_OUTPUTS[o]] = column.astype(np.int64) if o == "labels" else column
-                start += width
+            arrays = {
+                _PREDICT_OUTPUTS[o]: a
+                for o, a in _graph.lazy_predict_many(x, params, outputs).items()
+            }
             return write_array(
                 arrays, target, format=format, overwrite=overwrite, storage_options=storage_options
             )
@@ -855,19 +845,6 @@ def _chain(*callbacks: Any) -> Any:
 
 # predict_to's outputs and their names in the written Zarr group / Parquet columns.
 _PREDICT_OUTPUTS = {"labels": "label", "proba": "proba", "log_density": "log_density"}
-
-
-def _prediction_record(x: np.ndarray, params: GMMParams, outputs: tuple[str, ...]) -> np.ndarray:
-    """The requested outputs of one chunk side by side (n_rows, width), x's dtype: one E-step."""
-    from ._kernels import estimate_log_prob_resp
-
-    log_norm, log_resp = estimate_log_prob_resp(x, params)
-    parts = {
-        "labels": lambda: log_resp.argmax(axis=1)[:, None],
-        "log_density": lambda: log_norm[:, None],
-        "proba": lambda: np.exp(log_resp),
-    }
-    return np.concatenate([parts[o]().astype(x.dtype, copy=False) for o in outputs], axis=1)
 
 
 def _params_digest(params: GMMParams) -> str:

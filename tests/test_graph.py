@@ -59,3 +59,33 @@ def test_parameters_are_one_key_shared_by_every_task(rng):
     graph = dict(lazy.__dask_graph__())
     holders = [k for k, v in graph.items() if isinstance(getattr(v, "value", None), GMMParams) or v is params]
     assert len(holders) == 1
+
+
+@pytest.mark.parametrize("what", ["labels", "proba", "score_samples"])
+def test_two_models_predicted_together_keep_their_own_answers(rng, what):
+    # Keys must depend on the parameters: with a fixed key name the second
+    # model's tasks would be taken for the first's when computed together.
+    first, second = random_params(rng, "full"), random_params(rng, "full")
+    X = rng.normal(0, 3, size=(600, first.n_features))
+    x = da.from_array(X, chunks=(200, -1))
+    a, b = dask.compute(_graph.lazy_predict(x, first, what), _graph.lazy_predict(x, second, what))
+    np.testing.assert_allclose(a, _graph._predict_block(X, first, what))
+    np.testing.assert_allclose(b, _graph._predict_block(X, second, what))
+
+
+def test_predict_many_matches_each_prediction_from_one_record(rng):
+    params = random_params(rng, "diag")
+    X = rng.normal(0, 3, size=(700, params.n_features))
+    x = da.from_array(X, chunks=(250, -1))
+    many = _graph.lazy_predict_many(x, params, ["log_density", "labels", "proba"])
+    assert list(many) == ["log_density", "labels", "proba"]
+    assert all(a.chunks[0] == x.chunks[0] for a in many.values())
+    assert many["labels"].dtype == np.int64
+    got = dask.compute(many)[0]
+    np.testing.assert_array_equal(got["labels"], _graph._predict_block(X, params, "labels"))
+    np.testing.assert_allclose(got["proba"], _graph._predict_block(X, params, "proba"), rtol=1e-12)
+    np.testing.assert_allclose(
+        got["log_density"], _graph._predict_block(X, params, "score_samples"), rtol=1e-12
+    )
+    other = _graph.lazy_predict_many(x, random_params(rng, "diag"), ["labels"])
+    assert other["labels"].name != many["labels"].name
