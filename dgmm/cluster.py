@@ -372,8 +372,20 @@ def total_threads(client: Client) -> int:
 
 
 def total_memory(client: Client) -> float:
-    """Sum of the workers' memory limits in bytes (0 when unlimited or unknown)."""
-    return float(sum(w.get("memory_limit", 0) or 0 for w in _workers(client).values()))
+    """Memory the workers can still give to data, in bytes (0 when unlimited or unknown).
+
+    Each worker's memory limit less what its process already holds: an idle
+    worker process is ~250 MB, a large share of a small limit, and data
+    persisted into it would spill.
+    """
+    free = 0.0
+    for w in _workers(client).values():
+        limit = w.get("memory_limit", 0) or 0
+        if not limit:
+            return 0.0
+        used = (w.get("metrics") or {}).get("memory", 0) or 0
+        free += max(0.0, float(limit) - float(used))
+    return free
 
 
 def maybe_persist(x: da.Array, client: Client) -> da.Array:
@@ -389,7 +401,7 @@ def maybe_persist(x: da.Array, client: Client) -> da.Array:
         logger.info("input of %.3g GB persisted in cluster memory", x.nbytes / 1e9)
     else:
         logger.info(
-            "input of %.3g GB streamed from storage every pass (workers hold %.3g GB)",
+            "input of %.3g GB streamed from storage every pass (workers have %.3g GB free)",
             x.nbytes / 1e9, memory / 1e9,
         )
     return x

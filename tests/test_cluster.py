@@ -94,6 +94,19 @@ def test_small_input_is_persisted_large_input_streamed(client, monkeypatch):
     assert streamed is x
 
 
+def test_memory_for_data_is_the_limits_less_what_the_processes_hold(client, monkeypatch):
+    workers = {
+        "a": {"memory_limit": 1000, "metrics": {"memory": 300}},
+        "b": {"memory_limit": 1000, "metrics": {"memory": 1200}},  # already over: gives nothing
+    }
+    monkeypatch.setattr(cluster, "_workers", lambda c: workers)
+    assert cluster.total_memory(client) == 700
+    x = da.ones((50, 1), chunks=(10, 1))  # 400 bytes: more than half of 700
+    assert cluster.maybe_persist(x, client) is x
+    workers["c"] = {"memory_limit": 0, "metrics": {"memory": 10}}  # unlimited: unknown
+    assert cluster.total_memory(client) == 0
+
+
 def test_total_threads_counts_every_worker(client):
     assert cluster.total_threads(client) == 2
 
