@@ -55,6 +55,18 @@ _SEED = click.IntRange(min=0, max=2**32 - 1)
 _DTYPE = click.Choice(["float32", "float64"])
 
 
+def draw_options(f: Any) -> Any:
+    """--chunk-rows, --dtype, --overwrite: the options of the commands that draw rows out of core."""
+    f = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
+    f = click.option(
+        "--dtype", type=_DTYPE, default="float64", show_default=True, help="Type of the rows."
+    )(f)
+    return click.option(
+        "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+        help="Rows per chunk drawn and written.",
+    )(f)
+
+
 @click.group(
     cls=DgmmGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -302,12 +314,7 @@ def _write(arrays: list[tuple[Any, str | None]], overwrite: bool, storage_option
     "--seed", type=_SEED, default=0, show_default=True,
     help="Random seed; chunk i is drawn from the generator seeded by (seed, i).",
 )
-@click.option(
-    "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
-    help="Rows per chunk drawn and written.",
-)
-@click.option("--dtype", type=_DTYPE, default="float64", show_default=True, help="Type of the rows.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@draw_options
 @storage_options_option
 @cluster_options
 @common_options
@@ -374,12 +381,7 @@ def _beside(output: str, suffix: str) -> str:
     "--seed", type=_SEED, default=0, show_default=True,
     help="Seed of the true parameters and of the rows.",
 )
-@click.option(
-    "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
-    help="Rows per chunk drawn and written.",
-)
-@click.option("--dtype", type=_DTYPE, default="float64", show_default=True, help="Type of the rows.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@draw_options
 @storage_options_option
 @cluster_options
 @common_options
