@@ -24,7 +24,7 @@ from dask.base import tokenize
 
 from .errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundError
 
-__all__ = ["is_store_source", "is_zarr_array", "open_store", "zarr_array"]
+__all__ = ["is_store_source", "is_zarr_array", "open_store", "store_columns", "zarr_array"]
 
 SUPPORTED = (
     "a Zarr v2/v3 array or group (a directory or URL holding zarr.json, .zarray or "
@@ -48,12 +48,13 @@ def open_store(
     target_rows: Any,
     check: Any,
     what: str = "X",
-) -> da.Array:
+) -> tuple[da.Array, list[str] | None]:
     """The dataset at ``source`` as a (float) Dask array chunked along whole storage chunks.
 
     ``target_rows(n_rows, n_features, itemsize) -> int`` gives the default rows
     per chunk; ``check(shape, what)`` validates the 2-D shape; the returned
-    array may still hold integers (cast by the caller).
+    array may still hold integers (cast by the caller). With it, the names of
+    its columns: a Parquet dataset's selected columns, None for Zarr and ``.npy``.
     """
     url = os.fspath(source)
     fs, path = _filesystem(url, storage_options)
@@ -65,7 +66,7 @@ def open_store(
                 "select Parquet columns or DataFrame columns only. Select Zarr features "
                 "after opening, e.g. open_dataset(...)[:, [0, 2]]."
             )
-        return _open_zarr(url, fs, path, key, storage_options, chunks, target_rows, check, what)
+        return _open_zarr(url, fs, path, key, storage_options, chunks, target_rows, check, what), None
     if key is not None:
         raise InvalidSourceError(
             f"key={key!r} was given for the {kind} source {url!r}; key picks an array "
@@ -78,7 +79,22 @@ def open_store(
             f"columns={list(columns)!r} was given for the .npy file {url!r}; columns "
             "select Parquet columns or DataFrame columns only. Drop columns=."
         )
-    return _open_npy(url, fs, path, storage_options, chunks, target_rows, check, what)
+    return _open_npy(url, fs, path, storage_options, chunks, target_rows, check, what), None
+
+
+def store_columns(
+    source: str | os.PathLike, *, columns: list[str] | None, storage_options: dict | None
+) -> list[str] | None:
+    """The columns ``open_store`` would read from ``source``: a Parquet dataset's, else None.
+
+    Reads metadata only (the listing and one Parquet footer), never data.
+    ``columns`` are checked as ``open_store`` checks them.
+    """
+    url = os.fspath(source)
+    fs, path = _filesystem(url, storage_options)
+    if _detect(fs, path, url) != "parquet":
+        return None
+    return _parquet_columns(_parquet_dataset(url, fs, path).schema, columns, url)
 
 
 # -- locating and recognising a store ------------------------------------------------
@@ -320,10 +336,15 @@ def _is_numeric(arrow_type: Any) -> bool:
     )
 
 
-def _open_parquet(
-    url: str, fs: Any, path: str, columns: list[str] | None, storage_options: dict | None,
-    chunks: int | None, target_rows: Any, check: Any, what: str,
-) -> da.Array:
+def _unreadable_parquet(url: str, exc: Exception) -> InvalidSourceError:
+    return InvalidSourceError(
+        f"{url!r} is not readable as Parquet ({exc}). Pass a valid Parquet file or a "
+        "directory of them; rewrite damaged files."
+    )
+
+
+def _parquet_dataset(url: str, fs: Any, path: str) -> Any:
+    """The ``pyarrow.dataset.Dataset`` of the Parquet file or directory at ``path``."""
     try:
         import pyarrow.dataset as pads
     except ImportError:
@@ -336,21 +357,14 @@ def _open_parquet(
     # The files the format was recognised by (other files in the directory are
     # not data), in pyarrow's own (lexicographic) order.
     files = _parquet_files(fs, path) if fs.isdir(path) else [path]
-    groups: list[tuple[str, int, int, int]] = []
-    n_rows = 0
     try:
-        dataset = pads.dataset(files, filesystem=None if local else fs, format="parquet")
-        for fragment in dataset.get_fragments():
-            for rg in fragment.row_groups:  # from the footers: no pass over the data
-                if rg.num_rows:
-                    groups.append((fragment.path, rg.id, n_rows, rg.num_rows))
-                    n_rows += rg.num_rows
+        return pads.dataset(files, filesystem=None if local else fs, format="parquet")
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise InvalidSourceError(
-            f"{url!r} is not readable as Parquet ({exc}). Pass a valid Parquet file or a "
-            "directory of them; rewrite damaged files."
-        ) from None
-    schema = dataset.schema
+        raise _unreadable_parquet(url, exc) from None
+
+
+def _parquet_columns(schema: Any, columns: list[str] | None, url: str) -> list[str]:
+    """The feature columns: ``columns`` (checked to exist and be numeric), else all of them."""
     available = list(schema.names)
     if columns is None:
         selected = available
@@ -372,6 +386,27 @@ def _open_parquet(
             f"floating or boolean columns. Pass columns= with the numeric features, e.g. "
             f"columns={numeric}."
         )
+    return selected
+
+
+def _open_parquet(
+    url: str, fs: Any, path: str, columns: list[str] | None, storage_options: dict | None,
+    chunks: int | None, target_rows: Any, check: Any, what: str,
+) -> tuple[da.Array, list[str]]:
+    local = _is_local(fs)
+    dataset = _parquet_dataset(url, fs, path)
+    groups: list[tuple[str, int, int, int]] = []
+    n_rows = 0
+    try:
+        for fragment in dataset.get_fragments():
+            for rg in fragment.row_groups:  # from the footers: no pass over the data
+                if rg.num_rows:
+                    groups.append((fragment.path, rg.id, n_rows, rg.num_rows))
+                    n_rows += rg.num_rows
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise _unreadable_parquet(url, exc) from None
+    schema = dataset.schema
+    selected = _parquet_columns(schema, columns, url)
     check((n_rows, len(selected)), what)
     dtypes = [np.dtype(schema.field(c).type.to_pandas_dtype()) for c in selected]
     dtype = np.dtype(np.float32) if all(d == np.float32 for d in dtypes) else np.dtype(np.float64)
@@ -391,10 +426,11 @@ def _open_parquet(
         _canonical_url(fs, path), _endpoint(storage_options), selected,
         [(os.path.basename(g[0]), g[1], g[3]) for g in groups], str(schema), tuple(row_chunks),
     )
-    return da.from_array(
+    x = da.from_array(
         reader, chunks=(tuple(row_chunks), (len(selected),)), name=name,
         meta=np.empty((0, 0), dtype=dtype), asarray=False,
     )
+    return x, selected
 
 
 # -- .npy ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from . import _graph
 from ._kernels import require_finite
@@ -28,7 +28,14 @@ from .em import EMConfig, LoopCheckpoint, RestartState, best_restart, run_em, st
 from .errors import InvalidDataError, ShapeMismatchError
 from .init import INIT_METHODS, InitConfig, initialize
 from .params import GMMParams
-from .sources import as_dask_array, as_float_array, as_sample_weight, is_in_memory
+from .sources import (
+    as_dask_array,
+    as_float_array,
+    as_sample_weight,
+    check_feature_names,
+    feature_names,
+    is_in_memory,
+)
 
 __all__ = ["GaussianMixture"]
 
@@ -143,7 +150,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``change``, ``seconds``, ``events`` (re-seeds, likelihood decreases).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
-        Defined only when X has feature names that are all strings.
+        Names of the features, defined only when X has feature names that
+        are all strings: the columns of a pandas or Dask DataFrame or of a
+        Parquet file or directory, read from metadata (for an array from
+        :func:`dgmm.open_dataset`, the columns it was opened with). Arrays,
+        Zarr, ``.npy`` and xarray DataArrays have none. The names of X in
+        ``predict`` and the other methods are checked against them as
+        scikit-learn does (see :func:`dgmm.sources.feature_names`).
 
     Examples
     --------
@@ -255,7 +268,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         self._validate_params()
-        _check_feature_names(self, X, reset=True)
+        names = feature_names(X)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_  # fitted again on data without names, as scikit-learn
         with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
             watch = WorkerWatch(client)
             for attempt in itertools.count():
@@ -522,24 +539,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _predict(self, X: Any, what: str) -> Any:
         params = self._params()
-        _check_feature_names(self, X, reset=False)
+        names = feature_names(X)
         if is_in_memory(X):
             array = as_float_array(X, "X")
-            self._check_n_features(array.shape[1])
+            self._check_features(array.shape[1], names)
             require_finite(array)
             return _graph._predict_block(array, params, what)
         x = as_dask_array(X)
-        self._check_n_features(x.shape[1])
+        self._check_features(x.shape[1], names)
         # Checked block by block inside the prediction tasks (fused, no extra pass).
         x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
         return _graph.lazy_predict(x, params, what)
 
-    def _check_n_features(self, n_features: int) -> None:
+    def _check_features(self, n_features: int, names: np.ndarray | None) -> None:
+        """X's feature count and names against fit's, as scikit-learn.
+
+        Other names than fit's raise first (they say more than a count);
+        names on one side only warn after the count is checked.
+        """
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and names is not None:
+            check_feature_names(fitted, names, type(self).__name__)
         if n_features != self.n_features_in_:
             raise ShapeMismatchError(
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input. Pass the same columns as in fit."
             )
+        check_feature_names(fitted, names, type(self).__name__)
 
     def predict(self, X: Any) -> Any:
         """Most probable component of every row.
@@ -627,11 +653,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"got {output!r}. For example output=['labels', 'log_density']."
             )
         params = self._params()
-        _check_feature_names(self, X, reset=False)
+        names = feature_names(X)
         with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
             # In-memory X is scattered to the workers; stored X stays lazy.
             x = as_dask_array(X, client=client, n_threads=total_threads(client))
-            self._check_n_features(x.shape[1])
+            self._check_features(x.shape[1], names)
             x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
             arrays = {
                 _PREDICT_OUTPUTS[o]: a

@@ -8,22 +8,28 @@ graph); Dask arrays keep their row chunks and get all their columns in one
 chunk; stored data is chunked along whole storage chunks. Values are not
 scanned here: NaN/Inf are found by the first pass over the data, which names
 the chunk and the row.
+
+``feature_names`` gives the names of a source's feature columns from its
+metadata alone, as scikit-learn's ``feature_names_in_`` wants them, and
+``check_feature_names`` compares them with the names seen at fit.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from distributed import wait
 
 from ._kernels import require_valid_weights
-from ._stores import is_store_source, is_zarr_array, open_store, zarr_array
+from ._stores import is_store_source, is_zarr_array, open_store, store_columns, zarr_array
 from .errors import (
     InvalidDataError,
     InvalidDtypeError,
@@ -36,7 +42,9 @@ __all__ = [
     "as_dask_array",
     "as_float_array",
     "as_sample_weight",
+    "check_feature_names",
     "default_row_chunk",
+    "feature_names",
     "is_in_memory",
     "open_dataset",
 ]
@@ -120,19 +128,27 @@ def is_in_memory(X: Any) -> bool:
     return not (isinstance(X, da.Array) or is_store_source(X) or _is_dask_frame(X) or is_zarr_array(X))
 
 
+def _frame_columns(frame: Any, columns: Any, what: str) -> list[Any] | None:
+    """``columns`` as a list after checking they are ``frame``'s; None (all of them) stays None."""
+    if columns is None:
+        return None
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    available = list(frame.columns)
+    missing = [c for c in columns if c not in available]
+    if missing:
+        raise InvalidSourceError(
+            f"Column(s) {missing} not found in {what}; available columns: {available}. "
+            "Pass columns= from these."
+        )
+    return columns
+
+
 def _select_frame(frame: Any, columns: Any, what: str) -> tuple[Any, np.dtype]:
     """``frame[columns]`` after checking the columns exist and are numeric, and their float dtype."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-    available = list(frame.columns)
+    columns = _frame_columns(frame, columns, what)
     if columns is not None:
-        columns = [columns] if isinstance(columns, str) else list(columns)
-        missing = [c for c in columns if c not in available]
-        if missing:
-            raise InvalidSourceError(
-                f"Column(s) {missing} not found in {what}; available columns: {available}. "
-                "Pass columns= from these."
-            )
         frame = frame[columns]
     bad = {
         str(c): str(dt) for c, dt in frame.dtypes.items() if not (is_numeric_dtype(dt) or is_bool_dtype(dt))
@@ -229,6 +245,138 @@ def _remember(x: da.Array, reopen: Callable[[int], da.Array]) -> da.Array:
     while len(_REOPEN) > _REOPEN_SIZE:
         _REOPEN.popitem(last=False)
     return x
+
+
+# Column labels of the arrays opened from named sources (DataFrames, Parquet),
+# by array name: ``feature_names`` of an opened array (``fit(open_dataset(
+# "x.parquet", columns=[...]))``, the CLI) gives the columns it was opened with.
+# Such arrays' names depend on the columns, so an unnamed array never shares one.
+_COLUMNS: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+
+
+def _label(x: da.Array, columns: Any) -> da.Array:
+    """``x``, its column labels remembered for ``feature_names``."""
+    _COLUMNS[x.name] = tuple(columns)
+    _COLUMNS.move_to_end(x.name)
+    while len(_COLUMNS) > _REOPEN_SIZE:
+        _COLUMNS.popitem(last=False)
+    return x
+
+
+def _string_names(labels: Any) -> np.ndarray | None:
+    """Column labels as feature names, by scikit-learn's rule (``_get_feature_names``).
+
+    All strings: an object array of them. Strings mixed with other types:
+    TypeError, as scikit-learn. Otherwise (no columns, integers ...): None.
+    """
+    names = np.asarray(list(labels), dtype=object)
+    if len(names) == 0:
+        return None
+    types = sorted(t.__qualname__ for t in set(type(v) for v in names))
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {types} as feature name / column name types. "
+            "If you want feature names to be stored and validated, you must convert "
+            "them all to strings, by using X.columns = X.columns.astype(str) for "
+            "example. Otherwise you can remove feature / column names from your input "
+            "data, or convert them all to a non-string data type."
+        )
+    if types == ["str"]:
+        return names
+    return None
+
+
+def feature_names(
+    source: Any,
+    *,
+    columns: list[str] | None = None,
+    storage_options: dict | None = None,
+) -> np.ndarray | None:
+    """Names of the feature columns of ``source``, from its metadata alone.
+
+    These are the names ``GaussianMixture.fit`` records as
+    ``feature_names_in_``, for the columns :func:`open_dataset` reads with the
+    same ``columns``: a pandas or Dask DataFrame's (or those of ``columns``),
+    a Parquet file's or directory's (the schema of its first file), and an
+    array :func:`open_dataset` opened from either. Arrays, Zarr and ``.npy``
+    data have none, nor have xarray DataArrays, whatever their coordinates
+    (as for scikit-learn, which takes names from DataFrames only). Names are
+    kept only when all are strings, scikit-learn's rule.
+
+    Parameters
+    ----------
+    source : any source :func:`open_dataset` accepts
+    columns : list of str, optional
+        Feature columns of a DataFrame or Parquet dataset, checked to exist.
+    storage_options : dict, optional
+        fsspec options of a path or URL.
+
+    Returns
+    -------
+    names : ndarray of str objects, shape (n_features,), or None
+
+    Raises
+    ------
+    TypeError
+        Column names that mix strings and other types, as scikit-learn.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> feature_names(pd.DataFrame({"a": [1.0], "b": [2.0], "c": [3.0]}), columns=["c", "a"])
+    array(['c', 'a'], dtype=object)
+    >>> feature_names(pd.DataFrame([[1.0, 2.0]])) is None
+    True
+    """
+    if _is_xarray(source):
+        return None
+    if _is_pandas_frame(source) or _is_dask_frame(source):
+        selected = _frame_columns(source, columns, "X")
+        labels = list(source.columns) if selected is None else selected
+    elif is_store_source(source):
+        labels = store_columns(source, columns=columns, storage_options=storage_options)
+    elif isinstance(source, da.Array):
+        labels = _COLUMNS.get(source.name)
+    else:
+        labels = None
+    return None if labels is None else _string_names(labels)
+
+
+def check_feature_names(fitted: np.ndarray | None, names: np.ndarray | None, estimator: str) -> None:
+    """scikit-learn's check of the feature names of X against those seen at fit.
+
+    Different names (or order): ValueError naming them. Names on one side
+    only: a UserWarning. Messages as scikit-learn's ``_check_feature_names``.
+    """
+    if fitted is None and names is None:
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {estimator} was fitted without feature names", stacklevel=2)
+        return
+    if names is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {estimator} was fitted with feature names",
+            stacklevel=2,
+        )
+        return
+    if len(fitted) == len(names) and np.all(np.asarray(fitted) == np.asarray(names)):
+        return
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+
+    def listed(values: list[str]) -> str:
+        lines = [f"- {v}\n" for v in values[:5]]
+        return "".join(lines) + ("- ...\n" if len(values) > 5 else "")
+
+    message = "The feature names should match those that were passed during fit.\n"
+    if unexpected:
+        message += "Feature names unseen at fit time:\n" + listed(unexpected)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + listed(missing)
+    if not unexpected and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
 
 
 def _current_threads() -> int:
@@ -354,12 +502,13 @@ def as_dask_array(
         )
 
     if is_store_source(X):
-        x = open_store(
+        x, labels = open_store(
             X, key=key, columns=columns, storage_options=storage_options, chunks=chunks,
             target_rows=target_rows, check=_check_shape, what=what,
         )
         dtype = _float_dtype(x.dtype, what)
-        return _remember(x if x.dtype == dtype else x.astype(dtype), reopen)
+        x = _remember(x if x.dtype == dtype else x.astype(dtype), reopen)
+        return x if labels is None else _label(x, labels)
     for name, value in (("key", key), ("storage_options", storage_options)):
         if value is not None:
             raise InvalidSourceError(
@@ -377,8 +526,10 @@ def as_dask_array(
                 "with .sel or .isel first and drop columns=."
             )
         X = X.data
+    labels = None
     if _is_dask_frame(X):
         frame, dtype = _select_frame(X, columns, what)
+        labels = list(frame.columns)
         X = frame.to_dask_array(lengths=True)
         X = X if X.dtype == dtype else X.astype(dtype)
         columns = None
@@ -399,8 +550,11 @@ def as_dask_array(
         x = X if X.dtype == dtype else X.astype(dtype)
         if len(x.chunks[1]) != 1 or chunks is not None:
             x = x.rechunk({0: chunks if chunks is not None else x.chunks[0], 1: -1})
-        return x
+        return x if labels is None else _label(x, labels)
 
+    if _is_pandas_frame(X):
+        selected = _frame_columns(X, columns, what)
+        labels = list(X.columns) if selected is None else selected
     array = _to_numpy(X, what, columns)
     _check_shape(array.shape, what)
     dtype = _float_dtype(array.dtype, what)
@@ -409,7 +563,12 @@ def as_dask_array(
     rows = chunks or default_row_chunk(n_rows, n_features, dtype.itemsize, n_threads)
     row_chunks = da.core.normalize_chunks((rows,), (n_rows,))[0]
     if client is None:
-        return da.from_array(array, chunks=(row_chunks, (n_features,)))
+        # A frame's array is named after its columns too: the same values
+        # without them (or with others) must not take its feature names.
+        name = None if labels is None else "frame-" + tokenize(array, row_chunks, labels)
+        x = da.from_array(array, chunks=(row_chunks, (n_features,)), name=name)
+        return x if labels is None else _label(x, labels)
+    # Scattered for a fit or predict_to, which read the names from the frame itself.
     return _scatter_rows(client, array, row_chunks)
 
 
