@@ -174,6 +174,7 @@ def fit(
         "output": output,
         "n_samples": n_samples,
         "n_features": int(x.shape[1]),
+        "feature_names": _names(gmm),
         "n_components": n_components,
         "covariance_type": covariance_type,
         "n_iter": int(gmm.n_iter_),
@@ -281,6 +282,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "model": model,
         "n_components": int(gmm.n_components),
         "n_features": int(gmm.n_features_in_),
+        "feature_names": _names(gmm),
         "covariance_type": gmm.covariance_type,
         "converged": bool(getattr(gmm, "converged_", False)),
         "n_iter": int(getattr(gmm, "n_iter_", 0)),
@@ -289,6 +291,12 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "weights": gmm.weights_,
         "means": gmm.means_,
     }
+
+
+def _names(gmm: Any) -> list[str] | None:
+    """The model's feature names (Parquet columns), or None when it was fitted without."""
+    names = getattr(gmm, "feature_names_in_", None)
+    return None if names is None else [str(n) for n in names]
 
 
 def _write(arrays: list[tuple[Any, str | None]], overwrite: bool, storage_options: Any) -> None:

@@ -9,6 +9,7 @@ GaussianMixture raises on the same frames.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from click.testing import CliRunner
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import dgmm
 from dgmm import GaussianMixture, open_dataset
+from dgmm.cli import cli
 from dgmm.sources import feature_names
 
 NAMES = ["height", "weight", "age"]
@@ -349,3 +352,42 @@ def test_names_from_parquet_survive_save_load_and_scikit_learn(X: np.ndarray, tm
             np.testing.assert_array_equal(model.predict(frame), gmm.predict(frame))
         with pytest.raises(ValueError, match="same order"):
             model.predict(frame[NAMES[::-1]])
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def invoke(*args: object, cwd: Path) -> Any:
+    import os
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args], prog_name="dgmm")
+    finally:
+        os.chdir(old)
+
+
+def test_cli_fit_and_info_show_the_names(X: np.ndarray, tmp_path: Path) -> None:
+    write_parquet_dir(tmp_path / "pq", X)
+    result = invoke("fit", "pq", "-k", 2, "--columns", "age,height", "-o", "model", "--json", cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["feature_names"] == ["age", "height"]
+    info = invoke("info", "model", "--json", cwd=tmp_path)
+    assert json.loads(info.stdout)["feature_names"] == ["age", "height"]
+    assert "['age', 'height']" in invoke("info", "model", cwd=tmp_path).stdout
+
+    np.save(tmp_path / "x.npy", X)
+    assert invoke("fit", "x.npy", "-k", 2, "-o", "unnamed", "--json", cwd=tmp_path).exit_code == 0
+    assert json.loads(invoke("info", "unnamed", "--json", cwd=tmp_path).stdout)["feature_names"] is None
+
+
+def test_cli_predict_refuses_other_columns(X: np.ndarray, tmp_path: Path) -> None:
+    write_parquet_dir(tmp_path / "pq", X)
+    assert invoke("fit", "pq", "-k", 2, "--columns", "age,height", "-o", "model", cwd=tmp_path).exit_code == 0
+    ok = invoke("predict", "model", "pq", "--columns", "age,height", "-o", "ok.zarr", cwd=tmp_path)
+    assert ok.exit_code == 0, ok.stderr
+    bad = invoke("predict", "model", "pq", "--columns", "height,age", "-o", "bad.zarr", cwd=tmp_path)
+    assert bad.exit_code == 1
+    assert "same order" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad.zarr").exists()
