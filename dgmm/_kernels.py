@@ -15,7 +15,7 @@ draws (``RandomResp``: the "random" initialisation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -261,6 +261,14 @@ def require_valid_weights(w: np.ndarray | None, *, row_offset: int = 0, chunk_in
         )
 
 
+def _design_buffer(n_rows: int, n_features: int, model: Any, dtype: np.dtype) -> np.ndarray:
+    """A block's design matrix ``[1, x - c0, extra]`` by columns (see ``Scratch.get_columns``),
+    its ones column filled."""
+    design = np.empty((1 + n_features + model.n_extra(n_features), n_rows), dtype=dtype).T
+    design[:, 0] = 1.0
+    return design
+
+
 def chunk_stats(
     x: np.ndarray,
     sources: tuple[Responsibilities, ...],
@@ -292,10 +300,7 @@ def chunk_stats(
         model = get_covariance_model(source.covariance_type)
         c0, shifts_c = source.frame(dtype)
         # The block's design matrix [1, x - c0, extra], reused by every block.
-        design = np.empty(
-            (min(block_rows, n_rows), 1 + n_features + model.n_extra(n_features)), dtype=dtype
-        )
-        design[:, 0] = 1.0
+        design = _design_buffer(min(block_rows, n_rows), n_features, model, dtype)
         acc.append(
             dict(
                 model=model,
@@ -361,8 +366,7 @@ def estimate_log_prob_resp(
         block_rows = block_rows_for(params.n_components, n_features, x.dtype.itemsize)
     log_norm = np.empty(n_rows, dtype=x.dtype)
     log_resp = np.empty((n_rows, params.n_components), dtype=x.dtype)
-    design = np.empty((min(block_rows, n_rows), 1 + n_features + model.n_extra(n_features)), x.dtype)
-    design[:, 0] = 1.0
+    design = _design_buffer(min(block_rows, n_rows), n_features, model, x.dtype)
     scratch = Scratch()
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)

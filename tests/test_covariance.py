@@ -55,6 +55,32 @@ def test_log_prob_matches_scipy(rng, covariance_type, dtype):
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("with_scratch", [False, True])
+def test_weighted_log_prob_takes_either_memory_order(rng, covariance_type, order, with_scratch):
+    # The hot paths keep designs and (rows, K) results by columns (Scratch.get_columns);
+    # any order must give the same densities, reusing one scratch across blocks.
+    from dgmm.covariance import Scratch
+
+    params = random_params(rng, covariance_type, n_components=5, n_features=6)
+    model, c0 = params.model, params.center()
+    prepared = model.prepare(params.means - c0, params.precisions_cholesky, np.log(params.weights))
+    scratch = Scratch() if with_scratch else None
+    for n_rows in (300, 17):  # a smaller last block reuses the scratch arrays
+        X = rng.normal(0, 4, (n_rows, params.n_features))
+        a = np.asarray(model.design(X - c0), order=order)
+        assert a.flags[f"{order}_CONTIGUOUS"]
+        got = np.array(model.weighted_log_prob(a, prepared, scratch))
+        expected = np.column_stack(
+            [
+                np.log(params.weights[k])
+                + multivariate_normal(params.means[k], full_covariance(params, k)).logpdf(X)
+                for k in range(params.n_components)
+            ]
+        )
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
 def test_log_prob_far_from_origin_float32(rng, covariance_type):
     # Centred at 1e4, float32: about c0 the kernel keeps the digits that
     # x^2 - 2 x mu + mu^2 about the origin would lose.
