@@ -14,6 +14,7 @@ the same data by it.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from dask.base import tokenize
 from .errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundError
 
 __all__ = ["is_store_source", "is_zarr_array", "open_store", "store_columns", "zarr_array"]
+
+logger = logging.getLogger("dgmm")
 
 SUPPORTED = (
     "a Zarr v2/v3 array or group (a directory or URL holding zarr.json, .zarray or "
@@ -363,11 +366,34 @@ def _parquet_dataset(url: str, fs: Any, path: str) -> Any:
         raise _unreadable_parquet(url, exc) from None
 
 
+def _pandas_index_columns(schema: Any) -> list[str]:
+    """The columns in which pandas stored a DataFrame's index, from the schema's b"pandas" metadata.
+
+    ``df.to_parquet`` stores a non-range index as columns (``__index_level_0__``
+    or the index's name) listed under ``"index_columns"``; a RangeIndex is a
+    dict there (start, stop, step) with no column. A dataset's schema is its
+    first file's, metadata included.
+    """
+    try:
+        metadata = schema.pandas_metadata  # None without b"pandas" metadata
+    except ValueError:  # not JSON: not pandas' metadata
+        return []
+    if not isinstance(metadata, dict):
+        return []
+    names = set(schema.names)
+    return [c for c in metadata.get("index_columns") or () if isinstance(c, str) and c in names]
+
+
 def _parquet_columns(schema: Any, columns: list[str] | None, url: str) -> list[str]:
-    """The feature columns: ``columns`` (checked to exist and be numeric), else all of them."""
+    """The feature columns: ``columns`` (checked to exist and be numeric), else all but a pandas index.
+
+    ``open_store`` and ``store_columns`` both select through here, so the
+    feature names always match the columns read.
+    """
     available = list(schema.names)
+    index = _pandas_index_columns(schema)
     if columns is None:
-        selected = available
+        selected = [c for c in available if c not in index]
     else:
         if isinstance(columns, str):
             columns = [columns]
@@ -380,7 +406,7 @@ def _parquet_columns(schema: Any, columns: list[str] | None, url: str) -> list[s
             )
     bad = {c: str(schema.field(c).type) for c in selected if not _is_numeric(schema.field(c).type)}
     if bad:
-        numeric = [c for c in available if _is_numeric(schema.field(c).type)]
+        numeric = [c for c in available if c not in index and _is_numeric(schema.field(c).type)]
         raise InvalidDtypeError(
             f"Parquet column(s) {bad} of {url!r} are not numeric; expected integer, "
             f"floating or boolean columns. Pass columns= with the numeric features, e.g. "
@@ -407,6 +433,11 @@ def _open_parquet(
         raise _unreadable_parquet(url, exc) from None
     schema = dataset.schema
     selected = _parquet_columns(schema, columns, url)
+    if columns is None and (index := _pandas_index_columns(schema)):
+        logger.info(
+            "Parquet data %r: left out column(s) %s, a pandas DataFrame's stored index; "
+            "pass columns= to read them as features.", url, index,
+        )
     check((n_rows, len(selected)), what)
     dtypes = [np.dtype(schema.field(c).type.to_pandas_dtype()) for c in selected]
     dtype = np.dtype(np.float32) if all(d == np.float32 for d in dtypes) else np.dtype(np.float64)

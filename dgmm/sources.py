@@ -298,7 +298,8 @@ def feature_names(
     These are the names ``GaussianMixture.fit`` records as
     ``feature_names_in_``, for the columns :func:`open_dataset` reads with the
     same ``columns``: a pandas or Dask DataFrame's (or those of ``columns``),
-    a Parquet file's or directory's (the schema of its first file), and an
+    a Parquet file's or directory's (the schema of its first file, less a
+    stored pandas index, as :func:`open_dataset` reads it), and an
     array :func:`open_dataset` opened from either. Arrays, Zarr and ``.npy``
     data have none, nor have xarray DataArrays, whatever their coordinates
     (as for scikit-learn, which takes names from DataFrames only). Names are
@@ -423,7 +424,12 @@ def open_dataset(
         Path of the array inside a Zarr group, e.g. ``"X"`` or ``"obsm/X_pca"``.
     columns : list of str, optional
         Feature columns of a Parquet dataset or a DataFrame, in this order.
-        By default all columns, which must then all be numeric.
+        By default all columns, which must then all be numeric; the index is
+        never one: a DataFrame's index is not a column, and the columns in
+        which pandas stored a DataFrame's index in Parquet (``id`` after
+        ``df.set_index("id").to_parquet(...)``, or ``__index_level_0__``, as
+        named by the file's pandas metadata) are left out (logged at INFO).
+        Name them in ``columns`` to read them as features.
     storage_options : dict, optional
         Passed to fsspec (and so to s3fs, gcsfs ...): endpoint, credentials.
     chunks : int, optional
