@@ -279,7 +279,8 @@ def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--key", default=None, help="Path of the array inside a Zarr group."),
         click.option(
             "--columns", default=None, callback=_parse_columns,
-            help="Comma-separated feature columns of a Parquet source (default: all).",
+            help="Comma-separated feature columns of a Parquet source "
+            "(default: every numeric column but a stored pandas index).",
         ),
         storage_options_option,
     ])
