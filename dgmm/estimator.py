@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
-import time
-import warnings
 from numbers import Integral, Real
 from typing import Any
 
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _graph
-from ._kernels import require_finite
-from .cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
+from . import _fit_driver, _prediction
 from .covariance import COVARIANCE_TYPES, get_covariance_model
-from .checkpoint import Checkpoint, content_digest, data_fingerprint
-from .em import EMConfig, LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
-from .errors import InvalidDataError, ShapeMismatchError
-from .init import INIT_METHODS, InitConfig, initialize
+from .init import INIT_METHODS
 from .params import GMMParams
-from .sources import (
-    as_dask_array,
-    as_float_array,
-    as_sample_weight,
-    check_feature_names,
-    feature_names,
-    is_in_memory,
-)
 
 __all__ = ["GaussianMixture"]
 
@@ -268,31 +251,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         self._validate_params()
-        names = feature_names(X)
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_  # fitted again on data without names, as scikit-learn
-        with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
-            watch = WorkerWatch(client)
-            for attempt in itertools.count():
-                try:
-                    x = as_dask_array(
-                        X, chunks=self.chunks, client=client, n_threads=total_threads(client)
-                    )
-                    self._check_data(x)
-                    weight = as_sample_weight(sample_weight, x, client=client)
-                    if not is_in_memory(X):
-                        x = maybe_persist(x, client)
-                    digests = self._digests(X, sample_weight) if self.checkpoint is not None else (None, None)
-                    self._fit(x, weight, digests, watch=watch)
-                    break
-                except Exception as exc:
-                    # A lost worker took chunks only the client has (or the scattered
-                    # parameters): send them again and redo the fit (bit-identical).
-                    if not recoverable(client, exc, attempt, watch):
-                        raise
-            watch.attach(self.history_)
+        _fit_driver.fit(self, X, sample_weight)
         return self
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
@@ -306,215 +265,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def _check_data(self, x: da.Array) -> None:
-        n_rows, n_features = x.shape
-        self.n_features_in_ = n_features
-        if n_rows < self.n_components:
-            raise InvalidDataError(
-                f"Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {n_rows}. Use fewer components "
-                "or more data."
-            )
-        if n_rows < 2 and self.max_iter > 0:
-            raise InvalidDataError(
-                f"Found array with {n_rows} sample(s) (shape={x.shape}) while a minimum "
-                "of 2 is required to fit a mixture. Pass more rows."
-            )
-
-    def _init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
-        k = self.n_components
-        model = get_covariance_model(self.covariance_type)
-        out: dict[str, np.ndarray | None] = {}
-        for name, shape in (
-            ("weights_init", (k,)),
-            ("means_init", (k, n_features)),
-            ("precisions_init", model.shape(k, n_features)),
-        ):
-            value = getattr(self, name)
-            if value is None:
-                out[name] = None
-                continue
-            try:
-                array = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise InvalidDataError(
-                    f"The parameter '{name}' must be a numeric array ({exc}). Pass an "
-                    f"array of shape {shape} or None."
-                ) from None
-            if array.shape != shape:
-                raise ShapeMismatchError(
-                    f"The parameter '{name}' should have the shape of {shape} for "
-                    f"{k} '{self.covariance_type}' components and {n_features} features, "
-                    f"but got {array.shape}. Pass an array of shape {shape}, or None to "
-                    "let init_params choose it."
-                )
-            if not np.all(np.isfinite(array)):
-                raise InvalidDataError(
-                    f"The parameter '{name}' contains NaN or Inf; expected finite "
-                    "values. Replace them, or pass None to let init_params choose it."
-                )
-            out[name] = array
-        w = out["weights_init"]
-        if w is not None:
-            if np.any(w < 0) or np.any(w > 1):
-                raise InvalidDataError(
-                    f"The parameter 'weights_init' should be in the range [0, 1], but got "
-                    f"min value {w.min():.5f}, max value {w.max():.5f}. Pass non-negative "
-                    "weights that sum to 1."
-                )
-            if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
-                raise InvalidDataError(
-                    "The parameter 'weights_init' should be normalized (sum to 1), but got "
-                    f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
-                )
-        p = out["precisions_init"]
-        if p is not None:
-            bad = model.is_positive_definite(p)
-            if bad.size:
-                raise InvalidDataError(
-                    f"'{self.covariance_type}' precisions_init must be symmetric positive "
-                    f"definite; component(s) {bad.tolist()} are not. Pass the inverses "
-                    "of valid covariance matrices, or None to let init_params choose them."
-                )
-        return out
-
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-
-    def _digests(self, X: Any, sample_weight: Any) -> tuple[str | None, str | None]:
-        """Content digests of in-memory X and weights (their scattered names are random)."""
-        x_digest = content_digest(as_float_array(X)) if is_in_memory(X) else None
-        w_digest = None
-        if sample_weight is not None and not isinstance(sample_weight, da.Array):
-            w_digest = content_digest(np.asarray(sample_weight, dtype=np.float64))
-        return x_digest, w_digest
-
-    def _fingerprint(
-        self, x: da.Array, weight: da.Array | None, digests: tuple[str | None, str | None]
-    ) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed by this fit: data and result-changing settings."""
-        inits = self._init_arrays(x.shape[1])
-        warm = self.warm_start and hasattr(self, "converged_")
-        random_state = self.random_state
-        if not (random_state is None or isinstance(random_state, Integral)):
-            # A RandomState instance: its draws are not reproducible; the stored seed is used.
-            random_state = type(random_state).__name__
-        return {
-            "data": {
-                "X": data_fingerprint(x, digests[0]),
-                "sample_weight": None if weight is None else data_fingerprint(weight, digests[1]),
-            },
-            "config": {
-                "n_components": int(self.n_components),
-                "covariance_type": self.covariance_type,
-                "tol": float(self.tol),
-                "reg_covar": float(self.reg_covar),
-                "n_init": 1 if warm else int(self.n_init),
-                "init_params": "warm_start" if warm else self.init_params,
-                **{k: None if v is None else content_digest(v) for k, v in inits.items()},
-                "warm_start_params": _params_digest(self._params()) if warm else None,
-                "random_state": None if random_state is None else (
-                    int(random_state) if isinstance(random_state, Integral) else random_state
-                ),
-                "on_degenerate": self.on_degenerate,
-                "split_every": int(self.split_every),
-                "block_size": None if self.block_size is None else int(self.block_size),
-            },
-        }
-
-    def _start(
-        self, x: da.Array, weight: da.Array | None, em_config: EMConfig, seed: int
-    ) -> list[RestartState]:
-        """The restarts after initialisation (or from the previous fit with warm_start)."""
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        if do_init:
-            inits = self._init_arrays(x.shape[1])
-            starts = initialize(
-                x,
-                InitConfig(self.n_components, self.init_params, seed),
-                em_config,
-                self.n_init,
-                sample_weight=weight,
-                **inits,
-            )
-            lower_bound = -np.inf
-        else:
-            if self.n_features_in_ != self.means_.shape[1]:
-                raise ShapeMismatchError(
-                    f"warm_start continues a fit with {self.means_.shape[1]} features; "
-                    f"X has {self.n_features_in_}. Refit from scratch (warm_start=False)."
-                )
-            starts = [self._params()]
-            lower_bound = self.lower_bound_
-        return [
-            RestartState(i, p, np.random.default_rng([seed, i, 1]), lower_bound=lower_bound)
-            for i, p in enumerate(starts)
-        ]
-
-    def _fit(
-        self,
-        x: da.Array,
-        weight: da.Array | None,
-        digests: tuple[str | None, str | None] = (None, None),
-        watch: WorkerWatch | None = None,
-    ) -> None:
-        em_config = EMConfig(
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            on_degenerate=self.on_degenerate,
-            split_every=self.split_every,
-            block_rows=self.block_size,
-        )
-        seed = self._seed()
-        loop, resumed = None, None
-        if self.checkpoint is not None:
-            store = Checkpoint(self.checkpoint, storage_options=self.checkpoint_storage_options)
-            loop = LoopCheckpoint(
-                store, self._fingerprint(x, weight, digests), seed, {"max_iter": int(self.max_iter)}
-            )
-            resumed = loop.load(self.max_iter)
-        try:
-            with stop_on_interrupt(loop is not None) as interrupt:
-                if resumed is not None:
-                    start, restarts = resumed
-                else:
-                    start, restarts = 0, self._start(x, weight, em_config, seed)
-                    if loop is not None:
-                        loop.save(0, restarts)
-                        interrupt.check(0, loop.url)
-                with _progress(self.verbose, self.verbose_interval, self.max_iter) as progress:
-                    run_em(
-                        x, restarts, em_config, sample_weight=weight,
-                        on_iteration=_chain(progress, watch),
-                        start_iteration=start,
-                        on_checkpoint=None if loop is None else loop.save,
-                        interrupt=interrupt,
-                        checkpoint_url="" if loop is None else loop.url,
-                    )
-        finally:
-            if loop is not None:
-                loop.store.close()
-        best = best_restart(restarts)
-        self._set_params(best.params)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bound_ = best.lower_bound
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.history_ = best.history
-        if not self.converged_ and self.max_iter > 0:
-            message = (
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data."
-            )
-            reseeds = sum(e["event"] == "reseed" for h in self.history_ for e in h["events"])
-            if reseeds:
-                message += (
-                    f" Components were re-seeded {reseeds} time(s) because they kept "
-                    "collapsing (see history_): increase reg_covar or reduce n_components."
-                )
-            warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
     # -- parameters -----------------------------------------------------------
 
@@ -537,36 +289,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -- prediction -------------------------------------------------------------
 
-    def _predict(self, X: Any, what: str) -> Any:
-        params = self._params()
-        names = feature_names(X)
-        if is_in_memory(X):
-            array = as_float_array(X, "X")
-            self._check_features(array.shape[1], names)
-            require_finite(array)
-            return _graph._predict_block(array, params, what)
-        x = as_dask_array(X)
-        self._check_features(x.shape[1], names)
-        # Checked block by block inside the prediction tasks (fused, no extra pass).
-        x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
-        return _graph.lazy_predict(x, params, what)
-
-    def _check_features(self, n_features: int, names: np.ndarray | None) -> None:
-        """X's feature count and names against fit's, as scikit-learn.
-
-        Other names than fit's raise first (they say more than a count);
-        names on one side only warn after the count is checked.
-        """
-        fitted = getattr(self, "feature_names_in_", None)
-        if fitted is not None and names is not None:
-            check_feature_names(fitted, names, type(self).__name__)
-        if n_features != self.n_features_in_:
-            raise ShapeMismatchError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input. Pass the same columns as in fit."
-            )
-        check_feature_names(fitted, names, type(self).__name__)
-
     def predict(self, X: Any) -> Any:
         """Most probable component of every row.
 
@@ -579,7 +301,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray (in-memory input) or lazy dask.array.Array (Dask or stored input) of shape (n_samples,)
         """
-        return self._predict(X, "labels")
+        return _prediction.predict(self, X, "labels")
 
     def predict_proba(self, X: Any) -> Any:
         """Posterior probability of every component for every row.
@@ -588,7 +310,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         resp : ndarray or lazy dask.array.Array of shape (n_samples, n_components)
         """
-        return self._predict(X, "proba")
+        return _prediction.predict(self, X, "proba")
 
     def score_samples(self, X: Any) -> Any:
         """Log-density ``log p(x)`` of every row.
@@ -597,7 +319,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_prob : ndarray or lazy dask.array.Array of shape (n_samples,)
         """
-        return self._predict(X, "score_samples")
+        return _prediction.predict(self, X, "score_samples")
 
     def predict_to(
         self,
@@ -643,29 +365,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         result : dgmm.sinks.WriteResult
             Target, format, rows, chunks and names written.
         """
-        from .sinks import write_array
-
-        outputs = [output] if isinstance(output, str) else list(output)
-        unknown = [o for o in outputs if o not in _PREDICT_OUTPUTS]
-        if not outputs or unknown or len(set(outputs)) != len(outputs):
-            raise ValueError(
-                f"output must be one of {list(_PREDICT_OUTPUTS)} or a list of distinct ones; "
-                f"got {output!r}. For example output=['labels', 'log_density']."
-            )
-        params = self._params()
-        names = feature_names(X)
-        with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
-            # In-memory X is scattered to the workers; stored X stays lazy.
-            x = as_dask_array(X, client=client, n_threads=total_threads(client))
-            self._check_features(x.shape[1], names)
-            x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
-            arrays = {
-                _PREDICT_OUTPUTS[o]: a
-                for o, a in _graph.lazy_predict_many(x, params, outputs).items()
-            }
-            return write_array(
-                arrays, target, format=format, overwrite=overwrite, storage_options=storage_options
-            )
+        return _prediction.predict_to(
+            self, X, target, output=output, overwrite=overwrite,
+            storage_options=storage_options, format=format,
+        )
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per row of ``X`` (computed, also for Dask input).
@@ -854,87 +557,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
-
-
-def _chain(*callbacks: Any) -> Any:
-    """One ``on_iteration(iteration, restarts)`` calling every non-None callback in order."""
-    live = [c for c in callbacks if c is not None]
-    if not live:
-        return None
-
-    def call(iteration: int, restarts: list[RestartState]) -> None:
-        for callback in live:
-            callback(iteration, restarts)
-
-    return call
-
-
-# predict_to's outputs and their names in the written Zarr group / Parquet columns.
-_PREDICT_OUTPUTS = {"labels": "label", "proba": "proba", "log_density": "log_density"}
-
-
-def _params_digest(params: GMMParams) -> str:
-    """One digest of all four parameter arrays."""
-    arrays = (params.weights, params.means, params.covariances, params.precisions_cholesky)
-    return content_digest(np.concatenate([np.ravel(a) for a in arrays]))
-
-
-def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-    """``x`` unchanged once ``require_finite`` passed, with its global row offset."""
-    require_finite(x, row_offset=block_info[0]["array-location"][0][0] if block_info else 0)
-    return x
-
-
-class _progress:
-    """Progress over EM iterations (context manager yielding the callback).
-
-    verbose >= 1: a tqdm bar (or, without tqdm, a line at the end);
-    verbose >= 2: also a line every ``interval`` iterations, like scikit-learn.
-    """
-
-    def __init__(self, verbose: int, interval: int, total: int) -> None:
-        self.verbose = int(verbose)
-        self.interval = interval
-        self.total = total
-        self.bar = None
-        self.start = 0.0
-        self.last: tuple[int, float] | None = None
-
-    def _write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, flush=True)
-
-    def __enter__(self):
-        if self.verbose < 1:
-            return None
-        self.start = time.perf_counter()
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm is optional: fall back to plain lines
-            tqdm = None
-        if tqdm is not None:
-            self.bar = tqdm(total=self.total, desc="EM", unit="iter", leave=False)
-
-        def update(iteration: int, restarts: list[RestartState]) -> None:
-            best = max((r.lower_bound for r in restarts), default=-np.inf)
-            self.last = (iteration, best)
-            if self.bar is not None:
-                self.bar.set_postfix(lower_bound=f"{best:.6g}")
-                self.bar.update(iteration - self.bar.n)
-            if self.verbose >= 2 and iteration % self.interval == 0:
-                self._write(
-                    f"  Iteration {iteration}\t time lapse {time.perf_counter() - self.start:.5f}s"
-                    f"\t lower bound {best:.10g}"
-                )
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        elif self.verbose >= 1 and self.last is not None:
-            iteration, best = self.last
-            self._write(f"EM: {iteration} iterations, lower bound {best:.10g}")
