@@ -26,6 +26,12 @@ not the disk. The script says which (``--drop-caches`` tries to empty the
 page cache before each measurement, which needs root and a writable
 ``/proc/sys/vm/drop_caches``).
 
+Object storage is I/O-bound where a local disk or the page cache is not:
+``--remote-mb-per-s B`` reads the same store through ``RemoteLikeStore``
+(``_remote_emulation.py``): every GET still reads the local bytes, then waits
+``--remote-latency-ms`` + bytes / B on Zarr's event loop, holding no CPU, as
+a socket read does. Both the raw read and EM go through it.
+
 Per-worker peak RSS (kernel high-water mark, reset before each measurement)
 and whether any worker paused, spilled or restarted are reported too. Nothing
 asserts: this is a report. ``python benchmarks/bench_ooc.py --help``.
@@ -87,14 +93,19 @@ def write_store(path: str, n_bytes: float, n_features: int, n_components: int, d
     write_array(x, path, **kwargs)
 
 
-def open_store(path: str) -> Any:
-    try:
-        from dgmm import open_dataset
-    except ImportError:  # before dgmm.open_dataset existed
-        import dask.array as da
+def open_store(path: str, remote: dict[str, float] | None = None) -> Any:
+    """The store as dgmm opens it; with ``remote``, behind ``RemoteLikeStore``."""
+    from dgmm import open_dataset
 
-        return da.from_zarr(path)
-    return open_dataset(path)
+    if remote is None:
+        return open_dataset(path)
+    import zarr
+    from zarr.storage import LocalStore
+
+    from _remote_emulation import RemoteLikeStore
+
+    store = RemoteLikeStore(LocalStore(path, read_only=True), remote["latency_s"], remote["bytes_per_s"])
+    return open_dataset(zarr.open_array(store=store, mode="r"))
 
 
 # -- measurements ---------------------------------------------------------------
@@ -242,7 +253,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"store: {nbytes / 1e9:.2f} GB uncompressed ({result['store']['stored_bytes'] / 1e9:.2f} GB on disk, "
         f"compressors={result['args']['compressors']}), {result['store']['n_chunks']} chunks of "
         f"{result['store']['chunk_rows']} rows x {result['store']['n_features']} {result['args']['dtype']}; "
-        f"{result['args']['n_workers']} workers x 1 thread, memory_limit {result['args']['memory_limit']} each "
+        f"{result['args']['n_workers']} workers x {result['args']['threads_per_worker']} thread(s), memory_limit {result['args']['memory_limit']} each "
         f"({result['total_memory_limit'] / 1e9:.2f} GB total); K={result['args']['n_components']}; "
         f"{result['page_cache_note']}",
         "",
@@ -286,10 +297,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="'none' (raw floats) or 'default' (zarr's default, zstd); default %(default)s")
     parser.add_argument("--iters", type=int, default=None, help="EM iterations per warm fit (default 3; cold fits run 1)")
     parser.add_argument("--n-workers", type=int, default=None, help="default: one per core")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="default %(default)s")
     parser.add_argument("--memory-limit", default=None,
                         help="per worker (default: the store / 3 / n_workers, at least 1 GiB: "
                              "the store is ~3x the workers' total)")
     parser.add_argument("--covariance-types", default="diag,full")
+    parser.add_argument("--remote-mb-per-s", type=float, default=None,
+                        help="read through an emulated object store: every GET waits latency + bytes / "
+                             "this bandwidth (MB/s per request), holding no CPU (benchmarks/_remote_emulation.py)")
+    parser.add_argument("--remote-latency-ms", type=float, default=20.0,
+                        help="first-byte latency per GET with --remote-mb-per-s (default %(default)s)")
     parser.add_argument("--store", default=None, help="Zarr store path (kept); default a temporary one, removed")
     parser.add_argument("--drop-caches", action="store_true", help="try to empty the page cache before each pass")
     parser.add_argument("--quick", action="store_true", help="a 1.5 GB store, 8 MiB stored chunks: a smoke check")
@@ -308,6 +325,14 @@ def main(argv: list[str] | None = None) -> None:
         args.memory_limit = f"{per_worker / 2**20:.0f}MiB"
     args.n_workers = n_workers
 
+    remote = None
+    if args.remote_mb_per_s is not None:
+        remote = {"latency_s": args.remote_latency_ms / 1e3, "bytes_per_s": args.remote_mb_per_s * 1e6}
+        # The workers unpickle RemoteLikeStore: they import it from here.
+        here = str(Path(__file__).resolve().parent)
+        sys.path.insert(0, here)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
@@ -319,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"args": vars(args) | {"iters": iters, "output": str(args.output)}}
     try:
         with LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True,
+            n_workers=n_workers, threads_per_worker=args.threads_per_worker, processes=True,
             memory_limit=args.memory_limit, dashboard_address=":0",
         ) as cluster, Client(cluster) as client:
             client.wait_for_workers(n_workers)
@@ -329,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
                 write_store(store, args.gb * 1e9, args.n_features, args.n_components, args.dtype,
                             args.chunk_mib, args.compressors)
                 result["write_seconds"] = time.perf_counter() - start
-            X = open_store(store)
+            X = open_store(store, remote)
             stored = sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file())
             total_limit = n_workers * parse_bytes(args.memory_limit)
             result["total_memory_limit"] = total_limit
@@ -342,6 +367,11 @@ def main(argv: list[str] | None = None) -> None:
                 + ("it fits in the page cache, so reads after the first come from memory"
                    if stored < free_ram else "it does not fit in the page cache: reads hit the disk")
             )
+            if remote is not None:
+                result["page_cache_note"] += (
+                    f"; read through an emulated object store: {args.remote_latency_ms:g} ms + "
+                    f"bytes / {args.remote_mb_per_s:g} MB/s per GET"
+                )
             print(f"# {result['page_cache_note']}", file=sys.stderr)
             if X.nbytes <= total_limit:
                 print("# WARNING: the store fits in the workers' memory limit", file=sys.stderr)
