@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from numbers import Integral, Real
@@ -21,8 +20,6 @@ from .init import INIT_METHODS
 from .params import GMMParams
 
 __all__ = ["GaussianMixture"]
-
-logger = logging.getLogger("dgmm")
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):

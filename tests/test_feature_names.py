@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from click.testing import CliRunner
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import dgmm
 from dgmm import GaussianMixture, open_dataset
-from dgmm.cli import cli
 from dgmm.sources import feature_names
+
+from .test_cli import invoke
 
 NAMES = ["height", "weight", "age"]
 N_ROWS = 400
@@ -355,17 +355,6 @@ def test_names_from_parquet_survive_save_load_and_scikit_learn(X: np.ndarray, tm
 
 
 # -- the command line -------------------------------------------------------------------------
-
-
-def invoke(*args: object, cwd: Path) -> Any:
-    import os
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, [str(a) for a in args], prog_name="dgmm")
-    finally:
-        os.chdir(old)
 
 
 def test_cli_fit_and_info_show_the_names(X: np.ndarray, tmp_path: Path) -> None:
