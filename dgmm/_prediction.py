@@ -47,14 +47,16 @@ def _check_features(estimator: Any, n_features: int, names: np.ndarray | None) -
     names on one side only warn after the count is checked.
     """
     fitted = getattr(estimator, "feature_names_in_", None)
-    if fitted is not None and names is not None:
+    both = fitted is not None and names is not None
+    if both:
         check_feature_names(fitted, names, type(estimator).__name__)
     if n_features != estimator.n_features_in_:
         raise ShapeMismatchError(
             f"X has {n_features} features, but {type(estimator).__name__} is expecting "
             f"{estimator.n_features_in_} features as input. Pass the same columns as in fit."
         )
-    check_feature_names(fitted, names, type(estimator).__name__)
+    if not both:
+        check_feature_names(fitted, names, type(estimator).__name__)
 
 
 def predict_to(
