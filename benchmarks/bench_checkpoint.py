@@ -51,7 +51,7 @@ class SaveTimer:
         self.records: list[tuple[int, float]] = []
 
     def __enter__(self) -> SaveTimer:
-        from dgmm import em
+        from dgmm.fit import loop as em
 
         self._original = em.LoopCheckpoint.save
         original, records = self._original, self.records
@@ -65,7 +65,7 @@ class SaveTimer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from dgmm import em
+        from dgmm.fit import loop as em
 
         em.LoopCheckpoint.save = self._original
 
@@ -78,8 +78,9 @@ def _size(url: str) -> int:
 
 
 def fit_once(X: np.ndarray, init: dict, config: Config, iters: int, checkpoint: str | None) -> dict[str, Any]:
-    import dgmm
     from sklearn.exceptions import ConvergenceWarning
+
+    import dgmm
 
     gmm = dgmm.GaussianMixture(
         config.n_components, covariance_type=config.covariance_type, tol=0.0,
@@ -186,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_workers = args.n_workers or cores
 
-    import dgmm
     from distributed import Client, LocalCluster
+
+    import dgmm
 
     results = []
     with tempfile.TemporaryDirectory(prefix="dgmm-bench-ckpt-") as tmp, LocalCluster(

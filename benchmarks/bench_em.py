@@ -224,8 +224,9 @@ def _worker_peak(dask_worker: Any = None) -> int:
 def _warm_up(client: Any, covariance_types: set[str], dtypes: list[str]) -> None:
     """Import dgmm on the workers and run each kernel once, so the first
     measured fit does not carry imports and first-time allocations."""
-    import dgmm
     from sklearn.exceptions import ConvergenceWarning
+
+    import dgmm
 
     X = np.random.default_rng(0).normal(size=(4000, 4))
     for ct in sorted(covariance_types):
@@ -236,8 +237,9 @@ def _warm_up(client: Any, covariance_types: set[str], dtypes: list[str]) -> None
 
 
 def run_dgmm(client: Any, X: np.ndarray, init: dict[str, np.ndarray], config: Config, iters: int) -> dict[str, Any]:
-    import dgmm
     from sklearn.exceptions import ConvergenceWarning
+
+    import dgmm
 
     gmm = dgmm.GaussianMixture(
         config.n_components, covariance_type=config.covariance_type, tol=0.0,
@@ -382,8 +384,9 @@ def main(argv: list[str] | None = None) -> None:
             "quick": args.quick,
         }
         try:
-            import dgmm
             import sklearn
+
+            import dgmm
 
             meta.update(numpy=np.__version__, sklearn=sklearn.__version__, dgmm=dgmm.__version__)
         except (ImportError, AttributeError):

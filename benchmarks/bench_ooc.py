@@ -2,7 +2,7 @@
 
 1. A Zarr store of ``--gb`` gigabytes (a mixture of ``--n-components``
    Gaussians in ``--n-features`` dimensions) is written chunk by chunk by the
-   workers (``dgmm.sinks.write_array``), unless ``--store`` names one that
+   workers (``dgmm.io.sinks.write_array``), unless ``--store`` names one that
    exists already.
 2. A LocalCluster of ``--n-workers`` single-threaded workers (dgmm's default
    shape) starts with an explicit ``--memory-limit`` per worker, so that the
@@ -79,7 +79,7 @@ def write_store(path: str, n_bytes: float, n_features: int, n_components: int, d
                 chunk_mib: float, compressors: str, seed: int = 0) -> None:
     import dask.array as da
 
-    from dgmm.sinks import write_array
+    from dgmm.io.sinks import write_array
 
     itemsize = np.dtype(dtype).itemsize
     rows = max(1, int(chunk_mib * 2**20 // (n_features * itemsize)))
@@ -100,9 +100,8 @@ def open_store(path: str, remote: dict[str, float] | None = None) -> Any:
     if remote is None:
         return open_dataset(path)
     import zarr
-    from zarr.storage import LocalStore
-
     from _remote_emulation import RemoteLikeStore
+    from zarr.storage import LocalStore
 
     store = RemoteLikeStore(LocalStore(path, read_only=True), remote["latency_s"], remote["bytes_per_s"])
     return open_dataset(zarr.open_array(store=store, mode="r"))
@@ -132,8 +131,8 @@ def chunk_cpu_seconds(X: Any, n_components: int, covariance_types: list[str], re
 
     CPU time, not wall time, so the split is meaningful on a busy machine too.
     """
-    from dgmm._kernels import EStep, chunk_stats
-    from dgmm.params import GMMParams
+    from dgmm.core.kernels import EStep, chunk_stats
+    from dgmm.core.params import GMMParams
 
     index = min(1, X.numblocks[0] - 1)
     out: dict[str, float] = {"chunk_bytes": float(X.blocks[index].nbytes)}
@@ -165,8 +164,9 @@ def initial_params(n_features: int, n_components: int, covariance_type: str, see
 
 
 def fit_seconds(X: Any, covariance_type: str, n_components: int, iters: int) -> dict[str, Any]:
-    import dgmm
     from sklearn.exceptions import ConvergenceWarning
+
+    import dgmm
 
     gmm = dgmm.GaussianMixture(
         n_components, covariance_type=covariance_type, max_iter=iters, tol=0.0,

@@ -1,13 +1,51 @@
-"""dgmm: Gaussian mixture models fitted by exact EM on data larger than memory, on Dask."""
+"""dgmm: Gaussian mixture models fitted by exact EM on data larger than memory, on Dask.
+
+The public names are loaded lazily: ``import dgmm`` is cheap, and importing
+``dgmm.core`` (what a worker unpickles with a kernel) loads neither Dask nor
+scikit-learn.
+"""
 
 from __future__ import annotations
 
-from . import errors
-from ._estimator_io import load
-from .estimator import GaussianMixture
-from .params import GMMParams
-from .sources import open_dataset
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["GMMParams", "GaussianMixture", "errors", "load", "open_dataset", "__version__"]
+from dgmm._version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from dgmm import errors
+    from dgmm._estimator_io import load
+    from dgmm.core.params import GMMParams
+    from dgmm.estimator import GaussianMixture
+    from dgmm.fit.cluster import connect
+    from dgmm.io.sinks import write_array
+    from dgmm.io.sources import open_dataset
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "GaussianMixture": ("dgmm.estimator", "GaussianMixture"),
+    "GMMParams": ("dgmm.core.params", "GMMParams"),
+    "connect": ("dgmm.fit.cluster", "connect"),
+    "errors": ("dgmm.errors", None),
+    "load": ("dgmm._estimator_io", "load"),
+    "open_dataset": ("dgmm.io.sources", "open_dataset"),
+    "write_array": ("dgmm.io.sinks", "write_array"),
+}
+
+__all__ = [*sorted(_LAZY), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'dgmm' has no attribute {name!r}") from None
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

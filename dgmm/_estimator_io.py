@@ -2,7 +2,7 @@
 
 Front-end helpers behind ``GaussianMixture.save / load / to_sklearn /
 from_sklearn`` and ``dgmm.load``; the files themselves are
-:mod:`dgmm.persistence`'s.
+:mod:`dgmm.io.persistence`'s.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import persistence
-from .errors import UnsupportedInputError
-from .params import GMMParams
+from dgmm.core.params import GMMParams
+from dgmm.errors import UnsupportedInputError
+from dgmm.io import persistence
 
 __all__ = ["estimator_from_model", "from_sklearn", "load", "save", "to_sklearn"]
 
@@ -72,7 +72,7 @@ def save(
 
 def estimator_from_model(params: GMMParams, meta: Mapping[str, Any]) -> Any:
     """A fitted ``GaussianMixture`` from loaded parameters and ``model.json``."""
-    from .estimator import GaussianMixture
+    from dgmm.estimator import GaussianMixture
 
     accepted = GaussianMixture().get_params(deep=False)
     hyper = {k: v for k, v in dict(meta.get("params") or {}).items() if k in accepted}
@@ -152,7 +152,7 @@ def from_sklearn(estimator: Any) -> Any:
     """A fitted ``dgmm.GaussianMixture`` from a fitted scikit-learn one."""
     from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
-    from .estimator import GaussianMixture
+    from dgmm.estimator import GaussianMixture
 
     if not isinstance(estimator, SklearnGaussianMixture):
         raise UnsupportedInputError(

@@ -16,8 +16,8 @@ import dask.array as da
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .estimator import GaussianMixture
-from .params import GMMParams
+from dgmm.core.params import GMMParams
+from dgmm.estimator import GaussianMixture
 
 __all__ = [
     "DemoSummary",

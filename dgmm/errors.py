@@ -10,7 +10,7 @@ each class here takes a single message argument and keeps no other state.
 
 from __future__ import annotations
 
-from sklearn.exceptions import ConvergenceWarning
+from typing import Any
 
 __all__ = [
     "CheckpointFormatError",
@@ -157,3 +157,14 @@ def degenerate_message(
     if str(dtype) == "float32":
         message += " Passing float64 data instead of float32 also improves accuracy."
     return message
+
+
+def __getattr__(name: str) -> Any:
+    # scikit-learn's ConvergenceWarning is re-exported lazily: importing
+    # dgmm.errors (every layer does, the numpy-only core included) must not
+    # load scikit-learn.
+    if name == "ConvergenceWarning":
+        from sklearn.exceptions import ConvergenceWarning
+
+        return ConvergenceWarning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,10 +14,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _fit_driver, _prediction
-from .covariance import COVARIANCE_TYPES, get_covariance_model
-from .init import INIT_METHODS
-from .params import GMMParams
+from dgmm.core.covariance import COVARIANCE_TYPES, get_covariance_model
+from dgmm.core.params import GMMParams
+from dgmm.fit import driver as _fit_driver
+from dgmm.fit import predict as _prediction
+from dgmm.fit.init import INIT_METHODS
 
 __all__ = ["GaussianMixture"]
 
@@ -54,7 +55,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         'k-means++' and 'random_from_data' pick centres from a uniform sample
         of rows; 'random' draws random responsibilities; 'split' grows the
         mixture from one component by splitting along principal axes. See
-        :mod:`dgmm.init` for the passes each costs.
+        :mod:`dgmm.fit.init` for the passes each costs.
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None
     precisions_init : array-like, default=None
@@ -93,7 +94,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``'tls://host:8786'`` with the ``distributed.comm.tls.*`` Dask config)
         for each fit. Without either: the current default ``Client``, then
         Dask's ``scheduler-address`` config / ``DASK_SCHEDULER_ADDRESS``, then
-        a LocalCluster started for the fit. See :func:`dgmm.cluster.connect`.
+        a LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
     checkpoint : str or os.PathLike, default=None
         Directory (local path or fsspec URL such as ``'s3://bucket/ckpt'``)
         where the fit writes the model and its whole loop state after
@@ -106,7 +107,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         what differs; ``max_iter`` may grow (the fit continues), not shrink
         below the iterations done. With a checkpoint, Ctrl-C stops after the
         current iteration's checkpoint and raises
-        :class:`dgmm.errors.FitInterrupted`. See :mod:`dgmm.checkpoint`.
+        :class:`dgmm.errors.FitInterrupted`. See :mod:`dgmm.io.checkpoint`.
     checkpoint_storage_options : dict, default=None
         fsspec options for ``checkpoint`` (credentials, ``endpoint_url``).
 
@@ -136,7 +137,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         :func:`dgmm.open_dataset`, the columns it was opened with). Arrays,
         Zarr, ``.npy`` and xarray DataArrays have none. The names of X in
         ``predict`` and the other methods are checked against them as
-        scikit-learn does (see :func:`dgmm.sources.feature_names`).
+        scikit-learn does (see :func:`dgmm.io.sources.feature_names`).
 
     Examples
     --------
@@ -334,7 +335,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         written there (one E-step serves every requested output); nothing is
         gathered on the client. The write is atomic: a failure (NaN rows, a
         lost worker) leaves nothing under ``target`` and an existing target
-        untouched; see :mod:`dgmm.sinks` for the exact guarantees.
+        untouched; see :mod:`dgmm.io.sinks` for the exact guarantees.
 
         Parameters
         ----------
@@ -359,7 +360,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         Returns
         -------
-        result : dgmm.sinks.WriteResult
+        result : dgmm.io.sinks.WriteResult
             Target, format, rows, chunks and names written.
         """
         return _prediction.predict_to(
@@ -473,7 +474,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         fitted arrays, hyper-parameters and fit summary (``history_``)
         round-trip exactly. Cluster settings (``client``,
         ``scheduler_address``, ``checkpoint`` and its storage options) are
-        not saved. See :mod:`dgmm.persistence` for the format.
+        not saved. See :mod:`dgmm.io.persistence` for the format.
 
         Parameters
         ----------
@@ -485,7 +486,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         storage_options : dict, default=None
             fsspec options for remote URLs (credentials, ``endpoint_url``).
         """
-        from ._estimator_io import save
+        from dgmm._estimator_io import save
 
         save(self, path, overwrite=overwrite, storage_options=storage_options)
 
@@ -500,7 +501,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         gmm : GaussianMixture
             Fitted, with the saved arrays, hyper-parameters and history.
         """
-        from ._estimator_io import load
+        from dgmm._estimator_io import load
 
         return load(path, storage_options=storage_options)
 
@@ -511,7 +512,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         this model's to rounding. ``init_params='split'`` (dgmm's own)
         becomes ``'kmeans'``, which matters only if it is refitted.
         """
-        from ._estimator_io import to_sklearn
+        from dgmm._estimator_io import to_sklearn
 
         return to_sklearn(self)
 
@@ -528,7 +529,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         gmm : GaussianMixture
         """
-        from ._estimator_io import from_sklearn
+        from dgmm._estimator_io import from_sklearn
 
         return from_sklearn(estimator)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import estimate_log_prob_resp
-from .errors import OptionalDependencyError
-from .params import GMMParams
+from dgmm.core.kernels import estimate_log_prob_resp
+from dgmm.core.params import GMMParams
+from dgmm.errors import OptionalDependencyError
 
 __all__ = ["ellipse_geometry", "plot_fit", "principal_axes", "project_components"]
 
@@ -177,7 +177,7 @@ def _as_sample(X_sample: Any, n_features: int) -> np.ndarray | None:
         X_sample = X_sample.compute()
     x = np.asarray(X_sample, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != n_features:
-        from .errors import ShapeMismatchError
+        from dgmm.errors import ShapeMismatchError
 
         raise ShapeMismatchError(
             f"X_sample has shape {x.shape}, but the model has {n_features} features; expected "
@@ -362,7 +362,7 @@ def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[st
     from fsspec.core import url_to_fs
     from fsspec.implementations.local import LocalFileSystem
 
-    from .errors import TargetNotWritableError
+    from dgmm.errors import TargetNotWritableError
 
     target = os.fspath(path)
     suffix = os.path.splitext(target)[1].lstrip(".").lower() or "png"

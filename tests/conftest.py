@@ -7,13 +7,13 @@ the suite fast; tests of dgmm's own LocalCluster start it in a subprocess.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 from distributed import Client
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+from dgmm.fit import cluster
+
+from ._helpers import COVARIANCE_TYPES, Mixture, make_mixture
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,52 +47,6 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)
 
 
-@dataclass(frozen=True)
-class Mixture:
-    """Generated data with the parameters that generated it."""
-
-    X: np.ndarray
-    labels: np.ndarray
-    weights: np.ndarray
-    means: np.ndarray
-    covariances: np.ndarray  # (K, D, D) full matrices
-
-
-def make_mixture(
-    rng: np.random.Generator,
-    n_samples: int = 3000,
-    n_features: int = 3,
-    n_components: int = 3,
-    separation: float = 6.0,
-    offset: float = 0.0,
-    dtype: type = np.float64,
-) -> Mixture:
-    """Well-separated Gaussian clusters with random full covariances."""
-    weights = rng.dirichlet(np.full(n_components, 5.0))
-    means = rng.normal(0.0, separation, size=(n_components, n_features)) + offset
-    covariances = []
-    for _ in range(n_components):
-        a = rng.normal(size=(n_features, n_features)) * 0.5
-        covariances.append(a @ a.T + 0.5 * np.eye(n_features))
-    covariances = np.asarray(covariances)
-    labels = rng.choice(n_components, size=n_samples, p=weights)
-    X = np.empty((n_samples, n_features))
-    for k in range(n_components):
-        idx = labels == k
-        X[idx] = rng.multivariate_normal(means[k], covariances[k], size=idx.sum())
-    return Mixture(X.astype(dtype), labels, weights, means, covariances)
-
-
-def dense_covariance(covariances: np.ndarray, covariance_type: str, k: int, n_features: int) -> np.ndarray:
-    """Component k's covariance as a full (D, D) matrix, for any covariance type."""
-    return {
-        "full": lambda: covariances[k],
-        "tied": lambda: covariances,
-        "diag": lambda: np.diag(covariances[k]),
-        "spherical": lambda: covariances[k] * np.eye(n_features),
-    }[covariance_type]()
-
-
 @pytest.fixture
 def mixture(rng) -> Mixture:
     return make_mixture(rng)
@@ -101,3 +55,9 @@ def mixture(rng) -> Mixture:
 @pytest.fixture(params=COVARIANCE_TYPES)
 def covariance_type(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Never persist: every pass reads from the (counting) source."""
+    monkeypatch.setattr(cluster, "PERSIST_FRACTION", 0.0)

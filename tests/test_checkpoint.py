@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dgmm import checkpoint as ckpt
-from dgmm.checkpoint import Checkpoint, CheckpointState, compare_fingerprints, content_digest
+from dgmm.core.params import GMMParams
 from dgmm.errors import CheckpointFormatError, CheckpointMismatchError
-from dgmm.params import GMMParams
+from dgmm.io import checkpoint as ckpt
+from dgmm.io.checkpoint import Checkpoint, CheckpointState, compare_fingerprints, content_digest
 
-from .conftest import COVARIANCE_TYPES
+from ._helpers import COVARIANCE_TYPES
 
 
 def random_params(rng: np.random.Generator, covariance_type: str, k: int = 3, d: int = 4) -> GMMParams:

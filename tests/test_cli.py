@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from scipy.optimize import linear_sum_assignment
 
 import dgmm
 from dgmm.cli import cli
 from tests.procs import dask_processes, make_tls_certs
+
+from ._helpers import invoke
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,16 +55,6 @@ def summary_of(proc: subprocess.CompletedProcess | object) -> dict:
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout
     return json.loads(lines[0])
-
-
-def invoke(*args: object, cwd: Path) -> object:
-    """The CLI in-process (same group, same error handling), in ``cwd``."""
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, [str(a) for a in args], prog_name="dgmm")
-    finally:
-        os.chdir(old)
 
 
 def matched(true_means: np.ndarray, means: np.ndarray) -> np.ndarray:

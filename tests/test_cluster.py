@@ -7,8 +7,8 @@ lines and progress bar."""
 from __future__ import annotations
 
 import copy
-import os
 import logging
+import os
 import pickle
 import re
 import socket
@@ -24,8 +24,9 @@ import pytest
 from distributed import Client, LocalCluster, default_client, get_task_stream
 from sklearn.base import clone
 
-from dgmm import GaussianMixture, cluster
+from dgmm import GaussianMixture
 from dgmm.errors import ClusterConnectionError
+from dgmm.fit import cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,7 @@ def test_fit_without_a_client_starts_a_pinned_local_cluster_logs_it_and_closes_i
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
         logging.getLogger("dgmm").setLevel(logging.INFO)
         import dgmm
-        from dgmm.cluster import connect
+        from dgmm.fit.cluster import connect
         from distributed import default_client
 
         def blas():
@@ -112,7 +113,7 @@ def test_total_threads_counts_every_worker(client):
 
 
 def test_in_memory_input_is_scattered_not_embedded(client):
-    from dgmm.sources import as_dask_array
+    from dgmm.io.sources import as_dask_array
 
     X = np.random.default_rng(0).normal(size=(10_000, 3))
     x = as_dask_array(X, chunks=2500, client=client)

@@ -8,27 +8,11 @@ import pytest
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
-from dgmm.covariance import COVARIANCE_TYPES, get_covariance_model
-from dgmm.params import GMMParams, split_component
+from dgmm.core.covariance import COVARIANCE_TYPES, get_covariance_model
+from dgmm.core.params import GMMParams, split_component
 
-from .conftest import COVARIANCE_TYPES as TYPES
-from .conftest import dense_covariance
-
-
-def random_params(rng, covariance_type, n_components=3, n_features=4, offset=0.0) -> GMMParams:
-    weights = rng.dirichlet(np.ones(n_components))
-    means = rng.normal(0, 3, (n_components, n_features)) + offset
-    if covariance_type == "full":
-        a = rng.normal(size=(n_components, n_features, n_features))
-        cov = a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(n_features)
-    elif covariance_type == "tied":
-        a = rng.normal(size=(n_features, n_features))
-        cov = a @ a.T + 0.5 * np.eye(n_features)
-    elif covariance_type == "diag":
-        cov = rng.uniform(0.3, 3.0, (n_components, n_features))
-    else:
-        cov = rng.uniform(0.3, 3.0, n_components)
-    return GMMParams.from_covariances(weights, means, cov, covariance_type)
+from ._helpers import COVARIANCE_TYPES as TYPES
+from ._helpers import dense_covariance, random_params
 
 
 def full_covariance(params: GMMParams, k: int) -> np.ndarray:
@@ -60,7 +44,7 @@ def test_log_prob_matches_scipy(rng, covariance_type, dtype):
 def test_weighted_log_prob_takes_either_memory_order(rng, covariance_type, order, with_scratch):
     # The hot paths keep designs and (rows, K) results by columns (Scratch.get_columns);
     # any order must give the same densities, reusing one scratch across blocks.
-    from dgmm.covariance import Scratch
+    from dgmm.core.covariance import Scratch
 
     params = random_params(rng, covariance_type, n_components=5, n_features=6)
     model, c0 = params.model, params.center()

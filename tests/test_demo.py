@@ -6,9 +6,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from dgmm.core.params import GMMParams
 from dgmm.demo import generate, label_agreement, sample_mixture, true_params
-from dgmm.params import GMMParams
-from tests.conftest import dense_covariance
+from tests._helpers import dense_covariance
 
 
 def _params(covariance_type: str, rng: np.random.Generator) -> GMMParams:

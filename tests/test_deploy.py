@@ -368,7 +368,7 @@ def store(tmp_path_factory):
     """A small Zarr store from a known 3-component mixture."""
     import zarr
 
-    from .conftest import make_mixture
+    from ._helpers import make_mixture
 
     path = tmp_path_factory.mktemp("deploy") / "data.zarr"
     data = make_mixture(np.random.default_rng(11), n_samples=3000, n_features=3, n_components=3)

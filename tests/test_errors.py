@@ -29,6 +29,8 @@ from dgmm.errors import (
     UnsupportedInputError,
 )
 
+from ._helpers import blobs_and_duplicates
+
 N_ROWS = 400
 BAD_ROW = 250  # in the third chunk of 100 rows
 
@@ -353,14 +355,6 @@ def test_warm_start_with_other_features(fitted):
 def two_points() -> np.ndarray:
     """Two distinct points, each repeated 50 times: three components cannot all be Gaussians."""
     return np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 50, axis=0)
-
-
-def blobs_and_duplicates() -> np.ndarray:
-    """Two Gaussian blobs and 20 copies of one far point: the component there collapses."""
-    rng = np.random.default_rng(0)
-    return np.vstack(
-        [rng.normal(0, 1, (200, 2)), rng.normal(8, 1, (200, 2)), np.tile([[30.0, 30.0]], (20, 1))]
-    )
 
 
 @pytest.mark.parametrize("make_X", [two_points, blobs_and_duplicates])

@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dgmm import GaussianMixture
 
-from .conftest import COVARIANCE_TYPES, dense_covariance, make_mixture
+from ._helpers import COVARIANCE_TYPES, dense_covariance, make_mixture
 
 # -- scikit-learn's estimator checks -----------------------------------------
 

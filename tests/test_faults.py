@@ -29,8 +29,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dgmm import GaussianMixture, cluster, open_dataset
+from dgmm import GaussianMixture, open_dataset
 from dgmm.errors import ClusterLostError
+from dgmm.fit import cluster
 from tests.procs import dask_processes, slow_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

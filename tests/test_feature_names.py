@@ -28,9 +28,9 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import dgmm
 from dgmm import GaussianMixture, open_dataset
-from dgmm.sources import feature_names
+from dgmm.io.sources import feature_names
 
-from .test_cli import invoke
+from ._helpers import invoke
 
 NAMES = ["height", "weight", "age"]
 N_ROWS = 400

@@ -8,12 +8,11 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dgmm import _graph
-from dgmm._kernels import EStep, chunk_stats
-from dgmm.params import GMMParams
+from dgmm import graph as _graph
+from dgmm.core.kernels import EStep, chunk_stats
+from dgmm.core.params import GMMParams
 
-from .test_covariance import random_params
-from .test_suffstats import assert_stats_close
+from ._helpers import assert_stats_close, random_params
 
 
 def _concat(parts):

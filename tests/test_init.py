@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 import dgmm
-from dgmm import _seeding
-from dgmm.init import INIT_METHODS, grow
+from dgmm.core import seeding as _seeding
+from dgmm.fit.init import INIT_METHODS, grow
 
-from .conftest import make_mixture
-from .test_covariance import random_params
-from .test_em import ReadCounter, streamed  # noqa: F401  (fixture)
+from ._helpers import ReadCounter, make_mixture, random_params
 
 
 def fit_init_only(X, init_params, n_components=4, **kwargs):

@@ -14,20 +14,9 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import dgmm
 
-from .conftest import make_mixture
+from ._helpers import initial_params, make_mixture
 
 RTOL = 1e-10
-
-
-def initial_params(X, n_components, covariance_type, seed=0):
-    """Starting parameters from scikit-learn's own k-means initialisation."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sk = SKGaussianMixture(
-            n_components, covariance_type=covariance_type, max_iter=0, random_state=seed,
-            reg_covar=1e-4,
-        ).fit(X)
-    return {"weights_init": sk.weights_ / sk.weights_.sum(), "means_init": sk.means_, "precisions_init": sk.precisions_}
 
 
 def run_both(X, n_components, covariance_type, n_iter, **dgmm_kwargs):

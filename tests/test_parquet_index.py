@@ -26,7 +26,7 @@ import pytest
 
 from dgmm import GaussianMixture, open_dataset
 from dgmm.errors import InvalidDtypeError
-from dgmm.sources import feature_names
+from dgmm.io.sources import feature_names
 
 # dask's Parquet reader and writer call set_index/reset_index(inplace=True), which
 # pandas 3.1 deprecates (also in the workers' threads): not ours to fix.

@@ -16,16 +16,16 @@ from sklearn.exceptions import NotFittedError
 from sklearn.mixture import BayesianGaussianMixture
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
-from dgmm import persistence
+from dgmm.core.params import GMMParams
 from dgmm.errors import (
     ModelFormatError,
     ModelNotFoundError,
     TargetExistsError,
     TargetNotWritableError,
 )
-from dgmm.params import GMMParams
+from dgmm.io import persistence
 
-from .conftest import COVARIANCE_TYPES, dense_covariance
+from ._helpers import COVARIANCE_TYPES, dense_covariance
 
 
 def make_params(covariance_type: str, rng: np.random.Generator, k: int = 3, d: int = 4) -> GMMParams:
@@ -449,7 +449,7 @@ def fitted():
     """One small fitted dgmm model per covariance type (fitted once per module)."""
     from dgmm import GaussianMixture
 
-    from .conftest import make_mixture
+    from ._helpers import make_mixture
 
     data = make_mixture(np.random.default_rng(5), n_samples=600, n_features=3, n_components=3)
     models = {

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from dgmm import GaussianMixture
+from dgmm.core.params import GMMParams
 from dgmm.errors import OptionalDependencyError, ShapeMismatchError, TargetNotWritableError
-from dgmm.params import GMMParams
 
-from .conftest import COVARIANCE_TYPES, dense_covariance, make_mixture
+from ._helpers import COVARIANCE_TYPES, dense_covariance, make_mixture
 
 matplotlib = pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
 from matplotlib.image import imread  # noqa: E402

@@ -27,11 +27,12 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import dgmm
-from dgmm import _graph, em
-from dgmm.checkpoint import Checkpoint
+from dgmm import graph as _graph
 from dgmm.errors import CheckpointMismatchError, FitInterrupted
+from dgmm.fit import loop as em
+from dgmm.io.checkpoint import Checkpoint
 
-from .conftest import make_mixture
+from ._helpers import make_mixture
 
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 
@@ -60,7 +61,7 @@ class Crash(Exception):
 
 
 class PassHook:
-    """``dgmm.em``'s view of ``_graph``: runs ``action`` at the start of EM pass ``at``."""
+    """``dgmm.fit.loop``'s view of ``_graph``: runs ``action`` at the start of EM pass ``at``."""
 
     def __init__(self, at: int, action) -> None:
         self.at, self.action, self.calls = at, action, 0

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import GaussianMixture, open_dataset, sinks
+from dgmm import GaussianMixture, open_dataset
 from dgmm.errors import (
     InvalidDataError,
     ShapeMismatchError,
@@ -24,7 +24,8 @@ from dgmm.errors import (
     TargetFormatError,
     TargetNotWritableError,
 )
-from dgmm.sinks import write_array
+from dgmm.io import sinks
+from dgmm.io.sinks import write_array
 
 # Per-chunk call counts of the functions below. Test-module functions are
 # pickled by reference, so the in-process workers update this very object.

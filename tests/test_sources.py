@@ -38,7 +38,7 @@ from dgmm.errors import (
     ShapeMismatchError,
     SourceNotFoundError,
 )
-from dgmm.sources import as_dask_array, is_in_memory
+from dgmm.io.sources import as_dask_array, is_in_memory
 from tests.s3 import new_bucket, s3_filesystem
 
 N_ROWS, N_FEATURES = 600, 3

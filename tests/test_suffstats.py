@@ -8,19 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dgmm._kernels import EStep, HardAssign, chunk_stats, frame_shifts
-from dgmm.suffstats import SuffStats, m_step, merge
+from dgmm.core.kernels import EStep, HardAssign, chunk_stats, frame_shifts
+from dgmm.core.suffstats import m_step, merge
 
-from .test_covariance import random_params
-
-
-def assert_stats_close(a: SuffStats, b: SuffStats, rtol: float = 1e-10) -> None:
-    for name in ("nk", "sum_x", "sum_xx"):
-        x, y = getattr(a, name), getattr(b, name)
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * max(1.0, np.abs(y).max()), err_msg=name)
-    assert a.loglik == pytest.approx(b.loglik, rel=rtol)
-    assert a.weight == pytest.approx(b.weight, rel=rtol)
-    assert a.n_rows == b.n_rows
+from ._helpers import assert_stats_close, random_params
 
 
 @settings(max_examples=40, deadline=None)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from distributed.security import Security
 
-from dgmm import GaussianMixture, cluster
+from dgmm import GaussianMixture
 from dgmm.errors import ClusterConnectionError
+from dgmm.fit import cluster
 from tests.procs import dask_processes, make_tls_certs
 
 

@@ -28,7 +28,7 @@ import dask
 import dask.array as da
 from distributed import Client, LocalCluster, default_client, wait
 
-from .errors import ClusterConnectionError, ClusterLostError
+from dgmm.errors import ClusterConnectionError, ClusterLostError
 
 __all__ = [
     "WorkerWatch",

@@ -2,7 +2,7 @@
 
 ``open_dataset`` accepts in-memory arrays and DataFrames, Dask arrays and
 DataFrames, xarray DataArrays, and paths or fsspec URLs to Zarr, Parquet and
-``.npy`` data (read by :mod:`dgmm._stores`). In-memory arrays are scattered to
+``.npy`` data (read by :mod:`dgmm.io.stores`). In-memory arrays are scattered to
 the workers chunk by chunk when fitting (the data never sits in the task
 graph); Dask arrays keep their row chunks and get all their columns in one
 chunk; stored data is chunked along whole storage chunks. Values are not
@@ -28,15 +28,15 @@ import numpy as np
 from dask.base import tokenize
 from distributed import wait
 
-from ._kernels import require_valid_weights
-from ._stores import is_store_source, is_zarr_array, open_store, store_columns, zarr_array
-from .errors import (
+from dgmm.core.kernels import require_valid_weights
+from dgmm.errors import (
     InvalidDataError,
     InvalidDtypeError,
     InvalidSourceError,
     ShapeMismatchError,
     UnsupportedInputError,
 )
+from dgmm.io.stores import is_store_source, is_zarr_array, open_store, store_columns, zarr_array
 
 __all__ = [
     "as_dask_array",

@@ -13,7 +13,7 @@ config key, bad option value); 130 interrupted (Ctrl-C; a fit with
 line on stderr, with the traceback only under ``--debug``.
 
 Shared machinery (errors, logging, option groups) is in
-:mod:`dgmm._cli_common`; ``--config`` in :mod:`dgmm._cli_config`.
+:mod:`dgmm.cli.common`; ``--config`` in :mod:`dgmm.cli.config`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from ._cli_common import (
+from dgmm._version import __version__
+from dgmm.cli.common import (
     CLUSTER_KEYS,
     SOURCE_KEYS,
     DgmmGroup,
@@ -46,8 +46,8 @@ from ._cli_common import (
     split,
     storage_options_option,
 )
-from .covariance import COVARIANCE_TYPES
-from .init import INIT_METHODS
+from dgmm.core.covariance import COVARIANCE_TYPES
+from dgmm.fit.init import INIT_METHODS
 
 __all__ = ["cli", "main"]
 
@@ -141,7 +141,7 @@ def fit(
     The log-likelihood (mean per row) and the BIC reported are those of the
     last E-step, as scikit-learn's lower_bound_: no extra pass over the data.
     """
-    from .estimator import GaussianMixture
+    from dgmm.estimator import GaussianMixture
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
@@ -301,7 +301,7 @@ def _names(gmm: Any) -> list[str] | None:
 
 def _write(arrays: list[tuple[Any, str | None]], overwrite: bool, storage_options: Any) -> None:
     """Each lazy array to its target (skipped when None), chunk by chunk and atomically."""
-    from .sinks import write_array
+    from dgmm.io.sinks import write_array
 
     for array, target in arrays:
         if target is not None:
@@ -331,7 +331,7 @@ def sample(
     dtype: str, overwrite: bool, storage_options: dict[str, Any] | None, **kw: Any,
 ) -> dict[str, Any]:
     """Draw N rows from MODEL into TARGET, chunk by chunk on the workers (out of core)."""
-    from .demo import sample_mixture
+    from dgmm.demo import sample_mixture
 
     cluster_args = connect_args(**kw)
     gmm = load_model(model, storage_options)
@@ -403,8 +403,8 @@ def generate(
     The true parameters are saved beside the store as a dgmm model ('dgmm
     info', 'dgmm score' read it), the true labels with --labels.
     """
-    from .demo import sample_mixture, true_params
-    from .persistence import save_model
+    from dgmm.demo import sample_mixture, true_params
+    from dgmm.io.persistence import save_model
 
     cluster_args = connect_args(**kw)
     truth = truth or _beside(output, ".truth")
@@ -456,7 +456,7 @@ def plot(
     **kw: Any,
 ) -> dict[str, Any]:
     """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses."""
-    from .plot import plot_fit
+    from dgmm.plot import plot_fit
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
@@ -532,11 +532,11 @@ def demo(
     """
     import tempfile
 
-    from .demo import label_agreement, sample_mixture, true_params
-    from .errors import OptionalDependencyError
-    from .estimator import GaussianMixture
-    from .persistence import save_model
-    from .plot import plot_fit
+    from dgmm.demo import label_agreement, sample_mixture, true_params
+    from dgmm.errors import OptionalDependencyError
+    from dgmm.estimator import GaussianMixture
+    from dgmm.io.persistence import save_model
+    from dgmm.plot import plot_fit
 
     cluster_args = connect_args(**kw)
     directory = output_dir or tempfile.mkdtemp(prefix="dgmm-demo-")

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .covariance import CovarianceModel, get_covariance_model
-from .errors import DegenerateComponentError, ShapeMismatchError, degenerate_message
+from dgmm.core.covariance import CovarianceModel, get_covariance_model
+from dgmm.errors import DegenerateComponentError, ShapeMismatchError, degenerate_message
 
 __all__ = ["GMMParams", "split_component"]
 

@@ -36,14 +36,15 @@ import dask.array as da
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
-from . import _graph, _seeding
-from ._kernels import EStep, HardAssign, RandomResp, frame_shifts
-from .em import EMConfig, em_update, params_from_stats
-from .params import GMMParams, split_component
+from dgmm import graph as _graph
+from dgmm.core import seeding as _seeding
+from dgmm.core.kernels import EStep, HardAssign, RandomResp, frame_shifts
+from dgmm.core.mstep import em_update, params_from_stats
+from dgmm.core.options import INIT_METHODS
+from dgmm.core.params import GMMParams, split_component
+from dgmm.fit.spec import EMConfig
 
 __all__ = ["INIT_METHODS", "InitConfig", "initialize"]
-
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "split")
 
 
 @dataclass(frozen=True)

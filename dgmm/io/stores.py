@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from .errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundError
+from dgmm.errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundError
 
 __all__ = ["is_store_source", "is_zarr_array", "open_store", "store_columns", "zarr_array"]
 

@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .covariance import Scratch, get_covariance_model
-from .errors import InvalidDataError
-from .params import GMMParams
-from .suffstats import SuffStats
+from dgmm.core.covariance import Scratch, get_covariance_model
+from dgmm.core.params import GMMParams
+from dgmm.core.suffstats import SuffStats
+from dgmm.errors import InvalidDataError
 
 __all__ = [
     "EStep",

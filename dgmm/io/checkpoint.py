@@ -42,9 +42,9 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from .errors import CheckpointFormatError, CheckpointMismatchError
-from .params import GMMParams
-from .persistence import params_from_files, params_meta, params_to_files
+from dgmm.core.params import GMMParams
+from dgmm.errors import CheckpointFormatError, CheckpointMismatchError
+from dgmm.io.persistence import params_from_files, params_meta, params_to_files
 
 __all__ = [
     "Checkpoint",

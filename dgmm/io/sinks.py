@@ -52,7 +52,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .errors import ShapeMismatchError, TargetExistsError, TargetFormatError, TargetNotWritableError
+from dgmm.errors import ShapeMismatchError, TargetExistsError, TargetFormatError, TargetNotWritableError
 
 __all__ = ["FORMATS", "WriteResult", "write_array"]
 

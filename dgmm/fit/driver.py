@@ -4,7 +4,7 @@ Connects to the cluster and redoes the fit when a lost worker took data only
 the client had (bit-identical); checks the data and the user's initial
 parameters; fingerprints data and settings so a checkpoint is resumed only by
 the fit that wrote it; starts the restarts (or continues a warm start), runs
-:func:`dgmm.em.run_em` with progress and checkpoints, and sets the fitted
+:func:`dgmm.fit.loop.run_em` with progress and checkpoints, and sets the fitted
 attributes on the estimator.
 """
 
@@ -20,14 +20,15 @@ import dask.array as da
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from .checkpoint import Checkpoint, content_digest, data_fingerprint
-from .cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
-from .covariance import get_covariance_model
-from .em import EMConfig, LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
-from .errors import InvalidDataError, ShapeMismatchError
-from .init import InitConfig, initialize
-from .params import GMMParams
-from .sources import as_dask_array, as_float_array, as_sample_weight, feature_names, is_in_memory
+from dgmm.core.covariance import get_covariance_model
+from dgmm.core.params import GMMParams
+from dgmm.errors import InvalidDataError, ShapeMismatchError
+from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
+from dgmm.fit.init import InitConfig, initialize
+from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
+from dgmm.fit.spec import EMConfig
+from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
+from dgmm.io.sources import as_dask_array, as_float_array, as_sample_weight, feature_names, is_in_memory
 
 __all__ = ["fit"]
 

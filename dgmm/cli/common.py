@@ -1,7 +1,7 @@
 """What every ``dgmm`` command shares: errors and exit codes, logging, output, option groups.
 
 The commands themselves are in :mod:`dgmm.cli`; ``--config`` is
-:mod:`dgmm._cli_config`.
+:mod:`dgmm.cli.config`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ._cli_config import config_option
+from dgmm.cli.config import config_option
 
 logger = logging.getLogger("dgmm")
 
@@ -49,7 +49,7 @@ def one_line(text: object) -> str:
 
 def _error_line(exc: BaseException) -> str:
     """The one line a failure prints: the message, plus a remedy when it has none."""
-    from .errors import DgmmError
+    from dgmm.errors import DgmmError
 
     message = one_line(exc) or type(exc).__name__
     if isinstance(exc, DgmmError):
@@ -335,7 +335,7 @@ def connect_args(
     tls_cert: str | None,
     tls_key: str | None,
 ) -> dict[str, Any]:
-    """Checked keyword arguments of ``dgmm.cluster.connect``, before any work is done."""
+    """Checked keyword arguments of ``dgmm.fit.cluster.connect``, before any work is done."""
     local = {
         "--workers": workers, "--threads-per-worker": threads_per_worker,
         "--memory-limit": memory_limit,
@@ -367,8 +367,8 @@ def connect_args(
 
 
 def cluster(args: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:
-    """The job's distributed client (``dgmm.cluster.connect``), current inside the block."""
-    from .cluster import connect
+    """The job's distributed client (``dgmm.fit.cluster.connect``), current inside the block."""
+    from dgmm.fit.cluster import connect
 
     return connect(**args)
 
@@ -383,7 +383,7 @@ def split(kw: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 def open_source(source: str, *, key: Any, columns: Any, storage_options: Any) -> Any:
     """SOURCE as a row-chunked Dask array (``dgmm.open_dataset``)."""
-    from .sources import open_dataset
+    from dgmm.io.sources import open_dataset
 
     return open_dataset(source, key=key, columns=columns, storage_options=storage_options)
 
@@ -394,7 +394,7 @@ def check_target(
     """Fail before any work when an output exists (without --overwrite) or cannot be made."""
     import fsspec
 
-    from .errors import TargetExistsError, TargetNotWritableError
+    from dgmm.errors import TargetExistsError, TargetNotWritableError
 
     fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
     if fs.exists(path) and not overwrite:
@@ -420,14 +420,14 @@ def check_target(
 
 def load_model(model: str, storage_options: dict[str, Any] | None = None) -> Any:
     """The saved model as a fitted ``GaussianMixture`` (``dgmm.load``)."""
-    from . import load
+    from dgmm._estimator_io import load
 
     return load(model, storage_options=storage_options)
 
 
 def check_features(gmm: Any, x: Any, model: str, source: str) -> None:
     """ShapeMismatchError, before any pass, when SOURCE's columns do not fit MODEL."""
-    from .errors import ShapeMismatchError
+    from dgmm.errors import ShapeMismatchError
 
     if x.shape[1] != gmm.n_features_in_:
         raise ShapeMismatchError(

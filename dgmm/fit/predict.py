@@ -2,8 +2,8 @@
 
 X is checked against the fit (feature count and names, as scikit-learn; NaN
 or Inf found inside the prediction's own pass), then predicted in memory or
-lazily by :mod:`dgmm._graph`; ``predict_to`` selects its outputs and writes
-them chunk by chunk with :mod:`dgmm.sinks`.
+lazily by :mod:`dgmm.graph`; ``predict_to`` selects its outputs and writes
+them chunk by chunk with :mod:`dgmm.io.sinks`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _graph
-from ._kernels import require_finite
-from .cluster import connect, total_threads
-from .errors import ShapeMismatchError
-from .sources import as_dask_array, as_float_array, check_feature_names, feature_names, is_in_memory
+from dgmm import graph as _graph
+from dgmm.core.kernels import require_finite
+from dgmm.errors import ShapeMismatchError
+from dgmm.fit.cluster import connect, total_threads
+from dgmm.io.sources import as_dask_array, as_float_array, check_feature_names, feature_names, is_in_memory
 
 __all__ = ["predict", "predict_to"]
 
@@ -70,7 +70,7 @@ def predict_to(
     format: str | None,
 ) -> Any:
     """Write the predictions of X to ``target`` (see ``GaussianMixture.predict_to``)."""
-    from .sinks import write_array
+    from dgmm.io.sinks import write_array
 
     outputs = [output] if isinstance(output, str) else list(output)
     unknown = [o for o in outputs if o not in _PREDICT_OUTPUTS]

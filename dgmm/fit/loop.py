@@ -29,18 +29,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from . import _graph
-from ._kernels import EStep, frame_shifts
-from .checkpoint import Checkpoint, CheckpointState, compare_fingerprints
-from .errors import (
-    CheckpointMismatchError,
-    DegenerateComponentError,
-    FitInterrupted,
-    LikelihoodDecreaseWarning,
-    degenerate_message,
-)
-from .params import GMMParams, split_component
-from .suffstats import SuffStats, m_step
+from dgmm import graph as _graph
+from dgmm.core.kernels import EStep
+from dgmm.core.mstep import REASON_TEXT, decrease_tolerance, em_update
+from dgmm.core.params import GMMParams
+from dgmm.errors import CheckpointMismatchError, FitInterrupted, LikelihoodDecreaseWarning
+from dgmm.fit.spec import EMConfig
+from dgmm.io.checkpoint import Checkpoint, CheckpointState, compare_fingerprints
 
 __all__ = [
     "EMConfig",
@@ -48,8 +43,6 @@ __all__ = [
     "LoopCheckpoint",
     "RestartState",
     "best_restart",
-    "em_update",
-    "params_from_stats",
     "restart_from_record",
     "restart_record",
     "run_em",
@@ -57,19 +50,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("dgmm")
-
-
-@dataclass(frozen=True)
-class EMConfig:
-    """What the loop needs to know besides data and starting parameters."""
-
-    covariance_type: str
-    tol: float = 1e-3
-    reg_covar: float = 1e-6
-    max_iter: int = 100
-    on_degenerate: str = "reseed"
-    split_every: int = _graph.DEFAULT_SPLIT_EVERY
-    block_rows: int | None = None
 
 
 @dataclass
@@ -254,105 +234,6 @@ class stop_on_interrupt:
         self._restore()
 
 
-def decrease_tolerance(params: GMMParams, reg_covar: float, dtype: np.dtype, lower_bound: float) -> float:
-    """How far the mean log-likelihood may drop without a bug.
-
-    Rounding of the mean (relative to its size) plus the effect of adding
-    ``reg_covar`` to the covariances, which makes the M-step not exactly EM:
-    at most ``reg_covar * sum_k w_k tr(P_k)`` per sample.
-    """
-    rounding = max(1e-12, 100 * np.finfo(dtype).eps) * (1.0 + abs(lower_bound))
-    traces = params.model.precision_traces(
-        params.precisions_cholesky, params.n_components, params.n_features
-    )
-    return float(rounding + reg_covar * np.dot(params.weights, traces))
-
-
-def em_update(
-    params: GMMParams,
-    stats: SuffStats,
-    config: EMConfig,
-    dtype: np.dtype,
-    rng: np.random.Generator,
-) -> tuple[GMMParams, list[dict[str, Any]]]:
-    """One M-step after an E-step with ``params`` (see ``params_from_stats``)."""
-    return params_from_stats(stats, frame_shifts(params, dtype), config, dtype, rng)
-
-
-def params_from_stats(
-    stats: SuffStats,
-    shifts: np.ndarray,
-    config: EMConfig,
-    dtype: np.dtype,
-    rng: np.random.Generator,
-) -> tuple[GMMParams, list[dict[str, Any]]]:
-    """The M-step, with collapsed components re-seeded or reported.
-
-    A component is degenerate when its covariance is not positive definite,
-    or has a variance within rounding of zero (collapsed onto identical rows
-    with ``reg_covar=0``), or (re-seeding only) when it holds less than one
-    average row's weight.
-    With ``on_degenerate="reseed"`` each is replaced by a split of the
-    heaviest component along its principal axis; the events are returned.
-    """
-    n_components = shifts.shape[0]
-    result = m_step(stats, shifts, config.covariance_type, config.reg_covar, dtype=dtype)
-    bad = set(result.bad.tolist())
-    unresolved = set(result.unresolved.tolist())
-    if config.on_degenerate == "raise":
-        if bad or unresolved:
-            raise DegenerateComponentError(
-                degenerate_message(
-                    sorted(bad | unresolved), dtype,
-                    reason="not positive definite, or a variance within rounding of zero",
-                )
-            )
-        return GMMParams(
-            result.weights, result.means, result.covariances, result.precisions_cholesky,
-            config.covariance_type,
-        ), []
-
-    if config.covariance_type == "tied" and bad:
-        # One shared covariance: nothing to split from, re-seeding cannot help.
-        raise DegenerateComponentError(
-            degenerate_message(
-                list(range(n_components)), dtype,
-                reason="the shared (tied) covariance is not positive definite",
-            )
-        )
-    floor = stats.weight / max(stats.n_rows, 1)
-    collapsed = set(np.flatnonzero(stats.nk < floor).tolist())
-    degenerate = sorted(bad | unresolved | collapsed)
-    if len(degenerate) == n_components:
-        raise DegenerateComponentError(
-            degenerate_message(degenerate, dtype, reason="every component collapsed")
-        )
-    # Factor the healthy components; degenerate ones get a placeholder first.
-    covariances = result.covariances.copy()
-    weights = result.weights.copy()
-    means = result.means.copy()
-    healthy = [k for k in range(n_components) if k not in degenerate]
-    for k in degenerate:
-        donor = healthy[0]
-        covariances[k] = covariances[donor]
-        means[k] = means[donor]
-        weights[k] = 0.0
-    new = GMMParams.from_covariances(weights / weights.sum(), means, covariances, config.covariance_type)
-    events = []
-    for k in degenerate:
-        donor = max(healthy, key=lambda j: new.weights[j])
-        new = split_component(new, donor, k, rng)
-        healthy.append(k)
-        if k in bad:
-            reason = "covariance not positive definite"
-        elif k in unresolved:
-            reason = "variance within rounding of zero (collapsed onto identical rows)"
-        else:
-            reason = f"weight collapsed (nk={stats.nk[k]:.3g})"
-        events.append({"event": "reseed", "component": int(k), "split_from": int(donor), "reason": reason})
-    return new, events
-
-
 def run_em(
     x: da.Array,
     restarts: list[RestartState],
@@ -421,7 +302,7 @@ def run_em(
             for e in reseeds:
                 logger.info(
                     "restart %d iteration %d: re-seeded component %d from %d (%s)",
-                    r.index, iteration, e["component"], e["split_from"], e["reason"],
+                    r.index, iteration, e["component"], e["split_from"], REASON_TEXT[e["reason"]],
                 )
             # A re-seed changes the model: it can lower the likelihood and must
             # not count as convergence.

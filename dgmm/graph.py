@@ -26,9 +26,9 @@ import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 
-from ._kernels import chunk_stats, estimate_log_prob_resp, require_finite, require_valid_weights
-from .params import GMMParams
-from .suffstats import SuffStats, merge
+from dgmm.core.kernels import chunk_stats, estimate_log_prob_resp, require_finite, require_valid_weights
+from dgmm.core.params import GMMParams
+from dgmm.core.suffstats import SuffStats, merge
 
 __all__ = [
     "DEFAULT_SPLIT_EVERY",

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .covariance import CovarianceModel, get_covariance_model
-from .params import GMMParams
+from dgmm.core.covariance import CovarianceModel, get_covariance_model
 
 __all__ = ["MStepResult", "SuffStats", "m_step"]
 

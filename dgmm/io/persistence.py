@@ -43,15 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from .covariance import get_covariance_model
-from .errors import (
+from dgmm.core.covariance import get_covariance_model
+from dgmm.core.params import GMMParams
+from dgmm.errors import (
     ModelFormatError,
     ModelNotFoundError,
     ShapeMismatchError,
     TargetExistsError,
     TargetNotWritableError,
 )
-from .params import GMMParams
 
 __all__ = [
     "ARRAY_NAMES",
@@ -365,7 +365,7 @@ def _check_format(meta: Any, where: str) -> None:
         )
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_VERSIONS:
-        from . import __version__
+        from dgmm._version import __version__
 
         newer = isinstance(version, int) and version > max(READABLE_VERSIONS)
         raise ModelFormatError(
@@ -709,7 +709,7 @@ def save_model(
     storage_options : mapping, default=None
         As in :func:`write_dir`.
     """
-    from . import __version__
+    from dgmm._version import __version__
 
     document = dict(meta or {})
     document.update(params_meta(params))

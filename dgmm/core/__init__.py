@@ -1,0 +1,7 @@
+"""The numeric core: numpy and scipy only (plus :mod:`dgmm.errors`).
+
+Covariance types, parameters, sufficient statistics, the per-block kernels,
+k-means|| seeding and the M-step with its re-seed policy. Nothing here knows
+about Dask, storage or scikit-learn; a test imports it in a fresh interpreter
+and checks that none of them is loaded.
+"""

@@ -1,0 +1,155 @@
+"""The M-step on the client, with the re-seed policy for collapsed components.
+
+Pure numpy: statistics in, new parameters and typed events out. The loop
+(:mod:`dgmm.fit.loop`) and the initialisation call it; ``config`` is any
+object with ``covariance_type``, ``reg_covar`` and ``on_degenerate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, get_args
+
+import numpy as np
+
+from dgmm.core.kernels import frame_shifts
+from dgmm.core.params import GMMParams, split_component
+from dgmm.core.suffstats import SuffStats, m_step
+from dgmm.errors import DegenerateComponentError, degenerate_message
+
+__all__ = [
+    "DEGENERATE_COVARIANCE",
+    "MStepConfig",
+    "REASON_TEXT",
+    "ReseedReason",
+    "decrease_tolerance",
+    "em_update",
+    "params_from_stats",
+]
+
+#: Why a component was re-seeded: the ``reason`` code of a ``"reseed"`` event.
+ReseedReason = Literal["not_positive_definite", "variance_within_rounding", "weight_collapsed"]
+#: The reasons that mean the covariance itself is ill-defined. Which of the
+#: two a collapsed component shows depends on the last bits of its computed
+#: variance (exactly 0 on one CPU, 1e-13 on another): test for membership.
+DEGENERATE_COVARIANCE: tuple[ReseedReason, ...] = ("not_positive_definite", "variance_within_rounding")
+#: The words logs and messages use for each reason.
+REASON_TEXT: dict[ReseedReason, str] = {
+    "not_positive_definite": "covariance not positive definite",
+    "variance_within_rounding": "variance within rounding of zero (collapsed onto identical rows)",
+    "weight_collapsed": "weight collapsed",
+}
+assert set(REASON_TEXT) == set(get_args(ReseedReason))
+
+
+class MStepConfig(Protocol):
+    """What the M-step reads of a fit's configuration."""
+
+    covariance_type: str
+    reg_covar: float
+    on_degenerate: str
+
+
+def decrease_tolerance(params: GMMParams, reg_covar: float, dtype: np.dtype, lower_bound: float) -> float:
+    """How far the mean log-likelihood may drop without a bug.
+
+    Rounding of the mean (relative to its size) plus the effect of adding
+    ``reg_covar`` to the covariances, which makes the M-step not exactly EM:
+    at most ``reg_covar * sum_k w_k tr(P_k)`` per sample.
+    """
+    rounding = max(1e-12, 100 * np.finfo(dtype).eps) * (1.0 + abs(lower_bound))
+    traces = params.model.precision_traces(
+        params.precisions_cholesky, params.n_components, params.n_features
+    )
+    return float(rounding + reg_covar * np.dot(params.weights, traces))
+
+
+def em_update(
+    params: GMMParams,
+    stats: SuffStats,
+    config: MStepConfig,
+    dtype: np.dtype,
+    rng: np.random.Generator,
+) -> tuple[GMMParams, list[dict[str, Any]]]:
+    """One M-step after an E-step with ``params`` (see ``params_from_stats``)."""
+    return params_from_stats(stats, frame_shifts(params, dtype), config, dtype, rng)
+
+
+def params_from_stats(
+    stats: SuffStats,
+    shifts: np.ndarray,
+    config: MStepConfig,
+    dtype: np.dtype,
+    rng: np.random.Generator,
+) -> tuple[GMMParams, list[dict[str, Any]]]:
+    """The M-step, with collapsed components re-seeded or reported.
+
+    A component is degenerate when its covariance is not positive definite,
+    or has a variance within rounding of zero (collapsed onto identical rows
+    with ``reg_covar=0``), or (re-seeding only) when it holds less than one
+    average row's weight.
+    With ``on_degenerate="reseed"`` each is replaced by a split of the
+    heaviest component along its principal axis; the events are returned.
+    """
+    n_components = shifts.shape[0]
+    result = m_step(stats, shifts, config.covariance_type, config.reg_covar, dtype=dtype)
+    bad = set(result.bad.tolist())
+    unresolved = set(result.unresolved.tolist())
+    if config.on_degenerate == "raise":
+        if bad or unresolved:
+            raise DegenerateComponentError(
+                degenerate_message(
+                    sorted(bad | unresolved), dtype,
+                    reason="not positive definite, or a variance within rounding of zero",
+                )
+            )
+        return GMMParams(
+            result.weights, result.means, result.covariances, result.precisions_cholesky,
+            config.covariance_type,
+        ), []
+
+    if config.covariance_type == "tied" and bad:
+        # One shared covariance: nothing to split from, re-seeding cannot help.
+        raise DegenerateComponentError(
+            degenerate_message(
+                list(range(n_components)), dtype,
+                reason="the shared (tied) covariance is not positive definite",
+            )
+        )
+    floor = stats.weight / max(stats.n_rows, 1)
+    collapsed = set(np.flatnonzero(stats.nk < floor).tolist())
+    degenerate = sorted(bad | unresolved | collapsed)
+    if len(degenerate) == n_components:
+        raise DegenerateComponentError(
+            degenerate_message(degenerate, dtype, reason="every component collapsed")
+        )
+    # Factor the healthy components; degenerate ones get a placeholder first.
+    covariances = result.covariances.copy()
+    weights = result.weights.copy()
+    means = result.means.copy()
+    healthy = [k for k in range(n_components) if k not in degenerate]
+    for k in degenerate:
+        donor = healthy[0]
+        covariances[k] = covariances[donor]
+        means[k] = means[donor]
+        weights[k] = 0.0
+    new = GMMParams.from_covariances(weights / weights.sum(), means, covariances, config.covariance_type)
+    events = []
+    for k in degenerate:
+        donor = max(healthy, key=lambda j: new.weights[j])
+        new = split_component(new, donor, k, rng)
+        healthy.append(k)
+        reason: ReseedReason = (
+            "not_positive_definite" if k in bad
+            else "variance_within_rounding" if k in unresolved
+            else "weight_collapsed"
+        )
+        events.append(
+            {
+                "event": "reseed",
+                "component": int(k),
+                "split_from": int(donor),
+                "reason": reason,
+                "nk": float(stats.nk[k]),
+            }
+        )
+    return new, events

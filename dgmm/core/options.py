@@ -1,0 +1,35 @@
+"""The string options of dgmm as ``Literal`` aliases, with their tuples of values.
+
+One place for each set of choices: the estimator's parameter validation, the
+CLI's ``click.Choice`` and the fit layer all read these.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "COVARIANCE_TYPE_NAMES",
+    "DEGENERATE_POLICIES",
+    "INIT_METHODS",
+    "PREDICT_OUTPUTS",
+    "CovarianceType",
+    "DegeneratePolicy",
+    "InitMethod",
+    "PredictOutput",
+]
+
+#: The form of each component's covariance (see :mod:`dgmm.core.covariance`).
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+#: How the starting parameters are found (see :mod:`dgmm.fit.init`).
+InitMethod = Literal["kmeans", "k-means++", "random", "random_from_data", "split"]
+#: What happens when a component collapses: re-seed it, or raise as scikit-learn.
+DegeneratePolicy = Literal["reseed", "raise"]
+#: What a prediction writes: labels (as ``predict``), probabilities (as
+#: ``predict_proba``), log-densities (as ``score_samples``).
+PredictOutput = Literal["labels", "proba", "log_density"]
+
+COVARIANCE_TYPE_NAMES: tuple[CovarianceType, ...] = get_args(CovarianceType)
+INIT_METHODS: tuple[InitMethod, ...] = get_args(InitMethod)
+DEGENERATE_POLICIES: tuple[DegeneratePolicy, ...] = get_args(DegeneratePolicy)
+PREDICT_OUTPUTS: tuple[PredictOutput, ...] = get_args(PredictOutput)
