@@ -25,6 +25,7 @@ __all__ = [
     "InvalidDataError",
     "LikelihoodDecreaseWarning",
     "InvalidDtypeError",
+    "InvalidOptionError",
     "ModelFormatError",
     "ModelNotFoundError",
     "OptionalDependencyError",
@@ -56,6 +57,10 @@ class InvalidDtypeError(InvalidDataError, TypeError):
     Both a ``ValueError`` (as NumPy and scikit-learn raise for strings and
     complex data) and a ``TypeError`` (as NumPy raises for arbitrary objects).
     """
+
+
+class InvalidOptionError(DgmmError, ValueError):
+    """An option (covariance type, model family, ``split_every``, ...) has a value dgmm does not accept."""
 
 
 class ShapeMismatchError(DgmmError, ValueError):

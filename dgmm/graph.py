@@ -1,8 +1,9 @@
 """The one module of the EM path that builds Dask graphs.
 
-* ``stats_pass``: map ``chunk_stats`` over the row chunks, tree-reduce the
-  ``SuffStats`` with a fan-in of ``split_every``, compute. One read of every
-  chunk per call, whatever the number of lockstep restarts.
+* ``stats_pass``: map the model family's ``chunk_stats`` over the row
+  chunks, tree-reduce the statistics (merged by ``+``) with a fan-in of
+  ``split_every``, compute. One read of every chunk per call, whatever the
+  number of lockstep restarts.
 * ``map_chunks`` / ``gather_chunks``: other per-chunk kernels of the
   initialisation (costs, samples) with a fixed-order reduction.
 * ``lazy_*``: prediction as lazy Dask arrays.
@@ -12,13 +13,17 @@ distributed client is present, one graph key otherwise, never a literal
 repeated in every task. The reduction tree depends only on the chunking and
 ``split_every``, never on which worker ran what, so results are bit-identical
 across worker counts.
+
+Nothing here knows which model is fitted: statistics, the data check and
+prediction come from the family of the sources or parameters
+(:mod:`dgmm.core.family`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import dask.array as da
@@ -26,9 +31,10 @@ import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed, delayed
 
-from dgmm.core.kernels import chunk_stats, estimate_log_prob_resp, require_finite, require_valid_weights
-from dgmm.core.params import GMMParams
-from dgmm.core.suffstats import SuffStats, merge
+from dgmm.core.family import MixtureParams, ResponsibilitySource, Stats, family_of, merge
+from dgmm.core.kernels import require_finite_rows, require_valid_weights
+from dgmm.core.options import PredictOutput
+from dgmm.errors import InvalidDataError, InvalidOptionError
 
 __all__ = [
     "DEFAULT_SPLIT_EVERY",
@@ -41,6 +47,11 @@ __all__ = [
 ]
 
 DEFAULT_SPLIT_EVERY = 8
+
+#: What a lazy prediction computes per row: the component (``labels``), the
+#: responsibilities (``proba``), their logarithms (``log_resp``), or log p(x)
+#: (``score_samples``).
+PredictWhat = Literal["labels", "proba", "log_resp", "score_samples"]
 
 
 def chunk_offsets(x: da.Array) -> list[int]:
@@ -72,7 +83,10 @@ def broadcast(obj: Any) -> Any:
 def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split_every: int) -> Any:
     """Reduce delayed ``parts`` in a fixed tree of fan-in ``split_every``."""
     if split_every < 2:
-        raise ValueError(f"split_every must be at least 2, got {split_every}.")
+        raise InvalidOptionError(
+            f"split_every must be an integer of at least 2 (the fan-in of the reduction "
+            f"tree), got {split_every!r}. Pass split_every=8, the default."
+        )
     level = list(parts)
     while len(level) > 1:
         level = [
@@ -82,18 +96,23 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split
     return level[0]
 
 
-def _merge_restarts(parts: list[tuple[SuffStats, ...]]) -> tuple[SuffStats, ...]:
-    """Merge per-chunk tuples (one ``SuffStats`` per restart) elementwise."""
+def _merge_restarts(parts: list[tuple[Stats, ...]]) -> tuple[Stats, ...]:
+    """Merge per-chunk tuples (one statistics object per restart) elementwise."""
     return tuple(merge([p[r] for p in parts]) for r in range(len(parts[0])))
 
 
 def _row_blocks(x: da.Array) -> list[Delayed]:
+    """One delayed block per row chunk, all columns."""
     if len(x.chunks[1]) != 1:
-        raise ValueError("dgmm passes need all columns in one chunk; rechunk({1: -1}) first.")
+        raise InvalidDataError(
+            f"dgmm passes need all columns of a row in one chunk; got {len(x.chunks[1])} "
+            "column chunks. Rechunk first: x.rechunk({1: -1})."
+        )
     return list(x.to_delayed(optimize_graph=True).ravel())
 
 
 def _weight_blocks(x: da.Array, sample_weight: da.Array | None) -> list[Any]:
+    """The sample weights in ``x``'s row chunks (None per chunk without weights)."""
     if sample_weight is None:
         return [None] * len(x.chunks[0])
     if sample_weight.chunks[0] != x.chunks[0]:
@@ -103,21 +122,22 @@ def _weight_blocks(x: da.Array, sample_weight: da.Array | None) -> list[Any]:
 
 def _checked(
     kernel: Callable[..., Any],
-    check_data: bool,
-    x: np.ndarray,
+    check_data: Callable[..., None],
+    x: Any,
     shared: Any,
     w: np.ndarray | None,
     *,
     chunk_index: int,
     row_offset: int,
 ) -> Any:
-    """Run ``kernel`` after checking the chunk (first pass only): weights,
-    and the data in row blocks when the kernel does not check it itself."""
+    """Run ``kernel`` after checking the chunk: its sample weights, then its
+    data with ``check_data(x, row_offset=, chunk_index=)``.
+
+    The one NaN/Inf check of a fit, in its first pass only: the chunk is
+    already in memory, so the check costs no read.
+    """
     require_valid_weights(w, row_offset=row_offset, chunk_index=chunk_index)
-    if check_data:
-        step = 65536
-        for start in range(0, x.shape[0], step):
-            require_finite(x[start : start + step], row_offset=row_offset + start, chunk_index=chunk_index)
+    check_data(x, row_offset=row_offset, chunk_index=chunk_index)
     return kernel(x, shared, w, chunk_index=chunk_index, row_offset=row_offset)
 
 
@@ -142,23 +162,30 @@ def _map_reduce(
 
 def stats_pass(
     x: da.Array,
-    sources: tuple[Any, ...],
+    sources: tuple[ResponsibilitySource, ...],
     sample_weight: da.Array | None = None,
     *,
     split_every: int = DEFAULT_SPLIT_EVERY,
     block_rows: int | None = None,
     check_finite: bool = False,
-) -> tuple[SuffStats, ...]:
+) -> tuple[Stats, ...]:
     """One pass over ``x``: statistics for every responsibility source.
 
-    ``sources`` are ``EStep`` / ``HardAssign`` / ``RandomResp`` objects (the
-    lockstep restarts); each chunk is read once and serves all of them.
-    ``check_finite`` (the first pass of a fit) finds NaN/Inf in the data and
-    bad sample weights, naming the chunk and the global row.
+    ``sources`` are the lockstep restarts' sources (``family.e_step(params)``,
+    or the initialisation's), all of one family; each chunk is read once and
+    serves all of them. ``check_finite`` (the first pass of a fit) finds
+    invalid data (the family's ``check_block``) and bad sample weights,
+    naming the chunk and the global row.
     """
-    kernel = partial(chunk_stats, block_rows=block_rows, check_finite=check_finite)
+    family = family_of(sources[0])
+    if any(s.family != family.name for s in sources):
+        raise InvalidOptionError(
+            f"One pass serves sources of one model family; got families "
+            f"{sorted({s.family for s in sources})}. Fit each family in its own pass."
+        )
+    kernel: Callable[..., Any] = partial(family.chunk_stats, block_rows=block_rows)
     if check_finite:
-        kernel = partial(_checked, kernel, False)
+        kernel = partial(_checked, kernel, family.check_block)
     return _map_reduce(x, kernel, _merge_restarts, tuple(sources), sample_weight, split_every)
 
 
@@ -175,14 +202,15 @@ def map_chunks(
     """Run ``kernel(block, shared, weights, chunk_index=, row_offset=)`` on every
     row chunk and reduce the results with ``combine`` in a fixed tree."""
     if check_finite:
-        kernel = partial(_checked, kernel, True)
+        kernel = partial(_checked, kernel, require_finite_rows)
     return _map_reduce(x, kernel, combine, shared, sample_weight, split_every)
 
 
 # -- prediction, lazily ------------------------------------------------------
 
-def _predict_block(x: np.ndarray, params: GMMParams, what: str) -> np.ndarray:
-    log_norm, log_resp = estimate_log_prob_resp(x, params)
+def _predict_block(x: Any, params: MixtureParams, what: PredictWhat) -> np.ndarray:
+    """``what`` of one block's rows, from one E-step of the params' family."""
+    log_norm, log_resp = family_of(params).log_prob_resp(x, params)
     if what == "labels":
         return log_resp.argmax(axis=1)
     if what == "proba":
@@ -192,18 +220,19 @@ def _predict_block(x: np.ndarray, params: GMMParams, what: str) -> np.ndarray:
     return log_norm
 
 
-def _predict_token(x: da.Array, params: GMMParams, what: Any) -> str:
+def _predict_token(x: da.Array, params: MixtureParams, what: str | tuple[str, ...]) -> str:
     """Key prefix of a prediction: unique per data, parameters and output.
 
     A fixed ``name=`` would give two models' predictions of the same data the
     same keys, and computed together one would silently answer for both.
     """
+    meta, arrays = family_of(params).to_arrays(params)
     return f"dgmm-{what if isinstance(what, str) else 'predict'}-" + tokenize(
-        x.name, params.weights, params.means, params.precisions_cholesky, what
+        x.name, params.family, meta, arrays, what
     )
 
 
-def lazy_predict(x: da.Array, params: GMMParams, what: str) -> da.Array:
+def lazy_predict(x: da.Array, params: MixtureParams, what: PredictWhat) -> da.Array:
     """A lazy array of labels, probabilities, log-responsibilities or log-densities."""
     handle = delayed(params, pure=True, traverse=False)
     if len(x.chunks[1]) != 1:
@@ -222,9 +251,9 @@ def lazy_predict(x: da.Array, params: GMMParams, what: str) -> da.Array:
     )
 
 
-def _predict_record(x: np.ndarray, params: GMMParams, outputs: tuple[str, ...]) -> np.ndarray:
+def _predict_record(x: Any, params: MixtureParams, outputs: tuple[PredictOutput, ...]) -> np.ndarray:
     """The requested outputs of one chunk side by side (n_rows, width), x's dtype: one E-step."""
-    log_norm, log_resp = estimate_log_prob_resp(x, params)
+    log_norm, log_resp = family_of(params).log_prob_resp(x, params)
     parts = {
         "labels": lambda: log_resp.argmax(axis=1)[:, None],
         "log_density": lambda: log_norm[:, None],
@@ -233,7 +262,9 @@ def _predict_record(x: np.ndarray, params: GMMParams, outputs: tuple[str, ...]) 
     return np.concatenate([parts[o]().astype(x.dtype, copy=False) for o in outputs], axis=1)
 
 
-def lazy_predict_many(x: da.Array, params: GMMParams, outputs: Sequence[str]) -> dict[str, da.Array]:
+def lazy_predict_many(
+    x: da.Array, params: MixtureParams, outputs: Sequence[PredictOutput]
+) -> dict[str, da.Array]:
     """Lazy ``labels`` / ``proba`` / ``log_density`` of ``x`` from one E-step per chunk.
 
     Returns one array per output, all with ``x``'s row chunks (labels int64).

@@ -87,13 +87,7 @@ def principal_axes(
 
 def _weighted_covariance(params: GMMParams) -> np.ndarray:
     """``sum_k w_k Sigma_k`` as a (D, D) matrix."""
-    w, cov, d = params.weights, params.covariances, params.n_features
-    return {
-        "full": lambda: np.einsum("k,kij->ij", w, cov),
-        "tied": lambda: cov,
-        "diag": lambda: np.diag(w @ cov),
-        "spherical": lambda: float(w @ cov) * np.eye(d),
-    }[params.covariance_type]()
+    return params.model.weighted_covariance(params.weights, params.covariances, params.n_features)
 
 
 def project_components(
@@ -115,15 +109,8 @@ def project_components(
         ``P Sigma_k P^T``, without forming any (D, D) matrix for diag or
         spherical covariances.
     """
-    p, cov, k = axes, params.covariances, params.n_components
-    means = (params.means - center) @ p.T
-    covariances = {
-        "full": lambda: np.einsum("ai,kij,bj->kab", p, cov, p),
-        "tied": lambda: np.broadcast_to(p @ cov @ p.T, (k, len(p), len(p))),
-        "diag": lambda: np.einsum("ai,ki,bi->kab", p, cov, p),
-        "spherical": lambda: cov[:, None, None] * (p @ p.T)[None],
-    }[params.covariance_type]()
-    return means, np.array(covariances)
+    means = (params.means - center) @ axes.T
+    return means, params.model.project(params.covariances, axes, params.n_components)
 
 
 def ellipse_geometry(covariance: np.ndarray, n_sigma: float = 1.0) -> tuple[float, float, float]:

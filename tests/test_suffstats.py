@@ -97,16 +97,6 @@ def test_hard_assignment_stats_are_cluster_moments(rng):
     assert s.loglik == pytest.approx(-inertia, rel=1e-12)
 
 
-def test_non_finite_rows_are_named_with_their_global_row(rng):
-    params = random_params(rng, "diag")
-    X = rng.normal(size=(50, params.n_features))
-    X[37, 2] = np.inf
-    from dgmm.errors import InvalidDataError
-
-    with pytest.raises(InvalidDataError, match=r"row 1037 \(chunk 4, column 2\)"):
-        chunk_stats(X, (EStep(params),), block_rows=16, chunk_index=4, row_offset=1000, check_finite=True)
-
-
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_task_memory_is_bounded_by_the_block_not_the_chunk(covariance_type):
     # 40 000 rows x K=512: one (rows x K) float64 matrix would be 164 MB;

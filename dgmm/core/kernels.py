@@ -15,12 +15,14 @@ draws (``RandomResp``: the "random" initialisation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from dgmm.core.covariance import Scratch, get_covariance_model
+from dgmm.core.options import CovarianceType
 from dgmm.core.params import GMMParams
+from dgmm.core.seeding import nearest_center
 from dgmm.core.suffstats import SuffStats
 from dgmm.errors import InvalidDataError
 
@@ -34,6 +36,7 @@ __all__ = [
     "chunk_stats",
     "estimate_log_prob_resp",
     "kernel_frame",
+    "require_finite_rows",
 ]
 
 # Bytes of the block's largest temporaries (a few (rows x K) arrays). Kernel
@@ -78,7 +81,8 @@ def frame_shifts(params: GMMParams | np.ndarray, dtype: np.dtype) -> np.ndarray:
 class Responsibilities(Protocol):
     """A source of responsibilities for ``chunk_stats``."""
 
-    covariance_type: str
+    family: str
+    covariance_type: CovarianceType
     n_components: int
 
     def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]: ...
@@ -137,19 +141,20 @@ class EStep:
     """Responsibilities of a mixture: the E-step. Score = log p(x)."""
 
     params: GMMParams
+    family: ClassVar[str] = "gaussian"
 
     @property
-    def covariance_type(self) -> str:
+    def covariance_type(self) -> CovarianceType:
         return self.params.covariance_type
 
     @property
     def n_components(self) -> int:
         return self.params.n_components
 
-    def frame(self, dtype):
+    def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         return kernel_frame(self.params, dtype)
 
-    def start_chunk(self, dtype, chunk_index):
+    def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object:
         c0, shifts_c = self.frame(dtype)
         with np.errstate(divide="ignore"):
             log_weights = np.log(self.params.weights)
@@ -159,7 +164,7 @@ class EStep:
             log_weights,
         )
 
-    def block(self, a, state, scratch):
+    def block(self, a: np.ndarray, state: object, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
         return _log_sum_exp_resp(self.params.model.weighted_log_prob(a, state, scratch))
 
 
@@ -168,33 +173,34 @@ class HardAssign:
     """One-hot responsibilities to the nearest centre. Score = -squared distance."""
 
     centers: np.ndarray
-    covariance_type: str
+    covariance_type: CovarianceType
+    family: ClassVar[str] = "gaussian"
 
     @property
     def n_components(self) -> int:
         return self.centers.shape[0]
 
-    def frame(self, dtype):
+    def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         return kernel_frame(self.centers, dtype)
 
-    def start_chunk(self, dtype, chunk_index):
+    def start_chunk(self, dtype: np.dtype, chunk_index: int) -> tuple[np.ndarray, np.ndarray]:
         c0, shifts_c = self.frame(dtype)
         centers_c = shifts_c.astype(dtype)
         return centers_c, np.einsum("kd,kd->k", centers_c, centers_c)
 
-    def block(self, a, state, scratch):
+    def block(
+        self, a: np.ndarray, state: tuple[np.ndarray, np.ndarray], scratch: Scratch
+    ) -> tuple[np.ndarray, np.ndarray]:
         centers_c, sq_norms = state
         n_rows, n_components = a.shape[0], centers_c.shape[0]
         xc = a[:, 1 : 1 + centers_c.shape[1]]
-        dist = np.matmul(xc, -2.0 * centers_c.T, out=scratch.get("dist", (n_rows, n_components), a.dtype))
-        dist += sq_norms
-        label = np.argmin(dist, axis=1)
-        rows = np.arange(n_rows)
-        best = dist[rows, label] + np.einsum("ij,ij->i", xc, xc)
+        dist, label = nearest_center(
+            xc, centers_c, sq_norms, out=scratch.get("dist", (n_rows, n_components), a.dtype)
+        )
         resp = scratch.get("wlp", (n_rows, n_components), a.dtype)
         resp[...] = 0.0
-        resp[rows, label] = 1.0
-        return resp, -np.maximum(best, 0.0)
+        resp[np.arange(n_rows), label] = 1.0
+        return resp, -dist
 
 
 @dataclass(frozen=True)
@@ -206,24 +212,28 @@ class RandomResp:
     """
 
     n_components: int
-    covariance_type: str
+    covariance_type: CovarianceType
     seed: int
     center: np.ndarray = field(repr=False)
+    family: ClassVar[str] = "gaussian"
 
-    def frame(self, dtype):
+    def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         c0 = self.center.astype(dtype).astype(np.float64)
         return c0, np.zeros((self.n_components, c0.shape[0]))
 
-    def start_chunk(self, dtype, chunk_index):
+    def start_chunk(self, dtype: np.dtype, chunk_index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, chunk_index])
 
-    def block(self, a, rng, scratch):
+    def block(
+        self, a: np.ndarray, rng: np.random.Generator, scratch: Scratch
+    ) -> tuple[np.ndarray, np.ndarray]:
         resp = rng.uniform(size=(a.shape[0], self.n_components)).astype(a.dtype)
         resp /= resp.sum(axis=1, keepdims=True)
         return resp, np.zeros(a.shape[0], dtype=a.dtype)
 
 
 def _where(row_offset: int, row: int, chunk_index: int | None, column: int | None = None) -> str:
+    """``row R (chunk C, column J)``: where a bad value is, for messages."""
     place = [] if chunk_index is None else [f"chunk {chunk_index}"]
     place += [] if column is None else [f"column {column}"]
     return f"row {row_offset + row}" + (f" ({', '.join(place)})" if place else "")
@@ -248,6 +258,18 @@ def require_finite(block: np.ndarray, *, row_offset: int = 0, chunk_index: int |
     )
 
 
+# Rows per ``require_finite`` call: bounds its boolean temporary.
+_CHECK_ROWS = 65536
+
+
+def require_finite_rows(
+    x: np.ndarray, *, row_offset: int = 0, chunk_index: int | None = None, block_rows: int = _CHECK_ROWS
+) -> None:
+    """``require_finite`` over a whole chunk, in row blocks (bounded temporaries)."""
+    for start in range(0, x.shape[0], block_rows):
+        require_finite(x[start : start + block_rows], row_offset=row_offset + start, chunk_index=chunk_index)
+
+
 def require_valid_weights(w: np.ndarray | None, *, row_offset: int = 0, chunk_index: int | None = None) -> None:
     """Raise ``InvalidDataError`` at the first sample weight that is not finite and >= 0."""
     if w is None:
@@ -261,14 +283,6 @@ def require_valid_weights(w: np.ndarray | None, *, row_offset: int = 0, chunk_in
         )
 
 
-def _design_buffer(n_rows: int, n_features: int, model: Any, dtype: np.dtype) -> np.ndarray:
-    """A block's design matrix ``[1, x - c0, extra]`` by columns (see ``Scratch.get_columns``),
-    its ones column filled."""
-    design = np.empty((1 + n_features + model.n_extra(n_features), n_rows), dtype=dtype).T
-    design[:, 0] = 1.0
-    return design
-
-
 def chunk_stats(
     x: np.ndarray,
     sources: tuple[Responsibilities, ...],
@@ -277,13 +291,13 @@ def chunk_stats(
     block_rows: int | None = None,
     chunk_index: int = 0,
     row_offset: int = 0,
-    check_finite: bool = False,
 ) -> tuple[SuffStats, ...]:
     """Statistics of one row chunk, one ``SuffStats`` per responsibility source.
 
     ``x`` (n_rows, n_features) float32 or float64; ``sample_weight`` (n_rows,)
     or None. Every source (the lockstep restarts of ``n_init``) shares the one
-    read of the chunk.
+    read of the chunk. The data is not checked here: the first pass of a fit
+    runs ``require_finite_rows`` on the chunk first (see ``dgmm.graph``).
     """
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
@@ -300,7 +314,7 @@ def chunk_stats(
         model = get_covariance_model(source.covariance_type)
         c0, shifts_c = source.frame(dtype)
         # The block's design matrix [1, x - c0, extra], reused by every block.
-        design = _design_buffer(min(block_rows, n_rows), n_features, model, dtype)
+        design = model.design_buffer(min(block_rows, n_rows), n_features, dtype)
         acc.append(
             dict(
                 model=model,
@@ -317,8 +331,6 @@ def chunk_stats(
 
     for start in range(0, n_rows, block_rows):
         xb = x[start : start + block_rows]
-        if check_finite:
-            require_finite(xb, row_offset=row_offset + start, chunk_index=chunk_index)
         wb = None if sample_weight is None else sample_weight[start : start + block_rows]
         for source, a in zip(sources, acc):
             design = a["design"][: xb.shape[0]]
@@ -366,7 +378,7 @@ def estimate_log_prob_resp(
         block_rows = block_rows_for(params.n_components, n_features, x.dtype.itemsize)
     log_norm = np.empty(n_rows, dtype=x.dtype)
     log_resp = np.empty((n_rows, params.n_components), dtype=x.dtype)
-    design = _design_buffer(min(block_rows, n_rows), n_features, model, x.dtype)
+    design = model.design_buffer(min(block_rows, n_rows), n_features, x.dtype)
     scratch = Scratch()
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
@@ -374,13 +386,9 @@ def estimate_log_prob_resp(
         np.subtract(x[start:stop], c0, out=a[:, 1 : 1 + n_features])
         model.fill_extra(a, n_features)
         wlp = model.weighted_log_prob(a, state, scratch)
-        # Here log-resp itself is wanted: subtract the log-sum-exp, no exp needed.
-        top = wlp.max(axis=1)
-        top[~np.isfinite(top)] = 0.0
-        shifted = wlp - top[:, None]
-        np.maximum(shifted, _EXP_FLOOR[x.dtype.itemsize], out=shifted, where=np.isfinite(shifted))
-        with np.errstate(divide="ignore"):
-            norm = np.log(np.exp(shifted).sum(axis=1)) + top
+        # The E-step's log-sum-exp normalises wlp in place: keep wlp first.
+        log_resp[start:stop] = wlp
+        _, norm = _log_sum_exp_resp(wlp)
         log_norm[start:stop] = norm
-        log_resp[start:stop] = wlp - norm[:, None]
+        log_resp[start:stop] -= norm[:, None]
     return log_norm, log_resp

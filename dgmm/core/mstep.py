@@ -7,11 +7,14 @@ object with ``covariance_type``, ``reg_covar`` and ``on_degenerate``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, get_args
+from typing import Protocol
 
 import numpy as np
 
+from dgmm.core.covariance import get_covariance_model
+from dgmm.core.family import REASON_TEXT, ReseedEvent, ReseedReason, rounding_tolerance
 from dgmm.core.kernels import frame_shifts
+from dgmm.core.options import CovarianceType, DegeneratePolicy
 from dgmm.core.params import GMMParams, split_component
 from dgmm.core.suffstats import SuffStats, m_step
 from dgmm.errors import DegenerateComponentError, degenerate_message
@@ -26,27 +29,18 @@ __all__ = [
     "params_from_stats",
 ]
 
-#: Why a component was re-seeded: the ``reason`` code of a ``"reseed"`` event.
-ReseedReason = Literal["not_positive_definite", "variance_within_rounding", "weight_collapsed"]
 #: The reasons that mean the covariance itself is ill-defined. Which of the
 #: two a collapsed component shows depends on the last bits of its computed
 #: variance (exactly 0 on one CPU, 1e-13 on another): test for membership.
 DEGENERATE_COVARIANCE: tuple[ReseedReason, ...] = ("not_positive_definite", "variance_within_rounding")
-#: The words logs and messages use for each reason.
-REASON_TEXT: dict[ReseedReason, str] = {
-    "not_positive_definite": "covariance not positive definite",
-    "variance_within_rounding": "variance within rounding of zero (collapsed onto identical rows)",
-    "weight_collapsed": "weight collapsed",
-}
-assert set(REASON_TEXT) == set(get_args(ReseedReason))
 
 
 class MStepConfig(Protocol):
     """What the M-step reads of a fit's configuration."""
 
-    covariance_type: str
+    covariance_type: CovarianceType
     reg_covar: float
-    on_degenerate: str
+    on_degenerate: DegeneratePolicy
 
 
 def decrease_tolerance(params: GMMParams, reg_covar: float, dtype: np.dtype, lower_bound: float) -> float:
@@ -56,7 +50,7 @@ def decrease_tolerance(params: GMMParams, reg_covar: float, dtype: np.dtype, low
     ``reg_covar`` to the covariances, which makes the M-step not exactly EM:
     at most ``reg_covar * sum_k w_k tr(P_k)`` per sample.
     """
-    rounding = max(1e-12, 100 * np.finfo(dtype).eps) * (1.0 + abs(lower_bound))
+    rounding = rounding_tolerance(dtype, lower_bound)
     traces = params.model.precision_traces(
         params.precisions_cholesky, params.n_components, params.n_features
     )
@@ -69,7 +63,7 @@ def em_update(
     config: MStepConfig,
     dtype: np.dtype,
     rng: np.random.Generator,
-) -> tuple[GMMParams, list[dict[str, Any]]]:
+) -> tuple[GMMParams, list[ReseedEvent]]:
     """One M-step after an E-step with ``params`` (see ``params_from_stats``)."""
     return params_from_stats(stats, frame_shifts(params, dtype), config, dtype, rng)
 
@@ -80,7 +74,7 @@ def params_from_stats(
     config: MStepConfig,
     dtype: np.dtype,
     rng: np.random.Generator,
-) -> tuple[GMMParams, list[dict[str, Any]]]:
+) -> tuple[GMMParams, list[ReseedEvent]]:
     """The M-step, with collapsed components re-seeded or reported.
 
     A component is degenerate when its covariance is not positive definite,
@@ -107,7 +101,7 @@ def params_from_stats(
             config.covariance_type,
         ), []
 
-    if config.covariance_type == "tied" and bad:
+    if get_covariance_model(config.covariance_type).shared and bad:
         # One shared covariance: nothing to split from, re-seeding cannot help.
         raise DegenerateComponentError(
             degenerate_message(
@@ -133,7 +127,7 @@ def params_from_stats(
         means[k] = means[donor]
         weights[k] = 0.0
     new = GMMParams.from_covariances(weights / weights.sum(), means, covariances, config.covariance_type)
-    events = []
+    events: list[ReseedEvent] = []
     for k in degenerate:
         donor = max(healthy, key=lambda j: new.weights[j])
         new = split_component(new, donor, k, rng)

@@ -7,11 +7,12 @@ sent to the workers per EM pass and the M-step makes a new one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from dgmm.core.covariance import CovarianceModel, get_covariance_model
+from dgmm.core.options import CovarianceType
 from dgmm.errors import DegenerateComponentError, ShapeMismatchError, degenerate_message
 
 __all__ = ["GMMParams", "split_component"]
@@ -38,8 +39,10 @@ class GMMParams:
     means: np.ndarray
     covariances: np.ndarray
     precisions_cholesky: np.ndarray
-    covariance_type: str
+    covariance_type: CovarianceType
     model: CovarianceModel = field(init=False, repr=False, compare=False)
+    #: The model family these parameters belong to (:mod:`dgmm.core.family`).
+    family: ClassVar[str] = "gaussian"
 
     def __post_init__(self) -> None:
         model = get_covariance_model(self.covariance_type)
@@ -61,10 +64,12 @@ class GMMParams:
 
     @property
     def n_components(self) -> int:
+        """K, the number of components."""
         return self.means.shape[0]
 
     @property
     def n_features(self) -> int:
+        """D, the number of features."""
         return self.means.shape[1]
 
     @classmethod
@@ -73,9 +78,9 @@ class GMMParams:
         weights: np.ndarray,
         means: np.ndarray,
         covariances: np.ndarray,
-        covariance_type: str,
+        covariance_type: CovarianceType,
         *,
-        dtype: Any = np.float64,
+        dtype: np.dtype | type = np.float64,
     ) -> GMMParams:
         """Build parameters, factorising the covariances.
 
@@ -105,7 +110,7 @@ class GMMParams:
         weights: np.ndarray,
         means: np.ndarray,
         precisions: np.ndarray,
-        covariance_type: str,
+        covariance_type: CovarianceType,
     ) -> GMMParams:
         """Build parameters from precision matrices (``precisions_init``)."""
         model = get_covariance_model(covariance_type)
@@ -120,6 +125,7 @@ class GMMParams:
 
     @property
     def precisions(self) -> np.ndarray:
+        """``precisions_`` from their Cholesky factors."""
         return self.model.precisions(self.precisions_cholesky)
 
     def center(self) -> np.ndarray:
@@ -127,6 +133,7 @@ class GMMParams:
         return self.weights @ self.means
 
     def n_parameters(self) -> int:
+        """Free parameters: covariances, means and weights - 1 (BIC / AIC)."""
         return self.model.n_parameters(self.n_components, self.n_features)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,12 +148,13 @@ class GMMParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GMMParams:
+        """The inverse of ``to_dict``."""
         return cls(
             np.asarray(data["weights"], dtype=np.float64),
             np.asarray(data["means"], dtype=np.float64),
             np.asarray(data["covariances"], dtype=np.float64),
             np.asarray(data["precisions_cholesky"], dtype=np.float64),
-            str(data["covariance_type"]),
+            data["covariance_type"],
         )
 
     def replace(
@@ -165,9 +173,9 @@ class GMMParams:
             )
         return GMMParams.from_covariances(weights, means, covariances, self.covariance_type)
 
-    def equals(self, other: GMMParams) -> bool:
+    def equals(self, other: object) -> bool:
         """Bit-for-bit equality of every array (determinism tests)."""
-        return self.covariance_type == other.covariance_type and all(
+        return isinstance(other, GMMParams) and self.covariance_type == other.covariance_type and all(
             np.array_equal(a, b)
             for a, b in zip(
                 (self.weights, self.means, self.covariances, self.precisions_cholesky),
@@ -199,9 +207,5 @@ def split_component(
     half = 0.5 * (weights[source] + (weights[target] if target != source else 0.0))
     weights[source] = weights[target] = half
     weights /= weights.sum()
-    covariances = params.covariances.copy()
-    if params.covariance_type != "tied":
-        child = model.halve_along(params.covariances, source, variance, axis)
-        covariances[source] = child
-        covariances[target] = child
+    covariances = model.split_covariances(params.covariances, source, target, variance, axis)
     return GMMParams.from_covariances(weights, means, covariances, params.covariance_type)

@@ -17,26 +17,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Candidates", "candidate_weights", "merge_candidates", "sample_candidates"]
+__all__ = ["Candidates", "candidate_weights", "merge_candidates", "nearest_center", "sample_candidates", "sum_lists"]
 
 _BLOCK = 8192
 
 
+def nearest_center(
+    xc: np.ndarray, centers: np.ndarray, sq_norms: np.ndarray, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared distance to, and index of, the nearest centre of every row.
+
+    ``xc`` (n_rows, D) and ``centers`` (K, D) share a dtype and a frame (both
+    shifted by the same origin, so the expansion below keeps its digits);
+    ``sq_norms`` (K,) are the centres' squared norms; ``out`` (n_rows, K), if
+    given, receives the partial distances. One GEMM:
+    |x - c|^2 = |x|^2 - 2 x.c + |c|^2, clipped at 0 where it cancels below.
+    The one nearest-centre kernel: hard assignment (Lloyd, k-means
+    initialisation) and k-means|| seeding both use it.
+    """
+    dist = np.matmul(xc, -2.0 * centers.T, out=out)
+    dist += sq_norms
+    label = np.argmin(dist, axis=1)
+    best = dist[np.arange(xc.shape[0]), label] + np.einsum("ij,ij->i", xc, xc)
+    return np.maximum(best, 0.0), label
+
+
 def _min_sq_dist(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distance to and index of the nearest centre, row blocks of x."""
+    """Squared distance to and index of the nearest centre, in float64 row blocks of x."""
     x64 = x.astype(np.float64, copy=False)
-    c_sq = np.einsum("kd,kd->k", centers, centers)
+    sq_norms = np.einsum("kd,kd->k", centers, centers)
     dist = np.empty(x.shape[0])
     label = np.empty(x.shape[0], dtype=np.intp)
     for start in range(0, x.shape[0], _BLOCK):
-        xb = x64[start : start + _BLOCK]
-        d = xb @ (-2.0 * centers.T)
-        d += c_sq
-        lb = np.argmin(d, axis=1)
-        rows = np.arange(xb.shape[0])
-        best = d[rows, lb] + np.einsum("ij,ij->i", xb, xb)
-        dist[start : start + _BLOCK] = np.maximum(best, 0.0)
-        label[start : start + _BLOCK] = lb
+        stop = start + _BLOCK
+        dist[start:stop], label[start:stop] = nearest_center(x64[start:stop], centers, sq_norms)
     return dist, label
 
 

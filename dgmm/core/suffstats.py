@@ -27,8 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from dgmm.core.covariance import CovarianceModel, get_covariance_model
+from dgmm.core.family import merge
+from dgmm.core.options import CovarianceType
 
-__all__ = ["MStepResult", "SuffStats", "m_step"]
+__all__ = ["MStepResult", "SuffStats", "m_step", "merge"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +45,7 @@ class SuffStats:
     n_rows: int
 
     @classmethod
-    def zeros(cls, covariance_type: str, n_components: int, n_features: int) -> SuffStats:
+    def zeros(cls, covariance_type: CovarianceType, n_components: int, n_features: int) -> SuffStats:
         model = get_covariance_model(covariance_type)
         return cls(
             np.zeros(n_components),
@@ -72,14 +74,6 @@ class SuffStats:
         return self.loglik / self.weight if self.weight > 0 else -np.inf
 
 
-def merge(stats: list[SuffStats] | tuple[SuffStats, ...]) -> SuffStats:
-    """Sum a short list of statistics, left to right (one node of the tree)."""
-    total = stats[0]
-    for s in stats[1:]:
-        total = total + s
-    return total
-
-
 @dataclass(frozen=True, eq=False)
 class MStepResult:
     """New parameters and the components whose covariance is ill-defined:
@@ -97,7 +91,7 @@ class MStepResult:
 def m_step(
     stats: SuffStats,
     shifts: np.ndarray,
-    covariance_type: str,
+    covariance_type: CovarianceType,
     reg_covar: float,
     *,
     dtype: np.dtype | type = np.float64,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -38,10 +39,12 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 
 from dgmm import graph as _graph
 from dgmm.core import seeding as _seeding
-from dgmm.core.kernels import EStep, HardAssign, RandomResp, frame_shifts
-from dgmm.core.mstep import em_update, params_from_stats
-from dgmm.core.options import INIT_METHODS
+from dgmm.core.gaussian import GAUSSIAN
+from dgmm.core.kernels import HardAssign, RandomResp, frame_shifts
+from dgmm.core.mstep import params_from_stats
+from dgmm.core.options import INIT_METHODS, InitMethod
 from dgmm.core.params import GMMParams, split_component
+from dgmm.errors import InvalidOptionError
 from dgmm.fit.spec import EMConfig
 
 __all__ = ["INIT_METHODS", "InitConfig", "initialize"]
@@ -52,7 +55,7 @@ class InitConfig:
     """How to initialise; the defaults are the documented pass counts."""
 
     n_components: int
-    init_params: str = "kmeans"
+    init_params: InitMethod = "kmeans"
     seed: int = 0
     kmeans_rounds: int = 5
     oversampling: float = 2.0
@@ -62,11 +65,12 @@ class InitConfig:
     sample_size: int = 10_000
 
 
-def _no_op(x, shared, w, *, chunk_index, row_offset) -> None:
+def _no_op(x: np.ndarray, shared: None, w: np.ndarray | None, *, chunk_index: int, row_offset: int) -> None:
+    """A kernel that does nothing: a pass made only for its data check."""
     return None
 
 
-def _no_op_combine(parts: list) -> None:
+def _no_op_combine(parts: list[None]) -> None:
     return None
 
 
@@ -165,8 +169,8 @@ def _lloyd(
 ) -> list[GMMParams]:
     """Lloyd passes in lockstep; the last pass's statistics give the parameters."""
     active = list(range(len(centers)))
-    last_stats: list = [None] * len(centers)
-    last_centers: list = [None] * len(centers)
+    last_stats: list[Any] = [None] * len(centers)
+    last_centers: list[Any] = [None] * len(centers)
     for _ in range(max(1, config.lloyd_max_iter)):
         sources = tuple(HardAssign(centers[r], em_config.covariance_type) for r in active)
         stats = _graph.stats_pass(
@@ -204,10 +208,12 @@ def _split_init(
         params = [grow(p, config.n_components, rng) for p, rng in zip(params, rngs)]
         for _ in range(config.split_em_iter):
             stats = _graph.stats_pass(
-                x, tuple(EStep(p) for p in params), sample_weight,
+                x, tuple(GAUSSIAN.e_step(p) for p in params), sample_weight,
                 split_every=em_config.split_every, block_rows=em_config.block_rows,
             )
-            params = [em_update(p, s, em_config, x.dtype, rng)[0] for p, s, rng in zip(params, stats, rngs)]
+            params = [
+                GAUSSIAN.m_step(s, p, em_config, x.dtype, rng)[0] for p, s, rng in zip(params, stats, rngs)
+            ]
     return params
 
 
@@ -290,7 +296,9 @@ def initialize(
     elif method == "split":
         params = _split_init(x, sample_weight, config, em_config, rngs)
     else:
-        raise ValueError(f"init_params must be one of {INIT_METHODS}, got {method!r}.")
+        raise InvalidOptionError(
+            f"init_params must be one of {list(INIT_METHODS)}, got {method!r}. Pass one of those."
+        )
 
     if any(a is not None for a in given):
         params = [_override(p, weights_init, means_init, precisions_init) for p in params]

@@ -1,8 +1,10 @@
 """The EM loop: lockstep restarts, convergence, re-seeding, history.
 
 Every iteration is one ``stats_pass``: one read of the data that serves all
-live restarts of ``n_init``. The M-step runs here, on the client, on K*D^2
-numbers. Following scikit-learn, the lower bound recorded at iteration t is
+live restarts of ``n_init``. The M-step runs here, on the client, on the
+small statistics. The loop knows no model: the E-step source, the M-step
+with its re-seed events, and the likelihood-decrease tolerance come from the
+parameters' family (:mod:`dgmm.core.family`). Following scikit-learn, the lower bound recorded at iteration t is
 the mean log-likelihood of the parameters that *entered* the E-step of t,
 and convergence is ``|change| < tol`` on that mean (N-invariant).
 
@@ -30,9 +32,7 @@ import dask.array as da
 import numpy as np
 
 from dgmm import graph as _graph
-from dgmm.core.kernels import EStep
-from dgmm.core.mstep import REASON_TEXT, decrease_tolerance, em_update
-from dgmm.core.params import GMMParams
+from dgmm.core.family import REASON_TEXT, DecreaseEvent, Event, MixtureParams, family_of
 from dgmm.errors import CheckpointMismatchError, FitInterrupted, LikelihoodDecreaseWarning
 from dgmm.fit.spec import EMConfig
 from dgmm.io.checkpoint import Checkpoint, CheckpointState, compare_fingerprints
@@ -57,7 +57,7 @@ class RestartState:
     """One restart of ``n_init`` as the lockstep loop advances it."""
 
     index: int
-    params: GMMParams
+    params: MixtureParams
     rng: np.random.Generator
     lower_bound: float = -np.inf
     lower_bounds: list[float] = field(default_factory=list)
@@ -81,7 +81,7 @@ def restart_record(r: RestartState) -> dict[str, Any]:
     }
 
 
-def restart_from_record(record: dict[str, Any], params: GMMParams) -> RestartState:
+def restart_from_record(record: dict[str, Any], params: MixtureParams) -> RestartState:
     """The restart ``restart_record`` described, with its RNG exactly where it was."""
     state = record["rng"]
     rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
@@ -263,7 +263,7 @@ def run_em(
         start = time.perf_counter()
         stats = _graph.stats_pass(
             x,
-            tuple(EStep(r.params) for r in live),
+            tuple(family_of(r.params).e_step(r.params) for r in live),
             sample_weight,
             split_every=config.split_every,
             block_rows=config.block_rows,
@@ -272,10 +272,11 @@ def run_em(
         seconds = time.perf_counter() - start
         still_live = []
         for r, s in zip(live, stats):
+            family = family_of(r.params)
             lower_bound = s.mean_loglik
             change = lower_bound - r.lower_bound
-            events: list[dict[str, Any]] = []
-            tolerance = decrease_tolerance(r.params, config.reg_covar, dtype, lower_bound)
+            events: list[Event] = []
+            tolerance = family.decrease_tolerance(r.params, config, dtype, lower_bound)
             if change < -tolerance and not r.reseeded_last:
                 message = (
                     f"EM decreased the mean log-likelihood of restart {r.index} at "
@@ -284,8 +285,9 @@ def run_em(
                     "This is a bug or the data changed between passes; please report it."
                 )
                 warnings.warn(message, LikelihoodDecreaseWarning, stacklevel=2)
-                events.append({"event": "likelihood_decrease", "amount": float(-change)})
-            r.params, reseeds = em_update(r.params, s, config, dtype, r.rng)
+                decrease: DecreaseEvent = {"event": "likelihood_decrease", "amount": float(-change)}
+                events.append(decrease)
+            r.params, reseeds = family.m_step(s, r.params, config, dtype, r.rng)
             events.extend(reseeds)
             r.lower_bound = lower_bound
             r.lower_bounds.append(lower_bound)

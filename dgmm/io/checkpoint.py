@@ -42,7 +42,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from dgmm.core.params import GMMParams
+from dgmm.core.family import MixtureParams
 from dgmm.errors import CheckpointFormatError, CheckpointMismatchError
 from dgmm.io.persistence import params_from_files, params_meta, params_to_files
 
@@ -80,8 +80,8 @@ class CheckpointState:
     restarts : list of dict
         Per restart of ``n_init``, its JSON-able loop state (RNG state, lower
         bounds, history, converged, n_iter, ...), in restart order.
-    params : list of GMMParams
-        Per restart, its current parameters.
+    params : list of MixtureParams
+        Per restart, its current parameters (any registered model family).
     info : dict
         Informational settings not compared on resume (``max_iter``, ...).
     """
@@ -90,7 +90,7 @@ class CheckpointState:
     seed: int
     fingerprint: dict[str, Any]
     restarts: list[dict[str, Any]]
-    params: list[GMMParams]
+    params: list[MixtureParams]
     info: dict[str, Any]
 
 

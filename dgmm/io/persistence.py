@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from dgmm.core.covariance import get_covariance_model
+from dgmm.core.family import DEFAULT_FAMILY, MixtureParams, family_names, family_of, get_family
 from dgmm.core.params import GMMParams
 from dgmm.errors import (
+    InvalidOptionError,
     ModelFormatError,
     ModelNotFoundError,
-    ShapeMismatchError,
     TargetExistsError,
     TargetNotWritableError,
 )
@@ -82,33 +82,29 @@ _FLOAT_TAG = "$float"
 # -- arrays <-> bytes --------------------------------------------------------
 
 
-def params_to_files(params: GMMParams) -> dict[str, bytes]:
-    """The parameter arrays as ``.npy`` bytes, float64.
+def params_to_files(params: MixtureParams) -> dict[str, bytes]:
+    """The parameter arrays of any model family as ``.npy`` bytes, float64.
 
     Parameters
     ----------
-    params : GMMParams
+    params : MixtureParams
+        Parameters of a registered family (:mod:`dgmm.core.family`).
 
     Returns
     -------
     files : dict of str to bytes
-        ``{"weights.npy": ..., "means.npy": ..., "covariances.npy": ...,
-        "precisions_cholesky.npy": ...}``.
+        ``{"<name>.npy": ...}`` for every array of the family's ``to_arrays``
+        (Gaussian: weights, means, covariances, precisions_cholesky).
     """
-    return {
-        f"{name}.npy": _array_to_bytes(np.asarray(getattr(params, name), dtype=np.float64))
-        for name in ARRAY_NAMES
-    }
+    _, arrays = family_of(params).to_arrays(params)
+    return {f"{name}.npy": _array_to_bytes(np.asarray(a, dtype=np.float64)) for name, a in arrays.items()}
 
 
-def params_meta(params: GMMParams) -> dict[str, Any]:
-    """The shape part of ``model.json``: covariance type, K, D, dtype."""
-    return {
-        "covariance_type": params.covariance_type,
-        "n_components": int(params.n_components),
-        "n_features": int(params.n_features),
-        "dtype": "float64",
-    }
+def params_meta(params: MixtureParams) -> dict[str, Any]:
+    """The parameter part of ``model.json``: the family and its metadata
+    (Gaussian: covariance type, K, D, dtype)."""
+    meta, _ = family_of(params).to_arrays(params)
+    return {"family": params.family, **meta}
 
 
 def params_from_files(
@@ -116,101 +112,53 @@ def params_from_files(
     meta: Mapping[str, Any] | None = None,
     *,
     source: str = "the model",
-) -> GMMParams:
-    """Parameters from the files of a model directory.
+) -> MixtureParams:
+    """Parameters from the files of a model directory, read by the family they name.
 
     Parameters
     ----------
     files : mapping of str to bytes
         As returned by :func:`read_dir` (or :func:`params_to_files`).
     meta : mapping, default=None
-        The parsed ``model.json``; by default parsed from ``files``.
+        The parsed ``model.json``; by default parsed from ``files``. Without
+        a ``family`` field (models written before families) it is Gaussian.
     source : str, default="the model"
         Where the files came from, for error messages.
 
     Returns
     -------
-    params : GMMParams
-        Validated: every array has the shape its covariance type, number of
-        components and features require, is finite, the weights are a
-        distribution and the precisions are positive definite.
+    params : MixtureParams
+        Validated by the family: every array has the shape its metadata
+        requires and valid values (Gaussian: finite, the weights are a
+        distribution, the precisions are positive definite).
 
     Raises
     ------
     ModelFormatError
-        If an array is missing, unreadable, of the wrong shape or invalid.
+        If the family is unknown, or an array is missing, unreadable, of the
+        wrong shape or invalid.
     """
     where = source
     if meta is None:
         meta = read_meta(files, where)
-    covariance_type = meta.get("covariance_type")
+    name = meta.get("family", DEFAULT_FAMILY)
     try:
-        model = get_covariance_model(str(covariance_type))
-    except ValueError:
+        family = get_family(str(name))
+    except InvalidOptionError:
         raise ModelFormatError(
-            f"{where} has covariance_type {covariance_type!r} in {MANIFEST}; expected one of "
-            "'full', 'tied', 'diag', 'spherical'. The file was edited or corrupted: "
-            "save the model again."
+            f"{where} has family {name!r} in {MANIFEST}; this dgmm reads the families "
+            f"{family_names()}. Upgrade dgmm, or register that family before loading."
         ) from None
-    try:
-        n_components = int(meta["n_components"])
-        n_features = int(meta["n_features"])
-    except (KeyError, TypeError, ValueError):
-        raise ModelFormatError(
-            f"{where}: {MANIFEST} lacks integer 'n_components' and 'n_features' (got "
-            f"{meta.get('n_components')!r}, {meta.get('n_features')!r}). The file was edited "
-            "or corrupted: save the model again."
-        ) from None
-    expected = {
-        "weights": (n_components,),
-        "means": (n_components, n_features),
-        "covariances": model.shape(n_components, n_features),
-        "precisions_cholesky": model.shape(n_components, n_features),
-    }
-    arrays = {}
-    for name in ARRAY_NAMES:
-        filename = f"{name}.npy"
+
+    def load(array_name: str) -> np.ndarray:
+        filename = f"{array_name}.npy"
         if filename not in files:
             raise ModelFormatError(
-                f"{where} has no {filename}; a dgmm model needs "
-                f"{', '.join(n + '.npy' for n in ARRAY_NAMES)}. Save the model again."
+                f"{where} has no {filename}; a {family.name} model needs it. Save the model again."
             )
-        array = _array_from_bytes(files[filename], filename, where)
-        if array.shape != expected[name]:
-            raise ModelFormatError(
-                f"{where}: {filename} has shape {array.shape}, but a {covariance_type!r} "
-                f"mixture with {n_components} components and {n_features} features needs "
-                f"{expected[name]}. The files do not belong together: save the model again."
-            )
-        if not np.all(np.isfinite(array)):
-            raise ModelFormatError(
-                f"{where}: {filename} contains NaN or Inf; a saved model has finite "
-                "parameters. Save the model again from a fitted estimator."
-            )
-        arrays[name] = array
-    weights = arrays["weights"]
-    if np.any(weights < 0) or not math.isclose(float(weights.sum()), 1.0, abs_tol=1e-6):
-        raise ModelFormatError(
-            f"{where}: weights.npy must be non-negative and sum to 1, got min "
-            f"{weights.min():.6g} and sum {weights.sum():.6g}. Save the model again."
-        )
-    precisions = model.precisions(arrays["precisions_cholesky"])
-    bad = model.is_positive_definite(precisions)
-    if bad.size:
-        raise ModelFormatError(
-            f"{where}: the precisions of component(s) {bad.tolist()} are not positive "
-            "definite. The arrays were edited or corrupted: save the model again."
-        )
-    try:
-        return GMMParams(
-            arrays["weights"],
-            arrays["means"],
-            arrays["covariances"],
-            arrays["precisions_cholesky"],
-            str(covariance_type),
-        )
-    except ShapeMismatchError as exc:  # pragma: no cover - shapes checked above
-        raise ModelFormatError(f"{where}: {exc}") from None
+        return _array_from_bytes(files[filename], filename, where)
+
+    return family.from_arrays(meta, load, where)
 
 
 def _array_to_bytes(array: np.ndarray) -> bytes:

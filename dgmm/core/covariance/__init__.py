@@ -6,6 +6,8 @@ plus its line in ``COVARIANCE_TYPES``.
 
 from __future__ import annotations
 
+from dgmm.errors import InvalidOptionError
+
 from dgmm.core.covariance.base import CovarianceModel, Scratch
 from dgmm.core.covariance.diag import Diag
 from dgmm.core.covariance.full import Full
@@ -33,7 +35,7 @@ def get_covariance_model(covariance_type: str) -> CovarianceModel:
     try:
         return COVARIANCE_TYPES[covariance_type]
     except KeyError:
-        raise ValueError(
+        raise InvalidOptionError(
             f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, "
-            f"got {covariance_type!r}."
+            f"got {covariance_type!r}. Pass one of those names."
         ) from None

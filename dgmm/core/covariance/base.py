@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -93,6 +93,9 @@ class CovarianceModel(ABC):
     """What a covariance type must provide; subclasses are stateless singletons."""
 
     name: ClassVar[str]
+    #: One covariance shared by all components (tied): a collapse cannot be
+    #: re-seeded from another component, and a split leaves it unchanged.
+    shared: ClassVar[bool] = False
 
     # -- shapes and parameter counting ------------------------------------
     @abstractmethod
@@ -160,11 +163,21 @@ class CovarianceModel(ABC):
     def fill_extra(self, a: np.ndarray, n_features: int) -> None:
         """Fill the extra columns of a design matrix from its ``xc`` columns."""
 
+    def design_buffer(self, n_rows: int, n_features: int, dtype: np.dtype) -> np.ndarray:
+        """An uninitialised design matrix by columns, its ones column filled.
+
+        Shape (n_rows, 1 + D + extra), Fortran-ordered (see
+        ``Scratch.get_columns``); a chunk allocates one and reuses it for
+        every block, filling ``[:, 1:1 + D]`` then ``fill_extra``.
+        """
+        a = np.empty((1 + n_features + self.n_extra(n_features), n_rows), dtype=dtype).T
+        a[:, 0] = 1.0
+        return a
+
     def design(self, xc: np.ndarray) -> np.ndarray:
         """The design matrix ``[1, xc, extra]`` of a block (n_rows, 1 + D + extra)."""
         n_rows, n_features = xc.shape
-        a = np.empty((1 + n_features + self.n_extra(n_features), n_rows), dtype=xc.dtype).T
-        a[:, 0] = 1.0
+        a = self.design_buffer(n_rows, n_features, xc.dtype)
         a[:, 1 : 1 + n_features] = xc
         self.fill_extra(a, n_features)
         return a
@@ -274,6 +287,26 @@ class CovarianceModel(ABC):
     ) -> np.ndarray:
         """Covariance of either half of component ``k`` cut along ``axis``."""
 
+    def split_covariances(
+        self, covariances: np.ndarray, source: int, target: int, variance: float, axis: np.ndarray
+    ) -> np.ndarray:
+        """Covariances after ``source`` is cut along ``axis`` into ``source`` and ``target``."""
+        child = self.halve_along(covariances, source, variance, axis)
+        out = covariances.copy()
+        out[source] = child
+        out[target] = child
+        return out
+
+    # -- views (plots) ----------------------------------------------------
+    @abstractmethod
+    def weighted_covariance(self, weights: np.ndarray, covariances: np.ndarray, n_features: int) -> np.ndarray:
+        """``sum_k w_k Sigma_k`` as a (D, D) matrix."""
+
+    @abstractmethod
+    def project(self, covariances: np.ndarray, axes: np.ndarray, n_components: int) -> np.ndarray:
+        """``P Sigma_k P^T`` of every component (K, n_axes, n_axes) for ``axes`` P
+        (n_axes, D), without forming a (D, D) matrix where the type need not."""
+
     # -- sampling ---------------------------------------------------------
     @abstractmethod
     def sample_component(
@@ -300,12 +333,14 @@ def _flip(a: np.ndarray) -> np.ndarray:
 
 
 def precision_chol_from_precision(precision: np.ndarray) -> np.ndarray:
+    """Upper-triangular ``U`` with ``U U^T = precision``."""
     # Upper factor U with U U^T = P, by Cholesky of the row/column-reversed
     # matrix (scikit-learn's _compute_precision_cholesky_from_precisions).
     return _flip(np.linalg.cholesky(_flip(precision)))
 
 
 def is_pd(matrix: np.ndarray) -> bool:
+    """Whether ``matrix`` is finite and has a Cholesky factor."""
     if not np.all(np.isfinite(matrix)):
         return False
     try:
@@ -347,21 +382,42 @@ class ExpandedGEMM(CovarianceModel):
 
     @abstractmethod
     def _expansion(
-        self, means_c: np.ndarray, precisions_cholesky: np.ndarray, const: Any, scale: float
+        self,
+        means_c: np.ndarray,
+        precisions_cholesky: np.ndarray,
+        const: np.ndarray | float,
+        scale: float,
     ) -> np.ndarray:
         """The (design columns x K) matrix: ``scale * distance + const`` per component."""
 
-    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+    def prepare(
+        self,
+        means_c: np.ndarray,
+        precisions_cholesky: np.ndarray,
+        log_weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         n_features = means_c.shape[1]
         log_det = self.log_det_cholesky(precisions_cholesky.astype(np.float64), n_features)
         const = log_constants(log_det, n_features, log_weights)
         return self._expansion(means_c, precisions_cholesky, const, -0.5)
 
-    def weighted_log_prob(self, a, prepared, scratch=None):
+    def weighted_log_prob(
+        self, a: np.ndarray, prepared: np.ndarray, scratch: Scratch | None = None
+    ) -> np.ndarray:
         if scratch is None:
             return a @ prepared
         out = scratch.get_columns("wlp", (a.shape[0], prepared.shape[1]), a.dtype)
         np.matmul(prepared.T, a.T, out=out.T)
+        return out
+
+    def mahalanobis(
+        self, xc: np.ndarray, means_c: np.ndarray, precisions_cholesky: np.ndarray
+    ) -> np.ndarray:
+        # The same expansion with no constant and scale 1: one GEMM, clipped
+        # at 0 where the expanded square's cancellation dips below it.
+        w = self._expansion(means_c, precisions_cholesky, 0.0, 1.0)
+        out = self.design(xc) @ w
+        np.maximum(out, 0.0, out=out)
         return out
 
 

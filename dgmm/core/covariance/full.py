@@ -53,7 +53,7 @@ class Full(CovarianceModel):
     def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
         return n_components * n_features * (n_features + 1) // 2
 
-    def precisions_cholesky(self, covariances):
+    def precisions_cholesky(self, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_components, n_features, _ = covariances.shape
         out = np.empty_like(covariances)
         bad = []
@@ -67,26 +67,31 @@ class Full(CovarianceModel):
                 out[k] = np.eye(n_features, dtype=covariances.dtype)
         return out, np.asarray(bad, dtype=np.intp)
 
-    def precisions_cholesky_from_precisions(self, precisions):
+    def precisions_cholesky_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
         return np.stack([precision_chol_from_precision(p) for p in precisions])
 
-    def precisions(self, precisions_cholesky):
+    def precisions(self, precisions_cholesky: np.ndarray) -> np.ndarray:
         return np.matmul(precisions_cholesky, np.swapaxes(precisions_cholesky, 1, 2))
 
-    def covariances_from_precisions(self, precisions):
+    def covariances_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
         return np.stack([np.linalg.inv(p) for p in precisions])
 
-    def log_det_cholesky(self, precisions_cholesky, n_features):
+    def log_det_cholesky(self, precisions_cholesky: np.ndarray, n_features: int) -> np.ndarray:
         diag = np.diagonal(precisions_cholesky, axis1=1, axis2=2)
         return np.sum(np.log(diag), axis=1)
 
-    def is_positive_definite(self, precisions):
+    def is_positive_definite(self, precisions: np.ndarray) -> np.ndarray:
         return np.asarray(
             [k for k in range(precisions.shape[0]) if not is_pd(precisions[k])],
             dtype=np.intp,
         )
 
-    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+    def prepare(
+        self,
+        means_c: np.ndarray,
+        precisions_cholesky: np.ndarray,
+        log_weights: np.ndarray | None = None,
+    ) -> _FullConstants:
         dtype = means_c.dtype
         n_components, n_features = means_c.shape
         chol = precisions_cholesky.astype(dtype, copy=False)
@@ -131,16 +136,28 @@ class Full(CovarianceModel):
             out[:, start:stop] = total[:size].reshape(n_rows, -1)
         return out
 
-    def weighted_log_prob(self, a, prepared, scratch=None):
+    def weighted_log_prob(
+        self, a: np.ndarray, prepared: _FullConstants, scratch: Scratch | None = None
+    ) -> np.ndarray:
         out = self._mahalanobis(a, prepared, scratch or Scratch())
         out *= -0.5
         out += prepared.const
         return out
 
-    def mahalanobis(self, xc, means_c, precisions_cholesky):
+    def mahalanobis(
+        self, xc: np.ndarray, means_c: np.ndarray, precisions_cholesky: np.ndarray
+    ) -> np.ndarray:
         return self._mahalanobis(self.design(xc), self.prepare(means_c, precisions_cholesky), Scratch())
 
-    def block_sum_xx(self, a, resp, moments, shifts_c, out, scratch=None):
+    def block_sum_xx(
+        self,
+        a: np.ndarray,
+        resp: np.ndarray,
+        moments: np.ndarray,
+        shifts_c: np.ndarray,
+        out: np.ndarray,
+        scratch: Scratch | None = None,
+    ) -> None:
         scratch = scratch or Scratch()
         n_components, n_features = shifts_c.shape
         n_rows, dtype = a.shape[0], a.dtype
@@ -168,34 +185,57 @@ class Full(CovarianceModel):
                 y *= sqrt_resp[k, :, None]
                 out[k] += y.T @ y
 
-    def m_step(self, nk, delta, sum_xx, reg_covar):
+    def m_step(
+        self, nk: np.ndarray, delta: np.ndarray, sum_xx: np.ndarray, reg_covar: float
+    ) -> np.ndarray:
         n_features = delta.shape[1]
         cov = sum_xx / nk[:, None, None] - delta[:, :, None] * delta[:, None, :]
         cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
         cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
         return cov
 
-    def precision_traces(self, precisions_cholesky, n_components, n_features):
+    def precision_traces(
+        self, precisions_cholesky: np.ndarray, n_components: int, n_features: int
+    ) -> np.ndarray:
         return np.sum(precisions_cholesky**2, axis=(1, 2))
 
-    def variance_extremes(self, covariances, precisions_cholesky):
+    def variance_extremes(
+        self, covariances: np.ndarray, precisions_cholesky: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         # Pivots of chol(Sigma) are 1 / diag(L): free, where eigvalsh would
         # cost as much again as the factorisation itself.
         pivots = 1.0 / np.diagonal(precisions_cholesky, axis1=1, axis2=2) ** 2
         return pivots.min(axis=1), np.diagonal(covariances, axis1=1, axis2=2).max(axis=1)
 
-    def take(self, covariances, index):
+    def take(self, covariances: np.ndarray, index: np.ndarray) -> np.ndarray:
         return covariances[index]
 
-    def principal_axis(self, covariances, k, n_features, rng):
+    def principal_axis(
+        self, covariances: np.ndarray, k: int, n_features: int, rng: np.random.Generator
+    ) -> tuple[float, np.ndarray]:
         values, vectors = np.linalg.eigh(covariances[k])
         return float(max(values[-1], 0.0)), vectors[:, -1]
 
-    def halve_along(self, covariances, k, variance, axis):
+    def halve_along(
+        self, covariances: np.ndarray, k: int, variance: float, axis: np.ndarray
+    ) -> np.ndarray:
         cov = covariances[k] - (1.0 - HALF_VAR) * variance * np.outer(axis, axis)
         return 0.5 * (cov + cov.T)
 
-    def sample_component(self, rng, mean, covariances, k, n_samples):
+    def weighted_covariance(self, weights: np.ndarray, covariances: np.ndarray, n_features: int) -> np.ndarray:
+        return np.einsum("k,kij->ij", weights, covariances)
+
+    def project(self, covariances: np.ndarray, axes: np.ndarray, n_components: int) -> np.ndarray:
+        return np.einsum("ai,kij,bj->kab", axes, covariances, axes)
+
+    def sample_component(
+        self,
+        rng: np.random.Generator,
+        mean: np.ndarray,
+        covariances: np.ndarray,
+        k: int,
+        n_samples: int,
+    ) -> np.ndarray:
         chol = np.linalg.cholesky(covariances[k])
         z = rng.standard_normal((n_samples, mean.shape[0]))
         return mean + z @ chol.T

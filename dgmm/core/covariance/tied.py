@@ -20,6 +20,7 @@ class Tied(CovarianceModel):
     """All components share one full covariance matrix (n_features x n_features)."""
 
     name = "tied"
+    shared = True
 
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_features, n_features)
@@ -27,7 +28,7 @@ class Tied(CovarianceModel):
     def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
         return n_features * (n_features + 1) // 2
 
-    def precisions_cholesky(self, covariances):
+    def precisions_cholesky(self, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
             if not np.all(np.isfinite(covariances)):
                 raise np.linalg.LinAlgError
@@ -35,22 +36,27 @@ class Tied(CovarianceModel):
         except (np.linalg.LinAlgError, ValueError):
             return np.eye(covariances.shape[0], dtype=covariances.dtype), np.asarray([-1])
 
-    def precisions_cholesky_from_precisions(self, precisions):
+    def precisions_cholesky_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
         return precision_chol_from_precision(precisions)
 
-    def precisions(self, precisions_cholesky):
+    def precisions(self, precisions_cholesky: np.ndarray) -> np.ndarray:
         return precisions_cholesky @ precisions_cholesky.T
 
-    def covariances_from_precisions(self, precisions):
+    def covariances_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
         return np.linalg.inv(precisions)
 
-    def log_det_cholesky(self, precisions_cholesky, n_features):
+    def log_det_cholesky(self, precisions_cholesky: np.ndarray, n_features: int) -> np.ndarray:
         return np.asarray(np.sum(np.log(np.diagonal(precisions_cholesky))))
 
-    def is_positive_definite(self, precisions):
+    def is_positive_definite(self, precisions: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.intp) if is_pd(precisions) else np.asarray([-1])
 
-    def prepare(self, means_c, precisions_cholesky, log_weights=None):
+    def prepare(
+        self,
+        means_c: np.ndarray,
+        precisions_cholesky: np.ndarray,
+        log_weights: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dtype = means_c.dtype
         chol = precisions_cholesky.astype(dtype, copy=False)
         m = means_c @ chol
@@ -59,7 +65,9 @@ class Tied(CovarianceModel):
         const -= 0.5 * np.einsum("kd,kd->k", m, m, dtype=np.float64)
         return chol, m.T.copy(), const.astype(dtype)
 
-    def weighted_log_prob(self, a, prepared, scratch=None):
+    def weighted_log_prob(
+        self, a: np.ndarray, prepared: tuple[np.ndarray, np.ndarray, np.ndarray], scratch: Scratch | None = None
+    ) -> np.ndarray:
         # -|L^T(x - mu_k)|^2 / 2 = y.m_k - |y|^2 / 2 - |m_k|^2 / 2 with y = x L,
         # m_k = mu_k L: one GEMM against K means instead of K passes.
         scratch = scratch or Scratch()
@@ -77,7 +85,9 @@ class Tied(CovarianceModel):
         out += const
         return out
 
-    def mahalanobis(self, xc, means_c, precisions_cholesky):
+    def mahalanobis(
+        self, xc: np.ndarray, means_c: np.ndarray, precisions_cholesky: np.ndarray
+    ) -> np.ndarray:
         y = xc @ precisions_cholesky
         m = means_c @ precisions_cholesky
         out = y @ (-2.0 * m.T)
@@ -86,7 +96,15 @@ class Tied(CovarianceModel):
         np.maximum(out, 0.0, out=out)
         return out
 
-    def block_sum_xx(self, a, resp, moments, shifts_c, out, scratch=None):
+    def block_sum_xx(
+        self,
+        a: np.ndarray,
+        resp: np.ndarray,
+        moments: np.ndarray,
+        shifts_c: np.ndarray,
+        out: np.ndarray,
+        scratch: Scratch | None = None,
+    ) -> None:
         # sum_k sum_i r_ik (x'-a_k)(x'-a_k)^T = sum_i w_i x'x'^T
         #   - sum_k (a_k s_k^T + s_k a_k^T) + sum_k N_k a_k a_k^T,
         # with x' = x - c0, a_k = c_k - c0, s_k = sum_i r_ik x'_i, w_i = sum_k r_ik.
@@ -102,23 +120,31 @@ class Tied(CovarianceModel):
         out -= cross + cross.T
         out += (shifts_c * nk[:, None]).T @ shifts_c
 
-    def m_step(self, nk, delta, sum_xx, reg_covar):
+    def m_step(
+        self, nk: np.ndarray, delta: np.ndarray, sum_xx: np.ndarray, reg_covar: float
+    ) -> np.ndarray:
         between = (delta * nk[:, None]).T @ delta
         cov = (sum_xx - between) / nk.sum()
         cov = 0.5 * (cov + cov.T)
         cov[np.diag_indices_from(cov)] += reg_covar
         return cov
 
-    def precision_traces(self, precisions_cholesky, n_components, n_features):
+    def precision_traces(
+        self, precisions_cholesky: np.ndarray, n_components: int, n_features: int
+    ) -> np.ndarray:
         return np.full(n_components, np.sum(precisions_cholesky**2))
 
-    def variance_extremes(self, covariances, precisions_cholesky):
+    def variance_extremes(
+        self, covariances: np.ndarray, precisions_cholesky: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
-    def take(self, covariances, index):
+    def take(self, covariances: np.ndarray, index: np.ndarray) -> np.ndarray:
         return covariances
 
-    def principal_axis(self, covariances, k, n_features, rng):
+    def principal_axis(
+        self, covariances: np.ndarray, k: int, n_features: int, rng: np.random.Generator
+    ) -> tuple[float, np.ndarray]:
         # Every component shares the axes: splitting all along the leading one
         # would put the children of neighbouring components on top of each
         # other. A direction drawn from N(0, Sigma) follows the spread without
@@ -127,10 +153,32 @@ class Tied(CovarianceModel):
         axis /= np.linalg.norm(axis)
         return float(axis @ covariances @ axis), axis
 
-    def halve_along(self, covariances, k, variance, axis):
+    def halve_along(
+        self, covariances: np.ndarray, k: int, variance: float, axis: np.ndarray
+    ) -> np.ndarray:
         return covariances
 
-    def sample_component(self, rng, mean, covariances, k, n_samples):
+    def split_covariances(
+        self, covariances: np.ndarray, source: int, target: int, variance: float, axis: np.ndarray
+    ) -> np.ndarray:
+        # The shared covariance stays: only the means and weights split.
+        return covariances.copy()
+
+    def weighted_covariance(self, weights: np.ndarray, covariances: np.ndarray, n_features: int) -> np.ndarray:
+        return covariances
+
+    def project(self, covariances: np.ndarray, axes: np.ndarray, n_components: int) -> np.ndarray:
+        n_axes = len(axes)
+        return np.array(np.broadcast_to(axes @ covariances @ axes.T, (n_components, n_axes, n_axes)))
+
+    def sample_component(
+        self,
+        rng: np.random.Generator,
+        mean: np.ndarray,
+        covariances: np.ndarray,
+        k: int,
+        n_samples: int,
+    ) -> np.ndarray:
         chol = np.linalg.cholesky(covariances)
         z = rng.standard_normal((n_samples, mean.shape[0]))
         return mean + z @ chol.T

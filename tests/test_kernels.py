@@ -1,0 +1,131 @@
+"""The per-chunk kernels of the Gaussian family (dgmm.core.kernels).
+
+Each kernel against an independent computation: the log-sum-exp of the
+E-step and of prediction against scipy, the nearest-centre kernel against
+brute force, the data check by its global row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp, softmax
+from scipy.stats import multivariate_normal
+
+from dgmm.core.covariance import COVARIANCE_TYPES as GAUSSIAN_MODELS
+from dgmm.core.covariance import Scratch
+from dgmm.core.gaussian import GAUSSIAN
+from dgmm.core.kernels import (
+    EStep,
+    HardAssign,
+    _log_sum_exp_resp,
+    chunk_stats,
+    estimate_log_prob_resp,
+    require_finite_rows,
+)
+from dgmm.core.seeding import _min_sq_dist, nearest_center
+from dgmm.errors import InvalidDataError
+
+from ._helpers import dense_covariance, random_params
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_sum_exp_gives_softmax_and_logsumexp(rng, dtype):
+    wlp = rng.normal(0, 30, (200, 7)).astype(dtype)
+    wlp[3, 2] = -np.inf  # a component with zero weight
+    expected_resp, expected_norm = softmax(wlp.astype(np.float64), axis=1), logsumexp(wlp.astype(np.float64), axis=1)
+    resp, log_norm = _log_sum_exp_resp(np.asfortranarray(wlp.copy()))
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(log_norm, expected_norm, rtol=rtol)
+    np.testing.assert_allclose(resp, expected_resp, rtol=rtol, atol=1e-30 if dtype == np.float64 else 1e-12)
+    # Clamped at the exp floor (a documented speed trade), not exactly 0.
+    assert 0.0 <= resp[3, 2] < (1e-200 if dtype == np.float64 else 1e-30)
+
+
+def test_a_row_with_no_finite_component_stays_dead(rng):
+    wlp = rng.normal(size=(4, 3))
+    wlp[1] = -np.inf
+    resp, log_norm = _log_sum_exp_resp(wlp)
+    assert np.isnan(resp[1]).all() and log_norm[1] == -np.inf
+    assert np.isfinite(resp[[0, 2, 3]]).all()
+
+
+def test_prediction_matches_scipy_densities(rng, covariance_type):
+    params = random_params(rng, covariance_type, n_components=3, n_features=4, offset=50.0)
+    X = rng.normal(50.0, 3.0, (300, 4))
+    log_norm, log_resp = estimate_log_prob_resp(X, params, block_rows=64)
+    joint = np.stack(
+        [
+            np.log(params.weights[k])
+            + multivariate_normal(params.means[k], dense_covariance(params.covariances, covariance_type, k, 4)).logpdf(X)
+            for k in range(3)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(log_norm, logsumexp(joint, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(log_resp, joint - logsumexp(joint, axis=1)[:, None], rtol=1e-8, atol=1e-8)
+    # The family's prediction is this kernel.
+    got_norm, got_resp = GAUSSIAN.log_prob_resp(X, params)
+    np.testing.assert_allclose(got_norm, log_norm, rtol=1e-12)
+    np.testing.assert_allclose(got_resp, log_resp, rtol=1e-12, atol=1e-12)
+
+
+def test_prediction_and_e_step_agree(rng, covariance_type):
+    params = random_params(rng, covariance_type)
+    X = rng.normal(0, 3, (500, 4))
+    log_norm, log_resp = estimate_log_prob_resp(X, params)
+    (stats,) = chunk_stats(X, (EStep(params),), block_rows=77)
+    assert stats.loglik == pytest.approx(float(log_norm.sum()), rel=1e-12)
+    np.testing.assert_allclose(stats.nk, np.exp(log_resp).sum(axis=0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nearest_center_is_the_brute_force_nearest(rng, dtype):
+    x = rng.normal(0, 2, (400, 5)).astype(dtype)
+    centers = rng.normal(0, 2, (9, 5)).astype(dtype)
+    dist, label = nearest_center(x, centers, np.einsum("kd,kd->k", centers, centers))
+    brute = ((x[:, None, :].astype(np.float64) - centers[None].astype(np.float64)) ** 2).sum(axis=2)
+    gap = np.sort(brute, axis=1)
+    clear = gap[:, 1] - gap[:, 0] > 1e-3  # rows whose nearest centre is not a rounding tie
+    np.testing.assert_array_equal(label[clear], brute.argmin(axis=1)[clear])
+    np.testing.assert_allclose(dist, brute.min(axis=1), rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4)
+    assert (dist >= 0).all()
+
+
+def test_hard_assignment_and_seeding_share_the_nearest_centre(rng):
+    x = rng.normal(0, 2, (300, 3))
+    centers = rng.normal(0, 2, (4, 3))
+    _, seeding_label = _min_sq_dist(x, centers)
+    (stats,) = chunk_stats(x, (HardAssign(centers, "diag"),))
+    np.testing.assert_array_equal(stats.nk, np.bincount(seeding_label, minlength=4))
+
+
+def test_design_matrix_is_by_columns_with_a_ones_column(covariance_type):
+    model = GAUSSIAN_MODELS[covariance_type]
+    xc = np.arange(12.0).reshape(4, 3)
+    a = model.design(xc)
+    assert a.flags.f_contiguous
+    np.testing.assert_array_equal(a[:, 0], 1.0)
+    np.testing.assert_array_equal(a[:, 1:4], xc)
+    assert a.shape == (4, 4 + model.n_extra(3))
+
+
+@pytest.mark.parametrize("check", ["family", "rows"])
+def test_non_finite_rows_are_named_with_their_global_row(rng, check):
+    X = rng.normal(size=(50, 4))
+    X[37, 2] = np.inf
+    with pytest.raises(InvalidDataError, match=r"row 1037 \(chunk 4, column 2\)"):
+        if check == "family":
+            GAUSSIAN.check_block(X, row_offset=1000, chunk_index=4)
+        else:
+            require_finite_rows(X, row_offset=1000, chunk_index=4, block_rows=16)
+
+
+def test_scratch_reuses_its_buffers():
+    scratch = Scratch()
+    a = scratch.get("a", (10, 3), np.dtype(np.float64))
+    b = scratch.get("a", (5, 3), np.dtype(np.float64))
+    assert np.shares_memory(a, b)
+    c = scratch.get_columns("c", (6, 2), np.dtype(np.float32))
+    assert c.shape == (6, 2) and c.flags.f_contiguous
+
