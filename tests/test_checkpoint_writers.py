@@ -105,7 +105,7 @@ def test_second_process_gets_a_typed_error_and_the_first_finishes(tmp_path):
     # The checkpoint is the first fit's final state, readable, with no lease left behind.
     state = Checkpoint(checkpoint).read()
     assert state is not None and state.iteration == 25
-    assert sorted(p.name for p in checkpoint.iterdir())[0] == POINTER and not (checkpoint / LEASE).exists()
+    assert min(p.name for p in checkpoint.iterdir()) == POINTER and not (checkpoint / LEASE).exists()
     # And it resumes: the same fit returns the first fit's model without a pass.
     again = _start(script, checkpoint, tmp_path / "again.npy")
     out3, _ = again.communicate(timeout=300)
@@ -129,7 +129,7 @@ def test_local_lock_is_released_by_close(tmp_path, rng):
     b.write(make_state(rng, iteration=4))  # the lease is free again
     b.close()
     assert Checkpoint(path).read().iteration == 4
-    assert sorted(p.name for p in path.iterdir())[0] == POINTER and len(list(path.iterdir())) == 2
+    assert min(p.name for p in path.iterdir()) == POINTER and len(list(path.iterdir())) == 2
 
 
 def _memory_url() -> str:

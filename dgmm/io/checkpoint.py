@@ -74,7 +74,11 @@ from typing import Any
 import numpy as np
 
 from dgmm.core.params import GMMParams
-from dgmm.errors import CheckpointFormatError, CheckpointLockedError, CheckpointMismatchError
+from dgmm.errors import (
+    CheckpointFormatError,
+    CheckpointLockedError,
+    CheckpointMismatchError,
+)
 from dgmm.io import codec
 from dgmm.io import fs as fsio
 from dgmm.io.persistence import params_from_files, params_meta, params_to_files
@@ -232,7 +236,7 @@ def _identity() -> dict[str, Any]:
         "id": uuid.uuid4().hex,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -487,7 +491,7 @@ class Checkpoint:
                     self._lost = lease or {}
                     return
                 self._put_lease(identity)
-            except Exception as exc:  # a transient store error: try again next beat
+            except Exception as exc:  # noqa: BLE001 - a transient store error: try again next beat
                 logger.warning("checkpoint %s: could not renew the lease: %s", self.url, exc)
 
     def _check_still_ours(self) -> None:

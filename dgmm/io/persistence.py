@@ -48,7 +48,8 @@ from dgmm.errors import (
     TargetNotWritableError,
 )
 from dgmm.io import fs as fsio
-from dgmm.io.codec import dumps, loads as _parse
+from dgmm.io.codec import dumps
+from dgmm.io.codec import loads as _parse
 
 __all__ = [
     "ARRAY_NAMES",
