@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from dgmm.core.params import GMMParams
 from dgmm.errors import UnsupportedInputError
 from dgmm.io import persistence
+from dgmm.io.codec import to_jsonable
 
 __all__ = ["estimator_from_model", "from_sklearn", "load", "save", "to_sklearn"]
 
@@ -43,7 +44,7 @@ def _json_params(estimator: Any) -> tuple[dict[str, Any], list[str]]:
             dropped.append(name)
             continue
         try:
-            saved[name] = persistence._jsonable(value)
+            saved[name] = to_jsonable(value)
         except TypeError:  # a RandomState instance, a callable: not data
             dropped.append(name)
     return saved, dropped

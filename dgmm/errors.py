@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "CheckpointFormatError",
+    "CheckpointLockedError",
     "CheckpointMismatchError",
     "ClusterConnectionError",
     "ClusterLostError",
@@ -126,6 +127,15 @@ class CheckpointMismatchError(DgmmError, ValueError):
 
 class CheckpointFormatError(DgmmError, ValueError):
     """A checkpoint path holds something dgmm cannot read as a checkpoint."""
+
+
+class CheckpointLockedError(DgmmError, RuntimeError):
+    """Another fit is writing the same checkpoint (an overlapping scheduled run).
+
+    The message names the other writer (host, process id, when it started).
+    A ``RuntimeError``: the checkpoint is busy, not malformed; a later run
+    (once the other finished or died) resumes it.
+    """
 
 
 class FitInterrupted(KeyboardInterrupt):

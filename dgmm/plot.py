@@ -345,11 +345,8 @@ def _plot_density(ax: Any, params: GMMParams, sample: np.ndarray | None, colors:
 
 
 def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> None:
-    """Render once, then write the bytes whole (temp file + rename locally)."""
-    from fsspec.core import url_to_fs
-    from fsspec.implementations.local import LocalFileSystem
-
-    from dgmm.errors import TargetNotWritableError
+    """Render once, then write the bytes whole (``dgmm.io.fs.replace_file``)."""
+    from dgmm.io import fs as fsio
 
     target = os.fspath(path)
     suffix = os.path.splitext(target)[1].lstrip(".").lower() or "png"
@@ -361,23 +358,4 @@ def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[st
         )
     buffer = io.BytesIO()
     figure.savefig(buffer, format=suffix, dpi=DPI)
-    data = buffer.getvalue()
-    fs, fs_path = url_to_fs(target, **dict(storage_options or {}))
-    try:
-        if isinstance(fs, LocalFileSystem):
-            directory = os.path.dirname(os.path.abspath(fs_path))
-            tmp = os.path.join(directory, f".{os.path.basename(fs_path)}.tmp-{os.getpid()}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, fs_path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        else:
-            fs.pipe_file(fs_path, data)
-    except OSError as exc:
-        raise TargetNotWritableError(
-            f"Cannot write the figure to {target}: {exc.strerror or exc} ({type(exc).__name__}). "
-            "Choose a writable location or create the directory."
-        ) from None
+    fsio.replace_file(fsio.resolve(target, storage_options), buffer.getvalue(), what="the figure")

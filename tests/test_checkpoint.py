@@ -16,6 +16,7 @@ import pytest
 from dgmm.core.params import GMMParams
 from dgmm.errors import CheckpointFormatError, CheckpointMismatchError
 from dgmm.io import checkpoint as ckpt
+from dgmm.io import fs as fsio
 from dgmm.io.checkpoint import Checkpoint, CheckpointState, compare_fingerprints, content_digest
 
 from ._helpers import COVARIANCE_TYPES
@@ -153,10 +154,10 @@ def crash_while_writing_pointer(monkeypatch):
     def replace(src, dst):
         raise Crash
 
-    # Only the checkpoint module's view of os: the rest of the process is untouched.
+    # Only the filesystem helper's view of os: the rest of the process is untouched.
     proxy = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
     proxy.replace = replace
-    monkeypatch.setattr(ckpt, "os", proxy)
+    monkeypatch.setattr(fsio, "os", proxy)
 
 
 def crash_after_pointer_swap(monkeypatch):

@@ -23,7 +23,8 @@ from dgmm.errors import (
     TargetExistsError,
     TargetNotWritableError,
 )
-from dgmm.io import persistence
+from dgmm.io import codec, persistence
+from dgmm.io import fs as fsio
 
 from ._helpers import COVARIANCE_TYPES, dense_covariance
 
@@ -155,12 +156,12 @@ def test_failed_overwrite_leaves_old_model(tmp_path, rng, monkeypatch, exchange)
     first = make_params("diag", rng)
     persistence.save_model(tmp_path / "m", first)
     if not exchange:
-        monkeypatch.setattr(persistence, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
         persistence.save_model(tmp_path / "m", make_params("diag", rng), overwrite=True)
         assert _siblings(tmp_path / "m") == ["m"]
         first = persistence.load_model(tmp_path / "m")[0]
     calls = []
-    real = persistence._write_file
+    real = fsio._write_file
 
     def failing(path, data):
         calls.append(path)
@@ -168,7 +169,7 @@ def test_failed_overwrite_leaves_old_model(tmp_path, rng, monkeypatch, exchange)
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(persistence, "_write_file", failing)
+    monkeypatch.setattr(fsio, "_write_file", failing)
     with pytest.raises(TargetNotWritableError, match="No space left"):
         persistence.save_model(tmp_path / "m", make_params("diag", rng), overwrite=True)
     assert persistence.load_model(tmp_path / "m")[0].equals(first)
@@ -179,7 +180,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, rng, monkeypatch):
     def interrupted(path, data):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(persistence, "_write_file", interrupted)
+    monkeypatch.setattr(fsio, "_write_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         persistence.save_model(tmp_path / "m", make_params("full", rng))
     assert list(tmp_path.iterdir()) == []
@@ -259,7 +260,7 @@ def _rewrite(tmp_path: Path, rng, change) -> Path:
     files = persistence.params_to_files(params)
     meta = {**persistence.params_meta(params), "format": "dgmm-model", "format_version": 1}
     change(files, meta)
-    files["model.json"] = persistence.dumps(meta)
+    files["model.json"] = codec.dumps(meta)
     persistence.write_dir(tmp_path / "model", files)
     return tmp_path / "model"
 

@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sys
 import traceback
 import warnings
@@ -158,19 +157,6 @@ def _logging(verbose: int, quiet: bool, debug: bool) -> Iterator[None]:
             log.propagate = propagate
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values; non-finite floats become null (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _human(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.10g}"
@@ -188,7 +174,10 @@ def _human(value: Any) -> str:
 def emit(summary: dict[str, Any], json_output: bool, quiet: bool) -> None:
     """The summary on stdout: one JSON object, or aligned ``key: value`` lines."""
     if json_output:
-        click.echo(json.dumps(_jsonable(summary), allow_nan=False))
+        from dgmm.io.codec import dumps
+
+        # Strict JSON; a non-finite number as {"$float": "-Infinity"}, as in model files.
+        click.echo(dumps(summary, indent=None, sort_keys=False).decode().rstrip("\n"))
     elif not quiet:
         width = max(map(len, summary), default=0)
         for key, value in summary.items():
@@ -392,30 +381,11 @@ def check_target(
     target: str, overwrite: bool, storage_options: dict[str, Any] | None, what: str
 ) -> None:
     """Fail before any work when an output exists (without --overwrite) or cannot be made."""
-    import fsspec
+    from dgmm.io import fs as fsio
 
-    from dgmm.errors import TargetExistsError, TargetNotWritableError
-
-    fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    if fs.exists(path) and not overwrite:
-        raise TargetExistsError(
-            f"The {what} {target!r} already exists; dgmm does not replace it unless asked. "
-            "Pass --overwrite to replace it, or choose another output."
-        )
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
-        parent = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        problem = (
-            "not a directory" if not os.path.isdir(parent)
-            else "not writable" if not os.access(parent, os.W_OK) else None
-        )
-        if problem:
-            raise TargetNotWritableError(
-                f"Cannot create the {what} {target!r}: {parent!r} is {problem}. Choose another "
-                "output, or fix the path or its permissions."
-            )
+    fsio.check_target(
+        fsio.resolve(target, storage_options), overwrite=overwrite, what=what, flag="--overwrite"
+    )
 
 
 def load_model(model: str, storage_options: dict[str, Any] | None = None) -> Any:

@@ -29,15 +29,10 @@ This module is io: it imports the core (params, covariance, errors) only.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import hashlib
 import io
-import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +47,9 @@ from dgmm.errors import (
     TargetExistsError,
     TargetNotWritableError,
 )
+from dgmm.io import fs as fsio
+from dgmm.io.codec import dumps
+from dgmm.io.codec import loads as _parse
 
 __all__ = [
     "ARRAY_NAMES",
@@ -74,9 +72,6 @@ FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
 MANIFEST = "model.json"
 ARRAY_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
-# A non-finite float is not JSON: stored as {"$float": "Infinity"} instead of
-# Python's non-standard bare ``Infinity`` so any JSON reader can parse the file.
-_FLOAT_TAG = "$float"
 
 
 # -- arrays <-> bytes --------------------------------------------------------
@@ -201,48 +196,14 @@ def _npy_header(data: bytes) -> tuple[list[int], str] | None:
     return [int(s) for s in shape], str(dtype)
 
 
-# -- JSON ---------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays and non-finite floats made plain JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isfinite(value):
-            return value
-        return {_FLOAT_TAG: repr(value).replace("inf", "Infinity").replace("nan", "NaN")}
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _decode_floats(obj: dict[str, Any]) -> Any:
-    """json object hook: ``{"$float": "Infinity"}`` back to ``float('inf')``."""
-    if len(obj) == 1 and _FLOAT_TAG in obj:
-        return float(obj[_FLOAT_TAG])
-    return obj
-
-
-def dumps(value: Any) -> bytes:
-    """Canonical JSON bytes of ``value`` (sorted keys, exact float repr, no NaN literals)."""
-    return (json.dumps(_jsonable(value), indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+# -- JSON (dgmm.io.codec: strict, non-finite floats tagged) ----------------------
 
 
 def loads(data: bytes, where: str = "model.json") -> Any:
-    """Parse JSON written by :func:`dumps`; ModelFormatError if it is not JSON."""
+    """Parse JSON written by :func:`dgmm.io.codec.dumps`; ModelFormatError if it is not JSON."""
     try:
-        return json.loads(data.decode("utf-8"), object_hook=_decode_floats)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        return _parse(data)
+    except ValueError as exc:
         raise ModelFormatError(
             f"{where} is not valid JSON ({exc}); it is truncated or corrupt. "
             "Save the model again."
@@ -351,15 +312,6 @@ def _verify(files: Mapping[str, bytes], entries: list[Any], where: str) -> None:
 # -- directories --------------------------------------------------------------
 
 
-def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str, bool]:
-    """``(filesystem, path, is_local)`` for a path or fsspec URL."""
-    from fsspec.core import url_to_fs
-    from fsspec.implementations.local import LocalFileSystem
-
-    fs, path = url_to_fs(os.fspath(url), **dict(storage_options or {}))
-    return fs, path.rstrip("/") or path, isinstance(fs, LocalFileSystem)
-
-
 def write_dir(
     url: str | os.PathLike[str],
     files: Mapping[str, bytes],
@@ -396,25 +348,19 @@ def write_dir(
     for name in files:
         if not name or "/" in name or "\\" in name or name in (".", ".."):
             raise ValueError(f"File names must be plain names without '/', got {name!r}.")
-    fs, path, local = _fs(url, storage_options)
-    shown = os.fspath(url)
-    if local:
-        _write_local(path, files, overwrite, shown)
+    location = fsio.resolve(url, storage_options)
+    if location.local:
+        _write_local(location, files, overwrite)
     else:
-        _write_remote(fs, path, files, overwrite, shown)
+        _write_remote(location, files, overwrite)
 
 
-def _existing_model(fs: Any, path: str, shown: str, overwrite: bool) -> dict[str, Any] | None:
-    """The parsed model.json of what is at ``path`` (None if nothing); refuse what we may not replace."""
-    if hasattr(fs, "invalidate_cache"):  # a listing cached before another writer's model
-        fs.invalidate_cache(path)
-    if not fs.exists(path):
+def _existing_model(location: fsio.Location, overwrite: bool) -> dict[str, Any] | None:
+    """The parsed model.json of what is at the target (None if nothing); refuse what we may not replace."""
+    fs, path, shown = location.fs, location.path, location.url
+    fsio.check_target(location, overwrite=overwrite, what="model", flag="overwrite=True (or --overwrite)")
+    if not fsio.exists(fs, path):
         return None
-    if not overwrite:
-        raise TargetExistsError(
-            f"{shown} already exists. Pass overwrite=True (or --overwrite) to replace "
-            "it, or choose another path."
-        )
     if fs.isfile(path):
         raise TargetExistsError(
             f"{shown} exists and is a file, not a dgmm model directory; refusing to "
@@ -429,97 +375,35 @@ def _existing_model(fs: Any, path: str, shown: str, overwrite: bool) -> dict[str
             "to replace it even with overwrite=True. Remove it or choose another path."
         )
     try:
-        meta = json.loads(fs.cat_file(manifest), object_hook=_decode_floats)
+        meta = _parse(fs.cat_file(manifest))
     except ValueError:
         meta = {}
     return meta if isinstance(meta, dict) else {}
 
 
-def _write_local(path: str, files: Mapping[str, bytes], overwrite: bool, shown: str) -> None:
-    from fsspec.implementations.local import LocalFileSystem
-
-    _existing_model(LocalFileSystem(), path, shown, overwrite)
-    parent, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(parent, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+def _write_local(location: fsio.Location, files: Mapping[str, bytes], overwrite: bool) -> None:
+    _existing_model(location, overwrite)
+    tmp = location.sibling("tmp")
     try:
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(os.path.dirname(location.path), exist_ok=True)
         os.mkdir(tmp)
     except OSError as exc:
-        raise TargetNotWritableError(_unwritable(shown, exc)) from None
+        raise TargetNotWritableError(fsio.unwritable("the model", location.url, exc)) from None
     try:
         _, meta_bytes = _with_manifest(files, {name: name for name in files})
         for name, data in files.items():
             if name != MANIFEST:
-                _write_file(os.path.join(tmp, name), data)
-        _write_file(os.path.join(tmp, MANIFEST), meta_bytes)
-        _fsync_dir(tmp)
-        if os.path.lexists(path):
-            if not _exchange(tmp, path):
-                # No atomic exchange here: move the old model aside first, so a
-                # crash between the renames leaves it whole at the .old name.
-                old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:12]}")
-                os.rename(path, old)
-                os.rename(tmp, path)
-                tmp = old
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-        _fsync_dir(parent)
+                fsio._write_file(os.path.join(tmp, name), data)
+        fsio._write_file(os.path.join(tmp, MANIFEST), meta_bytes)
+        fsio.fsync_path(tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise TargetNotWritableError(_unwritable(shown, exc)) from None
+        fsio.remove_quietly(location.fs, tmp, True)
+        raise TargetNotWritableError(fsio.unwritable("the model", location.url, exc)) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsio.remove_quietly(location.fs, tmp, True)
         raise
-
-
-def _write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse fsync on dirs
-        pass
-    finally:
-        os.close(fd)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Atomically swap two paths (Linux renameat2); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), b)
-
-
-def _unwritable(shown: str, exc: OSError) -> str:
-    return (
-        f"Cannot write the model to {shown}: {exc.strerror or exc} "
-        f"({type(exc).__name__}). Choose a writable location, create the parent "
-        "directory, or fix its permissions."
-    )
+    # overwrite was checked above; an existing (empty or model) directory is swapped out.
+    fsio.commit_dir(location, tmp, overwrite=True, durable=True, what="the model")
 
 
 def _content_path(name: str, data: bytes) -> str:
@@ -529,20 +413,22 @@ def _content_path(name: str, data: bytes) -> str:
     return f"{stem}.{digest}.{suffix}" if dot and stem else f"{name}.{digest}"
 
 
-def _write_remote(
-    fs: Any, path: str, files: Mapping[str, bytes], overwrite: bool, shown: str
-) -> None:
-    old = _existing_model(fs, path, shown, overwrite)
+def _write_remote(location: fsio.Location, files: Mapping[str, bytes], overwrite: bool) -> None:
+    # A pointer scheme: arrays under content-addressed names nothing reads yet,
+    # then model.json (the pointer) in one PUT, the commit point.
+    fs, path = location.fs, location.path
+    old = _existing_model(location, overwrite)
     paths = {name: _content_path(name, data) for name, data in files.items() if name != MANIFEST}
     _, meta_bytes = _with_manifest(files, paths)
     try:
         for name, data in files.items():
             if name != MANIFEST:
                 fs.pipe_file(f"{path}/{paths[name]}", data)
-        # The commit point: one PUT switches readers from the old model to this one.
-        fs.pipe_file(f"{path}/{MANIFEST}", meta_bytes)
     except OSError as exc:
-        raise TargetNotWritableError(_unwritable(shown, exc)) from None
+        raise TargetNotWritableError(fsio.unwritable("the model", location.url, exc)) from None
+    fsio.replace_file(
+        fsio.Location(location.url, fs, f"{path}/{MANIFEST}", False), meta_bytes, what="the model"
+    )
     if old:
         keep = set(paths.values()) | {MANIFEST}
         stale = [
@@ -586,8 +472,8 @@ def read_dir(
         If it is not a dgmm model, of a future format version, or a file is
         missing, truncated or corrupt.
     """
-    fs, path, _ = _fs(url, storage_options)
-    shown = os.fspath(url)
+    location = fsio.resolve(url, storage_options)
+    fs, path, shown = location.fs, location.path, location.url
     manifest = f"{path}/{MANIFEST}"
     try:
         meta_bytes = fs.cat_file(manifest)

@@ -10,17 +10,20 @@ chunks: a Zarr chunk (or a Parquet file) per input chunk.
 What "atomic" means here
 ------------------------
 Everything is first written under a temporary sibling of the target
-(``.<name>.dgmm-tmp-<id>`` in the same directory or prefix). If any chunk
-fails (an exception in a task, e.g. NaN rows found while predicting, or a
-lost worker), the tasks still running are waited for, the temporary sibling
-is removed and the exception is raised: nothing appears under the target's
-name, and an existing target is untouched. Once every chunk is written:
+(``.<name>.tmp-<id>`` in the same directory or prefix). If any chunk fails
+(an exception in a task, e.g. NaN rows found while predicting, or a lost
+worker), the tasks still running are waited for, the temporary sibling is
+removed and the exception is raised: nothing appears under the target's name,
+and an existing target is untouched. Once every chunk is written, the
+temporary sibling is moved into place by :func:`dgmm.io.fs.commit_dir`:
 
 * **local filesystem**: the temporary directory is renamed to the target
   (one ``rename``, atomic). With ``overwrite=True`` an existing target is
-  first renamed aside, the new one renamed into place, then the old one
-  removed; if the second rename fails the old target is renamed back. Between
-  the two renames (microseconds) the name is briefly absent, never partial.
+  swapped for the new one in one ``renameat2`` exchange where Linux offers
+  it; elsewhere it is first renamed aside, the new one renamed into place,
+  then the old one removed (if the second rename fails the old target is
+  renamed back; between the two renames the name is briefly absent, never
+  partial).
 * **object storage** (``s3://``, ``gs://``, ``memory://``..., no atomic
   rename): the objects are copied from the temporary prefix to the target,
   the root metadata last (Zarr's root ``zarr.json``, or ``.zgroup`` /
@@ -37,13 +40,10 @@ name, and an existing target is untouched. Once every chunk is written:
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import math
 import os
 import posixpath
-import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +52,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from dgmm.errors import ShapeMismatchError, TargetExistsError, TargetFormatError, TargetNotWritableError
+from dgmm.errors import ShapeMismatchError, TargetFormatError
+from dgmm.io import fs as fsio
 
 __all__ = ["FORMATS", "WriteResult", "write_array"]
 
@@ -158,21 +159,17 @@ def write_array(
             "(the default) or 2 for readers that only know Zarr v2."
         )
 
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    path = path.rstrip("/")
-    local = _is_local(fs)
-    parent, base = posixpath.split(path) if not local else os.path.split(path)
-    if not base:
+    location = fsio.resolve(target, storage_options)
+    fs, local = location.fs, location.local
+    if not fsio.split(local, location.path)[1]:
         raise TargetFormatError(
             f"Cannot write to {target!r}: expected a path or URL naming a directory to "
             "create (e.g. 's3://bucket/labels.zarr'), got the root of a filesystem or "
             "bucket."
         )
-    _check_target(fs, path, target, overwrite)
-    token = uuid.uuid4().hex[:12]
-    tmp = _join(local, parent, f".{base}.dgmm-tmp-{token}")
+    fsio.check_target(location, overwrite=overwrite)
+    tmp = location.sibling("tmp")
+    token = tmp.rsplit("-", 1)[-1]
     first = next(iter(arrays.values()))
     row_chunks = first.chunks[0]
     if fmt == "zarr":
@@ -183,12 +180,9 @@ def write_array(
         columns = writer.prepare(arrays)
         n_rows = _run_chunks(arrays, writer, f"dgmm-write-{token}")
     except BaseException:
-        _remove_quietly(fs, tmp, local)
+        fsio.remove_quietly(fs, tmp, local)
         raise
-    if local:
-        _commit_local(fs, tmp, path, target, overwrite)
-    else:
-        _commit_remote(fs, tmp, path, target, overwrite)
+    fsio.commit_dir(location, tmp, overwrite=overwrite, last=_ZARR_ROOT_METADATA)
     return WriteResult(target, fmt, n_rows, len(row_chunks), columns)
 
 
@@ -451,97 +445,3 @@ def _drain(client: Any, name: str) -> None:
         if not any(counts.values()):
             return
         time.sleep(0.05)
-
-
-# -- committing -----------------------------------------------------------------------
-
-def _is_local(fs: Any) -> bool:
-    from fsspec.implementations.local import LocalFileSystem
-
-    return isinstance(fs, LocalFileSystem)
-
-
-def _join(local: bool, parent: str, base: str) -> str:
-    return os.path.join(parent, base) if local else f"{parent}/{base}" if parent else base
-
-
-def _exists(fs: Any, path: str) -> bool:
-    with contextlib.suppress(Exception):
-        fs.invalidate_cache(path)
-    return bool(fs.exists(path))
-
-
-def _check_target(fs: Any, path: str, target: str, overwrite: bool) -> None:
-    if not overwrite and _exists(fs, path):
-        raise TargetExistsError(
-            f"The output {target!r} already exists; expected a new path. Pass "
-            "overwrite=True to replace it (only after the new output is complete), "
-            "or choose another path."
-        )
-
-
-def _remove_quietly(fs: Any, path: str, local: bool) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if local:
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        elif _exists(fs, path):
-            fs.rm(path, recursive=True)
-
-
-def _commit_local(fs: Any, tmp: str, path: str, target: str, overwrite: bool) -> None:
-    old = None
-    try:
-        if os.path.lexists(path):
-            if not overwrite:
-                raise TargetExistsError(
-                    f"The output {target!r} was created by someone else while this write "
-                    "ran; it was left as it is and nothing was written. Pass "
-                    "overwrite=True to replace it, or choose another path."
-                )
-            parent, base = os.path.split(path)
-            old = os.path.join(parent, f".{base}.dgmm-old-{uuid.uuid4().hex[:12]}")
-            os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.rename(old, path)
-            raise
-    except BaseException:
-        _remove_quietly(fs, tmp, True)
-        raise
-    if old is not None:
-        _remove_quietly(fs, old, True)
-
-
-def _commit_remote(fs: Any, tmp: str, path: str, target: str, overwrite: bool) -> None:
-    if _exists(fs, path):
-        if not overwrite:
-            _remove_quietly(fs, tmp, False)
-            raise TargetExistsError(
-                f"The output {target!r} was created by someone else while this write "
-                "ran; it was left as it is and nothing was written. Pass "
-                "overwrite=True to replace it, or choose another path."
-            )
-        fs.rm(path, recursive=True)
-    sources = sorted(fs.find(tmp))
-    rel = [posixpath.relpath(s, tmp) for s in sources]
-    last = [i for i, r in enumerate(rel) if r in _ZARR_ROOT_METADATA]
-    first = [i for i in range(len(rel)) if i not in last]
-    try:
-        for group in (first, last):
-            if group:
-                fs.copy([sources[i] for i in group], [f"{path}/{rel[i]}" for i in group])
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            if _exists(fs, path):
-                fs.rm(path, recursive=True)
-        raise TargetNotWritableError(
-            f"Writing {target!r} failed while moving the finished output into place "
-            f"({type(exc).__name__}: {exc}); the partial copy was removed and the "
-            f"complete output is left at {fs.unstrip_protocol(tmp)!r}. Copy it to the "
-            "target yourself, or write again."
-        ) from exc
-    _remove_quietly(fs, tmp, False)
-    with contextlib.suppress(Exception):
-        fs.invalidate_cache(path)

@@ -24,6 +24,8 @@ import numpy as np
 from dask.base import tokenize
 
 from dgmm.errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundError
+from dgmm.io.fs import is_local as _is_local
+from dgmm.io.fs import resolve
 
 __all__ = ["is_store_source", "is_zarr_array", "open_store", "store_columns", "zarr_array"]
 
@@ -104,11 +106,9 @@ def store_columns(
 
 
 def _filesystem(url: str, storage_options: dict | None) -> tuple[Any, str]:
-    """The fsspec filesystem and the path inside it for ``url``."""
-    from fsspec.core import url_to_fs
-
+    """The fsspec filesystem and the path inside it for ``url`` (``dgmm.io.fs.resolve``)."""
     try:
-        return url_to_fs(url, **(storage_options or {}))
+        location = resolve(url, storage_options)
     except ImportError as exc:
         raise InvalidSourceError(
             f"Cannot open {url!r}: {exc}. Install the fsspec implementation of its "
@@ -119,15 +119,7 @@ def _filesystem(url: str, storage_options: dict | None) -> tuple[Any, str]:
             f"Cannot open {url!r}: {exc}. Pass a local path or an fsspec URL such as "
             "s3://bucket/data.zarr."
         ) from None
-
-
-def _is_local(fs: Any) -> bool:
-    return "file" in _protocols(fs) or "local" in _protocols(fs)
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    return location.fs, location.path
 
 
 def _canonical_url(fs: Any, path: str) -> str:
