@@ -22,6 +22,7 @@ __all__ = [
     "DgmmError",
     "DgmmWarning",
     "FitInterrupted",
+    "InvalidArgumentError",
     "InvalidDataError",
     "LikelihoodDecreaseWarning",
     "InvalidDtypeError",
@@ -44,6 +45,10 @@ class DgmmError(Exception):
 
 class InvalidDataError(DgmmError, ValueError):
     """The data cannot be fitted: wrong rank, NaN/Inf, too few rows, non-numeric."""
+
+
+class InvalidArgumentError(DgmmError, ValueError):
+    """A method's argument has a value it does not accept (``predict_to``'s output, ``sample``'s n_samples)."""
 
 
 class UnsupportedInputError(DgmmError, TypeError):

@@ -40,9 +40,9 @@ from dgmm import graph as _graph
 from dgmm.core import seeding as _seeding
 from dgmm.core.kernels import EStep, HardAssign, RandomResp, frame_shifts
 from dgmm.core.mstep import em_update, params_from_stats
-from dgmm.core.options import INIT_METHODS
+from dgmm.core.options import INIT_METHODS, InitMethod
 from dgmm.core.params import GMMParams, split_component
-from dgmm.fit.spec import EMConfig
+from dgmm.fit.spec import DEFAULTS, EMConfig, FitSpec
 
 __all__ = ["INIT_METHODS", "InitConfig", "initialize"]
 
@@ -52,7 +52,7 @@ class InitConfig:
     """How to initialise; the defaults are the documented pass counts."""
 
     n_components: int
-    init_params: str = "kmeans"
+    init_params: InitMethod = DEFAULTS["init_params"]
     seed: int = 0
     kmeans_rounds: int = 5
     oversampling: float = 2.0
@@ -60,6 +60,11 @@ class InitConfig:
     lloyd_tol: float = 1e-4
     split_em_iter: int = 2
     sample_size: int = 10_000
+
+    @classmethod
+    def from_spec(cls, spec: FitSpec) -> InitConfig:
+        """The initialisation of the fit ``spec`` describes (documented pass counts)."""
+        return cls(spec.n_components, spec.init_params, spec.seed)
 
 
 def _no_op(x, shared, w, *, chunk_index, row_offset) -> None:
