@@ -151,6 +151,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     precisions_ : ndarray
     precisions_cholesky_ : ndarray
         As in scikit-learn, float64.
+    params_ : dgmm.core.params.GMMParams
+        The fitted parameters as one object (read-only), what
+        :mod:`dgmm.fit.predict`, the model files and :mod:`dgmm.demo` take.
     converged_ : bool
     n_iter_ : int
         EM iterations of the best restart.
@@ -170,6 +173,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Zarr, ``.npy`` and xarray DataArrays have none. The names of X in
         ``predict`` and the other methods are checked against them as
         scikit-learn does (see :func:`dgmm.io.sources.feature_names`).
+
+    Notes
+    -----
+    ``fit`` is a spec in and a result out: :meth:`fit_spec` validates the
+    parameters once into a frozen :class:`dgmm.fit.spec.FitSpec`,
+    :func:`dgmm.fit.driver.fit` returns a :class:`dgmm.fit.spec.FitResult`,
+    and the fitted attributes are set from it (:meth:`from_result` builds a
+    fitted mixture from a result directly). Defaults, ranges and choices of
+    the parameters are :data:`dgmm.fit.spec.PARAMETERS`'s, which the CLI
+    shares.
 
     Examples
     --------

@@ -35,7 +35,7 @@ def assert_same_result(got: FitResult, want: FitResult) -> None:
     assert got.params.equals(want.params)
     assert got.lower_bounds == want.lower_bounds and got.lower_bound == want.lower_bound
     assert (got.n_iter, got.converged) == (want.n_iter, want.converged)
-    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]
     assert strip(got.history) == strip(want.history)
 
 
@@ -144,7 +144,7 @@ def test_too_few_rows(data, n_rows, n_components, max_iter, fragment):
 
 def test_a_checkpointed_fit_equals_the_uninterrupted_one(data, tmp_path):
     path = str(tmp_path / "ckpt")
-    settings = dict(random_state=0, tol=0.0, chunks=500)
+    settings = {"random_state": 0, "tol": 0.0, "chunks": 500}
     uninterrupted = driver.fit(spec(max_iter=5, **settings), data.X)
     # Two iterations written to the checkpoint, then the same fit with a larger
     # max_iter resumes from it: three more passes, the same result.
