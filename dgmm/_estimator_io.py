@@ -10,15 +10,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from dgmm.core.params import GMMParams
 from dgmm.errors import UnsupportedInputError
+from dgmm.fit.spec import FitResult
 from dgmm.io import persistence
 from dgmm.io.codec import to_jsonable
+
+if TYPE_CHECKING:
+    from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+    from dgmm.estimator import GaussianMixture
 
 __all__ = ["estimator_from_model", "from_sklearn", "load", "save", "to_sklearn"]
 
@@ -36,7 +42,7 @@ _SKLEARN_INITS = {"kmeans", "k-means++", "random", "random_from_data"}
 _NOT_SAVED = {"client", "scheduler_address", "checkpoint", "checkpoint_storage_options"}
 
 
-def _json_params(estimator: Any) -> tuple[dict[str, Any], list[str]]:
+def _json_params(estimator: GaussianMixture) -> tuple[dict[str, Any], list[str]]:
     """``(hyper-parameters that are JSON, names of those that are not)``."""
     saved, dropped = {}, []
     for name, value in estimator.get_params(deep=False).items():
@@ -51,14 +57,14 @@ def _json_params(estimator: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def save(
-    estimator: Any,
+    estimator: GaussianMixture,
     path: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a fitted estimator as a model directory (see ``GaussianMixture.save``)."""
-    params = estimator._params()  # NotFittedError before anything is written
+    params = estimator.params_  # NotFittedError before anything is written
     hyper, dropped = _json_params(estimator)
     fit = {name: getattr(estimator, name) for name in _FIT_FIELDS if hasattr(estimator, name)}
     if hasattr(estimator, "feature_names_in_"):
@@ -71,31 +77,31 @@ def save(
     )
 
 
-def estimator_from_model(params: GMMParams, meta: Mapping[str, Any]) -> Any:
+def estimator_from_model(params: GMMParams, meta: Mapping[str, Any]) -> GaussianMixture:
     """A fitted ``GaussianMixture`` from loaded parameters and ``model.json``."""
     from dgmm.estimator import GaussianMixture
 
     accepted = GaussianMixture().get_params(deep=False)
     hyper = {k: v for k, v in dict(meta.get("params") or {}).items() if k in accepted}
-    # The arrays are authoritative (a model saved by save_model alone has no "params").
-    hyper.update(n_components=params.n_components, covariance_type=params.covariance_type)
-    estimator = GaussianMixture(**hyper)
-    estimator._set_params(params)
+    # The arrays are authoritative (a model saved by save_model alone has no "params"):
+    # from_result takes n_components and covariance_type from them.
     fit = dict(meta.get("fit") or {})
-    estimator.converged_ = bool(fit.get("converged_", False))
-    estimator.n_iter_ = int(fit.get("n_iter_", 0))
-    estimator.lower_bound_ = float(fit.get("lower_bound_", -math.inf))
-    estimator.lower_bounds_ = [float(v) for v in fit.get("lower_bounds_", [])]
-    estimator.history_ = list(fit.get("history_", []))
-    estimator.n_features_in_ = int(fit.get("n_features_in_", params.n_features))
-    if fit.get("feature_names_in_") is not None:
-        estimator.feature_names_in_ = np.asarray(fit["feature_names_in_"], dtype=object)
-    return estimator
-
+    names = fit.get("feature_names_in_")
+    result = FitResult(
+        params=params,
+        converged=bool(fit.get("converged_", False)),
+        n_iter=int(fit.get("n_iter_", 0)),
+        lower_bound=float(fit.get("lower_bound_", -math.inf)),
+        lower_bounds=tuple(float(v) for v in fit.get("lower_bounds_", [])),
+        history=tuple(fit.get("history_", [])),
+        n_features_in=int(fit.get("n_features_in_", params.n_features)),
+        feature_names_in=None if names is None else np.asarray(names, dtype=object),
+    )
+    return GaussianMixture.from_result(result, **hyper)
 
 def load(
     path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> Any:
+) -> GaussianMixture:
     """Load a model directory as a fitted :class:`dgmm.GaussianMixture`.
 
     Parameters
@@ -125,11 +131,11 @@ def load(
     return estimator_from_model(params, meta)
 
 
-def to_sklearn(estimator: Any) -> Any:
+def to_sklearn(estimator: GaussianMixture) -> SklearnGaussianMixture:
     """A fitted ``sklearn.mixture.GaussianMixture`` with the same parameters."""
     from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
-    params = estimator._params()
+    params = estimator.params_
     kwargs = {name: getattr(estimator, name) for name in _SKLEARN_PARAMS}
     if estimator.init_params not in _SKLEARN_INITS:
         kwargs["init_params"] = "kmeans"  # 'split' is dgmm's; it only matters for a refit
@@ -149,7 +155,7 @@ def to_sklearn(estimator: Any) -> Any:
     return out
 
 
-def from_sklearn(estimator: Any) -> Any:
+def from_sklearn(estimator: SklearnGaussianMixture) -> GaussianMixture:
     """A fitted ``dgmm.GaussianMixture`` from a fitted scikit-learn one."""
     from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
@@ -170,15 +176,9 @@ def from_sklearn(estimator: Any) -> Any:
         np.array(estimator.precisions_cholesky_, dtype=np.float64),
         estimator.covariance_type,
     )
-    out = GaussianMixture(**{name: getattr(estimator, name) for name in _SKLEARN_PARAMS})
-    out._set_params(params)
-    out.converged_ = bool(estimator.converged_)
-    out.n_iter_ = int(estimator.n_iter_)
-    out.lower_bound_ = float(estimator.lower_bound_)
-    bounds = [float(v) for v in getattr(estimator, "lower_bounds_", [])]
-    out.lower_bounds_ = bounds
+    bounds = tuple(float(v) for v in getattr(estimator, "lower_bounds_", []))
     # scikit-learn keeps no per-iteration record beyond the bounds; time and events are unknown.
-    out.history_ = [
+    history = tuple(
         {
             "iteration": i + 1,
             "lower_bound": b,
@@ -187,8 +187,18 @@ def from_sklearn(estimator: Any) -> Any:
             "events": [],
         }
         for i, b in enumerate(bounds)
-    ]
-    out.n_features_in_ = int(getattr(estimator, "n_features_in_", params.n_features))
-    if hasattr(estimator, "feature_names_in_"):
-        out.feature_names_in_ = np.asarray(estimator.feature_names_in_, dtype=object)
-    return out
+    )
+    names = getattr(estimator, "feature_names_in_", None)
+    result = FitResult(
+        params=params,
+        converged=bool(estimator.converged_),
+        n_iter=int(estimator.n_iter_),
+        lower_bound=float(estimator.lower_bound_),
+        lower_bounds=bounds,
+        history=history,
+        n_features_in=int(getattr(estimator, "n_features_in_", params.n_features)),
+        feature_names_in=None if names is None else np.asarray(names, dtype=object),
+    )
+    return GaussianMixture.from_result(
+        result, **{name: getattr(estimator, name) for name in _SKLEARN_PARAMS}
+    )

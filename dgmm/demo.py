@@ -18,6 +18,7 @@ from scipy.optimize import linear_sum_assignment
 
 from dgmm.core.params import GMMParams
 from dgmm.estimator import GaussianMixture
+from dgmm.fit.spec import FitResult
 
 __all__ = [
     "DemoSummary",
@@ -160,15 +161,16 @@ def generate(
 
 def truth_model(params: GMMParams) -> GaussianMixture:
     """A ``GaussianMixture`` holding ``params`` as its fitted parameters (nothing fitted)."""
-    gmm = GaussianMixture(params.n_components, covariance_type=params.covariance_type)
-    gmm._set_params(params)
-    gmm.n_features_in_ = params.n_features
-    gmm.converged_ = True
-    gmm.n_iter_ = 0
-    gmm.lower_bound_ = float("nan")
-    gmm.lower_bounds_ = []
-    gmm.history_ = []
-    return gmm
+    known = FitResult(
+        params=params,
+        converged=True,
+        n_iter=0,
+        lower_bound=float("nan"),
+        lower_bounds=(),
+        history=(),
+        n_features_in=params.n_features,
+    )
+    return GaussianMixture.from_result(known)
 
 
 def confusion_matrix(true_labels: da.Array, labels: da.Array, n_components: int) -> np.ndarray:

@@ -61,7 +61,8 @@ class InvalidDtypeError(InvalidDataError, TypeError):
 
 
 class InvalidOptionError(DgmmError, ValueError):
-    """An option (covariance type, model family, ``split_every``, ...) has a value dgmm does not accept."""
+    """An option or argument has a value dgmm does not accept (covariance type, model
+    family, ``split_every``, ``predict_to``'s output, ``sample``'s n_samples, ...)."""
 
 
 class ShapeMismatchError(DgmmError, ValueError):

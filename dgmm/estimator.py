@@ -4,23 +4,55 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from dgmm.core.covariance import COVARIANCE_TYPES, get_covariance_model
+from dgmm.core.options import CovarianceType, DegeneratePolicy, InitMethod, PredictOutput
 from dgmm.core.params import GMMParams
+from dgmm.errors import InvalidOptionError
 from dgmm.fit import driver as _fit_driver
 from dgmm.fit import predict as _prediction
-from dgmm.fit.init import INIT_METHODS
+from dgmm.fit.spec import DEFAULTS, PARAMETERS, FitResult, FitSpec, Param, WarmStart
 
 __all__ = ["GaussianMixture"]
+
+# The signature's defaults are the table's (``dgmm.fit.spec.PARAMETERS``).
+_D = DEFAULTS
+# scikit-learn's named constraints for the table's kinds that are not numbers or choices.
+_NAMED: dict[str, list[Any]] = {
+    "array": ["array-like"],
+    "boolean": ["boolean"],
+    "random_state": ["random_state"],  # ints in [0, 2**32 - 1], a RandomState, None
+    "verbose": ["verbose"],
+    "client": [HasMethods(["scatter", "submit"])],
+    "str": [str],
+    "path": [str, os.PathLike],
+    "dict": [dict],
+}
+
+
+def _constraints(param: Param) -> list[Any]:
+    """scikit-learn's ``_parameter_constraints`` entry for a row of the parameter table."""
+    if param.kind in ("int", "float"):
+        closed = {(True, True): "both", (True, False): "left", (False, True): "right"}.get(
+            (param.low is not None, param.high is not None), "neither"
+        )
+        number = Integral if param.kind == "int" else Real
+        constraints: list[Any] = [Interval(number, param.low, param.high, closed=closed)]
+    elif param.kind == "choice":
+        constraints = [StrOptions(set(param.choices))]
+    else:
+        constraints = list(_NAMED[param.kind])
+    return constraints + [None] if param.optional else constraints
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -119,6 +151,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     precisions_ : ndarray
     precisions_cholesky_ : ndarray
         As in scikit-learn, float64.
+    params_ : dgmm.core.params.GMMParams
+        The fitted parameters as one object (read-only), what
+        :mod:`dgmm.fit.predict`, the model files and :mod:`dgmm.demo` take.
     converged_ : bool
     n_iter_ : int
         EM iterations of the best restart.
@@ -139,6 +174,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``predict`` and the other methods are checked against them as
         scikit-learn does (see :func:`dgmm.io.sources.feature_names`).
 
+    Notes
+    -----
+    ``fit`` is a spec in and a result out: :meth:`fit_spec` validates the
+    parameters once into a frozen :class:`dgmm.fit.spec.FitSpec`,
+    :func:`dgmm.fit.driver.fit` returns a :class:`dgmm.fit.spec.FitResult`,
+    and the fitted attributes are set from it (:meth:`from_result` builds a
+    fitted mixture from a result directly). Defaults, ranges and choices of
+    the parameters are :data:`dgmm.fit.spec.PARAMETERS`'s, which the CLI
+    shares.
+
     Examples
     --------
     >>> import numpy as np
@@ -154,56 +199,34 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "init_params": [StrOptions(set(INIT_METHODS))],
-        "weights_init": ["array-like", None],
-        "means_init": ["array-like", None],
-        "precisions_init": ["array-like", None],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
-        "chunks": [Interval(Integral, 1, None, closed="left"), None],
-        "block_size": [Interval(Integral, 1, None, closed="left"), None],
-        "split_every": [Interval(Integral, 2, None, closed="left")],
-        "on_degenerate": [StrOptions({"reseed", "raise"})],
-        "client": [HasMethods(["scatter", "submit"]), None],
-        "scheduler_address": [str, None],
-        "checkpoint": [str, os.PathLike, None],
-        "checkpoint_storage_options": [dict, None],
-    }
+    # scikit-learn's declarative validation, built from dgmm's one parameter table.
+    _parameter_constraints: dict = {name: _constraints(p) for name, p in PARAMETERS.items()}
 
     def __init__(
         self,
-        n_components: int = 1,
+        n_components: int = _D["n_components"],
         *,
-        covariance_type: str = "full",
-        tol: float = 1e-3,
-        reg_covar: float = 1e-6,
-        max_iter: int = 100,
-        n_init: int = 1,
-        init_params: str = "kmeans",
-        weights_init: Any = None,
-        means_init: Any = None,
-        precisions_init: Any = None,
-        random_state: Any = None,
-        warm_start: bool = False,
-        verbose: int = 0,
-        verbose_interval: int = 10,
-        chunks: int | None = None,
-        block_size: int | None = None,
-        split_every: int = 8,
-        on_degenerate: str = "reseed",
-        client: Any = None,
-        scheduler_address: str | None = None,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_storage_options: dict | None = None,
+        covariance_type: CovarianceType = _D["covariance_type"],
+        tol: float = _D["tol"],
+        reg_covar: float = _D["reg_covar"],
+        max_iter: int = _D["max_iter"],
+        n_init: int = _D["n_init"],
+        init_params: InitMethod = _D["init_params"],
+        weights_init: Any = _D["weights_init"],
+        means_init: Any = _D["means_init"],
+        precisions_init: Any = _D["precisions_init"],
+        random_state: int | np.random.RandomState | None = _D["random_state"],
+        warm_start: bool = _D["warm_start"],
+        verbose: int = _D["verbose"],
+        verbose_interval: int = _D["verbose_interval"],
+        chunks: int | None = _D["chunks"],
+        block_size: int | None = _D["block_size"],
+        split_every: int = _D["split_every"],
+        on_degenerate: DegeneratePolicy = _D["on_degenerate"],
+        client: Any = _D["client"],
+        scheduler_address: str | None = _D["scheduler_address"],
+        checkpoint: str | os.PathLike[str] | None = _D["checkpoint"],
+        checkpoint_storage_options: dict[str, Any] | None = _D["checkpoint_storage_options"],
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -248,8 +271,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self : GaussianMixture
             The fitted mixture.
         """
-        self._validate_params()
-        _fit_driver.fit(self, X, sample_weight)
+        result = _fit_driver.fit(self.fit_spec(), X, sample_weight)
+        self._apply_result(result)
+        if result.convergence_warning is not None:
+            # stacklevel 2: the warning points at the caller's fit line.
+            warnings.warn(result.convergence_warning, ConvergenceWarning, stacklevel=2)
         return self
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
@@ -263,19 +289,36 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
+    def fit_spec(self) -> FitSpec:
+        """The frozen spec of the fit ``fit`` would run now, validated once.
+
+        Checks the hyper-parameters (scikit-learn's ``_parameter_constraints``),
+        draws the seed from ``random_state`` (a ``RandomState`` instance
+        advances), converts the initial arrays and, with ``warm_start`` on a
+        fitted model, captures its parameters. Their shapes are checked
+        against the data by the fit.
+
+        Returns
+        -------
+        spec : dgmm.fit.spec.FitSpec
+        """
+        self._validate_params()
+        warm = None
+        if self.warm_start and hasattr(self, "converged_"):
+            warm = WarmStart(self.params_, float(self.lower_bound_))
+        return FitSpec.from_params(self.get_params(deep=False), seed=self._seed(), warm_start=warm)
+
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     # -- parameters -----------------------------------------------------------
 
-    def _set_params(self, params: GMMParams) -> None:
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.precisions_cholesky_ = params.precisions_cholesky
-        self.precisions_ = params.precisions
+    @property
+    def params_(self) -> GMMParams:
+        """The fitted parameters as one :class:`dgmm.core.params.GMMParams` (float64).
 
-    def _params(self) -> GMMParams:
+        Raises :class:`sklearn.exceptions.NotFittedError` before ``fit``.
+        """
         check_is_fitted(self, "means_")
         return GMMParams(
             np.asarray(self.weights_, dtype=np.float64),
@@ -285,7 +328,56 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.covariance_type,
         )
 
+    @classmethod
+    def from_result(cls, result: FitResult, **params: Any) -> GaussianMixture:
+        """A fitted mixture holding ``result``: a loaded or converted model, known parameters.
+
+        Parameters
+        ----------
+        result : dgmm.fit.spec.FitResult
+            Parameters and fit record; ``n_components`` and
+            ``covariance_type`` are taken from its parameters.
+        **params
+            The other hyper-parameters.
+
+        Returns
+        -------
+        gmm : GaussianMixture
+        """
+        p = result.params
+        estimator = cls(
+            **{**params, "n_components": p.n_components, "covariance_type": p.covariance_type}
+        )
+        estimator._apply_result(result)
+        return estimator
+
+    def _apply_result(self, result: FitResult) -> None:
+        """Set the fitted attributes from ``result``."""
+        p = result.params
+        self.weights_ = p.weights
+        self.means_ = p.means
+        self.covariances_ = p.covariances
+        self.precisions_cholesky_ = p.precisions_cholesky
+        self.precisions_ = p.precisions
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = list(result.lower_bounds)
+        self.history_ = list(result.history)
+        self.n_features_in_ = result.n_features_in
+        if result.feature_names_in is not None:
+            self.feature_names_in_ = result.feature_names_in
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_  # fitted again on data without names, as scikit-learn
+
     # -- prediction -------------------------------------------------------------
+
+    def _predict(self, X: Any, what: _prediction.Prediction) -> Any:
+        return _prediction.predict(
+            self.params_, X, what,
+            feature_names_in=getattr(self, "feature_names_in_", None),
+            estimator_name=type(self).__name__,
+        )
 
     def predict(self, X: Any) -> Any:
         """Most probable component of every row.
@@ -299,7 +391,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray (in-memory input) or lazy dask.array.Array (Dask or stored input) of shape (n_samples,)
         """
-        return _prediction.predict(self, X, "labels")
+        return self._predict(X, "labels")
 
     def predict_proba(self, X: Any) -> Any:
         """Posterior probability of every component for every row.
@@ -308,7 +400,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         resp : ndarray or lazy dask.array.Array of shape (n_samples, n_components)
         """
-        return _prediction.predict(self, X, "proba")
+        return self._predict(X, "proba")
 
     def score_samples(self, X: Any) -> Any:
         """Log-density ``log p(x)`` of every row.
@@ -317,14 +409,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_prob : ndarray or lazy dask.array.Array of shape (n_samples,)
         """
-        return _prediction.predict(self, X, "score_samples")
+        return self._predict(X, "score_samples")
 
     def predict_to(
         self,
         X: Any,
         target: str,
         *,
-        output: str | list[str] = "labels",
+        output: PredictOutput | list[PredictOutput] = "labels",
         overwrite: bool = False,
         storage_options: dict[str, Any] | None = None,
         format: str | None = None,
@@ -364,8 +456,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             Target, format, rows, chunks and names written.
         """
         return _prediction.predict_to(
-            self, X, target, output=output, overwrite=overwrite,
+            self.params_, X, target, output=output, overwrite=overwrite,
             storage_options=storage_options, format=format,
+            feature_names_in=getattr(self, "feature_names_in_", None),
+            estimator_name=type(self).__name__,
+            client=self.client, scheduler_address=self.scheduler_address,
         )
 
     def score(self, X: Any, y: Any = None) -> float:
@@ -396,9 +491,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _n_parameters(self) -> int:
         """Number of free parameters of the model."""
-        return get_covariance_model(self.covariance_type).n_parameters(
-            self.n_components, self.means_.shape[1]
-        )
+        return self.params_.n_parameters()
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better).
@@ -441,9 +534,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y : ndarray of shape (n_samples,)
             Component of each sample.
         """
-        params = self._params()
+        params = self.params_
         if not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
                 "least one sample."
             )
@@ -551,7 +644,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             state = {**state, "client": None}
         return state
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags

@@ -138,8 +138,8 @@ def _model_params(model: Any) -> GMMParams:
     """GMMParams of a fitted dgmm (or scikit-learn) GaussianMixture."""
     if isinstance(model, GMMParams):
         return model
-    if hasattr(model, "_params"):
-        return model._params()
+    if isinstance(getattr(type(model), "params_", None), property):
+        return model.params_  # a dgmm GaussianMixture (NotFittedError before fit)
     try:
         return GMMParams(
             np.asarray(model.weights_, dtype=np.float64),

@@ -58,7 +58,7 @@ def test_projection_matches_dense_covariances(rng, covariance_type):
     gmm = GaussianMixture(k, covariance_type=covariance_type, random_state=0, tol=10.0).fit(
         rng.normal(size=(300, d)) * np.arange(1, d + 1)
     )
-    params = gmm._params()
+    params = gmm.params_
     axes = np.linalg.qr(rng.normal(size=(d, 2)))[0].T
     center = rng.normal(size=d)
     means, covariances = plot.project_components(params, axes, center)

@@ -46,13 +46,40 @@ from dgmm.cli.common import (
     split,
     storage_options_option,
 )
-from dgmm.core.covariance import COVARIANCE_TYPES
-from dgmm.fit.init import INIT_METHODS
+from dgmm.fit.spec import PARAMETERS, Param
 
 __all__ = ["cli", "main"]
 
-_SEED = click.IntRange(min=0, max=2**32 - 1)
+_SEED = click.IntRange(min=PARAMETERS["random_state"].low, max=PARAMETERS["random_state"].high)
 _DTYPE = click.Choice(["float32", "float64"])
+
+
+def _click_type(param: Param) -> click.ParamType | None:
+    """The click type of a row of the parameter table: its range or choices (None: a string)."""
+    if param.kind == "choice":
+        return click.Choice(sorted(param.choices))
+    if param.kind in ("int", "random_state"):
+        return click.IntRange(min=param.low, max=param.high)
+    if param.kind == "float":
+        return click.FloatRange(min=param.low, max=param.high)
+    return None
+
+
+def param_option(name: str, *decls: str, **overrides: Any) -> Any:
+    """A click option for the hyper-parameter ``name`` of ``dgmm.fit.spec.PARAMETERS``.
+
+    Its type (range or choices), default and help come from the table;
+    ``overrides`` replace any of them (``required=True`` drops the default).
+    """
+    param = PARAMETERS[name]
+    kwargs: dict[str, Any] = {"type": _click_type(param), "default": param.default, "help": param.help}
+    if param.default is not None:
+        kwargs["show_default"] = True
+    kwargs.update(overrides)
+    if kwargs.get("required"):
+        kwargs.pop("default")
+        kwargs.pop("show_default", None)
+    return click.option(*decls, **kwargs)
 
 
 def draw_options(f: Any) -> Any:
@@ -83,45 +110,17 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("source")
-@click.option(
-    "-k", "--n-components", type=click.IntRange(min=1), required=True,
-    help="Number of mixture components.",
-)
-@click.option(
-    "--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full",
-    show_default=True, help="Form of each component's covariance.",
-)
-@click.option(
-    "--max-iter", type=click.IntRange(min=0), default=100, show_default=True,
-    help="EM iterations (passes over the data) at most.",
-)
-@click.option(
-    "--tol", type=click.FloatRange(min=0.0), default=1e-3, show_default=True,
-    help="Convergence threshold on the change of the mean log-likelihood per row.",
-)
-@click.option(
-    "--init", type=click.Choice(sorted(INIT_METHODS)), default="kmeans", show_default=True,
-    help="Initialisation method.",
-)
-@click.option(
-    "--n-init", type=click.IntRange(min=1), default=1, show_default=True,
-    help="Initialisations, run in lockstep (one read of the data serves all); the best wins.",
-)
-@click.option(
-    "--seed", type=_SEED, default=None,
-    help="Random seed: the same seed, data and chunking give the same model (default: random).",
-)
-@click.option(
-    "--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True,
-    help="Added to the covariance diagonals.",
-)
+@param_option("n_components", "-k", "--n-components", required=True)
+@param_option("covariance_type", "--covariance-type")
+@param_option("max_iter", "--max-iter")
+@param_option("tol", "--tol")
+@param_option("init_params", "--init")
+@param_option("n_init", "--n-init")
+@param_option("random_state", "--seed")
+@param_option("reg_covar", "--reg-covar")
 @source_options
 @cluster_options
-@click.option(
-    "--checkpoint", default=None, metavar="DIR",
-    help="Checkpoint directory or URL, written every iteration; when it exists the fit "
-    "resumes from it.",
-)
+@param_option("checkpoint", "--checkpoint", metavar="DIR")
 @click.option(
     "-o", "--output", required=True, metavar="MODEL", help="Model directory or URL to write."
 )
@@ -180,7 +179,7 @@ def fit(
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": float(gmm.lower_bound_),
-        "bic": bic(gmm.lower_bound_ * n_samples, gmm._n_parameters(), n_samples),
+        "bic": bic(gmm.lower_bound_ * n_samples, gmm.params_.n_parameters(), n_samples),
         "seconds": seconds,
         "checkpoint": checkpoint,
     }
@@ -257,7 +256,7 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
     start = time.perf_counter()
     with cluster(cluster_args):
         total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
-    n_samples, n_parameters = int(x.shape[0]), gmm._n_parameters()
+    n_samples, n_parameters = int(x.shape[0]), gmm.params_.n_parameters()
     return {
         "command": "score",
         "model": model,
@@ -287,7 +286,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "converged": bool(getattr(gmm, "converged_", False)),
         "n_iter": int(getattr(gmm, "n_iter_", 0)),
         "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
-        "n_parameters": int(gmm._n_parameters()),
+        "n_parameters": int(gmm.params_.n_parameters()),
         "weights": gmm.weights_,
         "means": gmm.means_,
     }
@@ -338,7 +337,7 @@ def sample(
     for what, target in (("output", output), ("labels output", labels)):
         if target is not None:
             check_target(target, overwrite, storage_options, what)
-    x, y = sample_mixture(gmm._params(), n_samples, seed=seed, chunk_rows=chunk_rows, dtype=dtype)
+    x, y = sample_mixture(gmm.params_, n_samples, seed=seed, chunk_rows=chunk_rows, dtype=dtype)
     start = time.perf_counter()
     with cluster(cluster_args):
         _write([(x, output), (y, labels)], overwrite, storage_options)
@@ -487,24 +486,17 @@ def plot(
     "-d", "--n-features", type=click.IntRange(min=1), default=8, show_default=True,
     help="Columns of the demo data.",
 )
-@click.option(
-    "-k", "--n-components", type=click.IntRange(min=1), default=5, show_default=True,
-    help="Components, true and fitted.",
+@param_option(
+    "n_components", "-k", "--n-components", default=5, help="Components, true and fitted."
 )
-@click.option(
-    "--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full",
-    show_default=True, help="Covariance type fitted.",
-)
-@click.option(
-    "--init", type=click.Choice(sorted(INIT_METHODS)), default="kmeans", show_default=True,
-    help="Initialisation method of the fit.",
-)
+@param_option("covariance_type", "--covariance-type", help="Covariance type fitted.")
+@param_option("init_params", "--init", help="Initialisation method of the fit.")
 @click.option(
     "--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
     help="Rows per chunk of the demo store.",
 )
-@click.option(
-    "--seed", type=_SEED, default=0, show_default=True, help="Seed of the data and of the fit."
+@param_option(
+    "random_state", "--seed", default=0, show_default=True, help="Seed of the data and of the fit."
 )
 @click.option(
     "--output-dir", default=None, metavar="DIR",
@@ -576,7 +568,7 @@ def demo(
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": total / n_samples,
-        "bic": bic(total, gmm._n_parameters(), n_samples),
+        "bic": bic(total, gmm.params_.n_parameters(), n_samples),
         "seconds": seconds,
         "label_agreement": agreement,
         "data": paths["data.zarr"],

@@ -1,141 +1,110 @@
-"""One fit of a ``GaussianMixture``: the machinery behind ``GaussianMixture.fit``.
+"""One fit on one dataset: a ``FitSpec`` in, a ``FitResult`` out (the body of ``GaussianMixture.fit``).
 
 Connects to the cluster and redoes the fit when a lost worker took data only
-the client had (bit-identical); checks the data and the user's initial
-parameters; fingerprints data and settings so a checkpoint is resumed only by
-the fit that wrote it; starts the restarts (or continues a warm start), runs
-:func:`dgmm.fit.loop.run_em` with progress and checkpoints, and sets the fitted
-attributes on the estimator.
+the client had (bit-identical: the seed is the spec's); checks the data and
+the spec's initial parameters against it; fingerprints data and settings so a
+checkpoint is resumed only by the fit that wrote it; starts the restarts (or
+continues a warm start), runs :func:`dgmm.fit.loop.run_em` with progress and
+checkpoints, and returns the best restart as a ``FitResult``. It never sees
+the estimator: ``GaussianMixture.fit`` builds the spec and sets its fitted
+attributes (and issues the result's ``ConvergenceWarning``) from the result.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-import warnings
-from numbers import Integral
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
-from dgmm.core.covariance import get_covariance_model
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
-from dgmm.fit.spec import EMConfig
+from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
 from dgmm.io.sources import as_dask_array, as_float_array, as_sample_weight, feature_names, is_in_memory
 
 __all__ = ["fit"]
 
+#: ``on_iteration(iteration, restarts)``: called by the loop after every iteration.
+IterationCallback = Callable[[int, list[RestartState]], None]
 
-def fit(estimator: Any, X: Any, sample_weight: Any) -> None:
-    """Fit ``estimator`` (validated) on ``X``: the body of ``GaussianMixture.fit``."""
+
+def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
+    """Fit the mixture ``spec`` describes to ``X``.
+
+    Parameters
+    ----------
+    spec : FitSpec
+        The validated hyper-parameters, seed and warm start of the fit.
+    X : array-like, dask.array.Array, DataFrame, path or URL of shape (n_samples, n_features)
+        Any source :func:`dgmm.open_dataset` accepts.
+    sample_weight : array-like of shape (n_samples,), default=None
+
+    Returns
+    -------
+    result : FitResult
+        The best restart's parameters, convergence and history, and the
+        data's feature count and names.
+    """
     names = feature_names(X)
-    if names is not None:
-        estimator.feature_names_in_ = names
-    elif hasattr(estimator, "feature_names_in_"):
-        del estimator.feature_names_in_  # fitted again on data without names, as scikit-learn
-    with connect(client=estimator.client, scheduler_address=estimator.scheduler_address) as client:
+    with connect(client=spec.client, scheduler_address=spec.scheduler_address) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:
                 x = as_dask_array(
-                    X, chunks=estimator.chunks, client=client, n_threads=total_threads(client)
+                    X, chunks=spec.chunks, client=client, n_threads=total_threads(client)
                 )
-                _check_data(estimator, x)
+                _check_data(spec, x)
                 weight = as_sample_weight(sample_weight, x, client=client)
                 if not is_in_memory(X):
                     x = maybe_persist(x, client)
-                digests = _digests(X, sample_weight) if estimator.checkpoint is not None else (None, None)
-                _fit(estimator, x, weight, digests, watch=watch)
+                digests = _digests(X, sample_weight) if spec.checkpoint is not None else (None, None)
+                restarts = _fit(spec, x, weight, digests, watch=watch)
                 break
             except Exception as exc:
                 # A lost worker took chunks only the client has (or the scattered
                 # parameters): send them again and redo the fit (bit-identical).
                 if not recoverable(client, exc, attempt, watch):
                     raise
-        watch.attach(estimator.history_)
+        best = best_restart(restarts)
+        watch.attach(best.history)
+    return FitResult(
+        params=best.params,
+        converged=bool(best.converged),
+        n_iter=int(best.n_iter),
+        lower_bound=float(best.lower_bound),
+        lower_bounds=tuple(best.lower_bounds),
+        history=tuple(best.history),
+        n_features_in=int(x.shape[1]),
+        feature_names_in=names,
+        restarts=tuple(
+            RestartSummary(r.index, float(r.lower_bound), bool(r.converged), int(r.n_iter))
+            for r in restarts
+        ),
+        convergence_warning=_convergence_message(spec, best),
+    )
 
 
-def _check_data(estimator: Any, x: da.Array) -> None:
-    """Set ``n_features_in_`` from x of shape (n_samples, n_features); too few rows raise."""
-    n_rows, n_features = x.shape
-    estimator.n_features_in_ = n_features
-    if n_rows < estimator.n_components:
+def _check_data(spec: FitSpec, x: da.Array) -> None:
+    """Too few rows in x of shape (n_samples, n_features) for the spec raise."""
+    n_rows = x.shape[0]
+    if n_rows < spec.n_components:
         raise InvalidDataError(
             f"Expected n_samples >= n_components but got n_components = "
-            f"{estimator.n_components}, n_samples = {n_rows}. Use fewer components "
+            f"{spec.n_components}, n_samples = {n_rows}. Use fewer components "
             "or more data."
         )
-    if n_rows < 2 and estimator.max_iter > 0:
+    if n_rows < 2 and spec.max_iter > 0:
         raise InvalidDataError(
             f"Found array with {n_rows} sample(s) (shape={x.shape}) while a minimum "
             "of 2 is required to fit a mixture. Pass more rows."
         )
-
-
-def _init_arrays(estimator: Any, n_features: int) -> dict[str, np.ndarray | None]:
-    """``weights_init``, ``means_init``, ``precisions_init`` as checked float64 arrays, or None."""
-    k = estimator.n_components
-    model = get_covariance_model(estimator.covariance_type)
-    out: dict[str, np.ndarray | None] = {}
-    for name, shape in (
-        ("weights_init", (k,)),
-        ("means_init", (k, n_features)),
-        ("precisions_init", model.shape(k, n_features)),
-    ):
-        value = getattr(estimator, name)
-        if value is None:
-            out[name] = None
-            continue
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidDataError(
-                f"The parameter '{name}' must be a numeric array ({exc}). Pass an "
-                f"array of shape {shape} or None."
-            ) from None
-        if array.shape != shape:
-            raise ShapeMismatchError(
-                f"The parameter '{name}' should have the shape of {shape} for "
-                f"{k} '{estimator.covariance_type}' components and {n_features} features, "
-                f"but got {array.shape}. Pass an array of shape {shape}, or None to "
-                "let init_params choose it."
-            )
-        if not np.all(np.isfinite(array)):
-            raise InvalidDataError(
-                f"The parameter '{name}' contains NaN or Inf; expected finite "
-                "values. Replace them, or pass None to let init_params choose it."
-            )
-        out[name] = array
-    w = out["weights_init"]
-    if w is not None:
-        if np.any(w < 0) or np.any(w > 1):
-            raise InvalidDataError(
-                f"The parameter 'weights_init' should be in the range [0, 1], but got "
-                f"min value {w.min():.5f}, max value {w.max():.5f}. Pass non-negative "
-                "weights that sum to 1."
-            )
-        if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
-            raise InvalidDataError(
-                "The parameter 'weights_init' should be normalized (sum to 1), but got "
-                f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
-            )
-    p = out["precisions_init"]
-    if p is not None:
-        bad = model.is_positive_definite(p)
-        if bad.size:
-            raise InvalidDataError(
-                f"'{estimator.covariance_type}' precisions_init must be symmetric positive "
-                f"definite; component(s) {bad.tolist()} are not. Pass the inverses "
-                "of valid covariance matrices, or None to let init_params choose them."
-            )
-    return out
 
 
 def _digests(X: Any, sample_weight: Any) -> tuple[str | None, str | None]:
@@ -148,104 +117,86 @@ def _digests(X: Any, sample_weight: Any) -> tuple[str | None, str | None]:
 
 
 def _fingerprint(
-    estimator: Any, x: da.Array, weight: da.Array | None, digests: tuple[str | None, str | None]
+    spec: FitSpec, x: da.Array, weight: da.Array | None, digests: tuple[str | None, str | None]
 ) -> dict[str, Any]:
     """What a checkpoint must match to be resumed by this fit: data and result-changing settings."""
-    inits = _init_arrays(estimator, x.shape[1])
-    warm = estimator.warm_start and hasattr(estimator, "converged_")
-    random_state = estimator.random_state
-    if not (random_state is None or isinstance(random_state, Integral)):
-        # A RandomState instance: its draws are not reproducible; the stored seed is used.
-        random_state = type(random_state).__name__
+    inits = spec.init_arrays(x.shape[1])
+    warm = spec.warm_start
     return {
         "data": {
             "X": data_fingerprint(x, digests[0]),
             "sample_weight": None if weight is None else data_fingerprint(weight, digests[1]),
         },
         "config": {
-            "n_components": int(estimator.n_components),
-            "covariance_type": estimator.covariance_type,
-            "tol": float(estimator.tol),
-            "reg_covar": float(estimator.reg_covar),
-            "n_init": 1 if warm else int(estimator.n_init),
-            "init_params": "warm_start" if warm else estimator.init_params,
+            "n_components": spec.n_components,
+            "covariance_type": spec.covariance_type,
+            "tol": spec.tol,
+            "reg_covar": spec.reg_covar,
+            "n_init": spec.n_init,
+            "init_params": "warm_start" if warm is not None else spec.init_params,
             **{k: None if v is None else content_digest(v) for k, v in inits.items()},
-            "warm_start_params": _params_digest(estimator._params()) if warm else None,
-            "random_state": None if random_state is None else (
-                int(random_state) if isinstance(random_state, Integral) else random_state
-            ),
-            "on_degenerate": estimator.on_degenerate,
-            "split_every": int(estimator.split_every),
-            "block_size": None if estimator.block_size is None else int(estimator.block_size),
+            "warm_start_params": None if warm is None else _params_digest(warm.params),
+            "random_state": spec.random_state,
+            "on_degenerate": spec.on_degenerate,
+            "split_every": spec.split_every,
+            "block_size": spec.block_size,
         },
     }
 
 
-def _start(
-    estimator: Any, x: da.Array, weight: da.Array | None, em_config: EMConfig, seed: int
-) -> list[RestartState]:
+def _start(spec: FitSpec, x: da.Array, weight: da.Array | None) -> list[RestartState]:
     """The restarts after initialisation (or from the previous fit with warm_start)."""
-    do_init = not (estimator.warm_start and hasattr(estimator, "converged_"))
-    if do_init:
-        inits = _init_arrays(estimator, x.shape[1])
+    warm = spec.warm_start
+    if warm is None:
         starts = initialize(
             x,
-            InitConfig(estimator.n_components, estimator.init_params, seed),
-            em_config,
-            estimator.n_init,
+            InitConfig.from_spec(spec),
+            spec.em_config,
+            spec.n_init,
             sample_weight=weight,
-            **inits,
+            **spec.init_arrays(x.shape[1]),
         )
         lower_bound = -np.inf
     else:
-        if estimator.n_features_in_ != estimator.means_.shape[1]:
+        if warm.params.n_features != x.shape[1]:
             raise ShapeMismatchError(
-                f"warm_start continues a fit with {estimator.means_.shape[1]} features; "
-                f"X has {estimator.n_features_in_}. Refit from scratch (warm_start=False)."
+                f"warm_start continues a fit with {warm.params.n_features} features; "
+                f"X has {x.shape[1]}. Refit from scratch (warm_start=False)."
             )
-        starts = [estimator._params()]
-        lower_bound = estimator.lower_bound_
+        starts = [warm.params]
+        lower_bound = warm.lower_bound
     return [
-        RestartState(i, p, np.random.default_rng([seed, i, 1]), lower_bound=lower_bound)
+        RestartState(i, p, np.random.default_rng([spec.seed, i, 1]), lower_bound=lower_bound)
         for i, p in enumerate(starts)
     ]
 
 
 def _fit(
-    estimator: Any,
+    spec: FitSpec,
     x: da.Array,
     weight: da.Array | None,
     digests: tuple[str | None, str | None] = (None, None),
     watch: WorkerWatch | None = None,
-) -> None:
-    """One attempt on prepared data: start or resume, run EM, set the fitted attributes."""
-    em_config = EMConfig(
-        covariance_type=estimator.covariance_type,
-        tol=estimator.tol,
-        reg_covar=estimator.reg_covar,
-        max_iter=estimator.max_iter,
-        on_degenerate=estimator.on_degenerate,
-        split_every=estimator.split_every,
-        block_rows=estimator.block_size,
-    )
-    seed = estimator._seed()
+) -> list[RestartState]:
+    """One attempt on prepared data: start or resume, run EM; the restarts as they ended."""
+    em_config = spec.em_config
     loop, resumed = None, None
-    if estimator.checkpoint is not None:
-        store = Checkpoint(estimator.checkpoint, storage_options=estimator.checkpoint_storage_options)
+    if spec.checkpoint is not None:
+        store = Checkpoint(spec.checkpoint, storage_options=spec.checkpoint_storage_options)
         loop = LoopCheckpoint(
-            store, _fingerprint(estimator, x, weight, digests), seed, {"max_iter": int(estimator.max_iter)}
+            store, _fingerprint(spec, x, weight, digests), spec.seed, {"max_iter": spec.max_iter}
         )
-        resumed = loop.load(estimator.max_iter)
+        resumed = loop.load(spec.max_iter)
     try:
         with stop_on_interrupt(loop is not None) as interrupt:
             if resumed is not None:
                 start, restarts = resumed
             else:
-                start, restarts = 0, _start(estimator, x, weight, em_config, seed)
+                start, restarts = 0, _start(spec, x, weight)
                 if loop is not None:
                     loop.save(0, restarts)
                     interrupt.check(0, loop.url)
-            with _progress(estimator.verbose, estimator.verbose_interval, estimator.max_iter) as progress:
+            with _progress(spec.verbose, spec.verbose_interval, spec.max_iter) as progress:
                 run_em(
                     x, restarts, em_config, sample_weight=weight,
                     on_iteration=_chain(progress, watch),
@@ -257,29 +208,27 @@ def _fit(
     finally:
         if loop is not None:
             loop.store.close()
-    best = best_restart(restarts)
-    estimator._set_params(best.params)
-    estimator.converged_ = best.converged
-    estimator.n_iter_ = best.n_iter
-    estimator.lower_bound_ = best.lower_bound
-    estimator.lower_bounds_ = list(best.lower_bounds)
-    estimator.history_ = best.history
-    if not estimator.converged_ and estimator.max_iter > 0:
-        message = (
-            "Best performing initialization did not converge. Try different init "
-            "parameters, or increase max_iter, tol, or check for degenerate data."
+    return restarts
+
+
+def _convergence_message(spec: FitSpec, best: RestartState) -> str | None:
+    """The ``ConvergenceWarning`` message when the best restart did not converge, else None."""
+    if best.converged or spec.max_iter == 0:
+        return None
+    message = (
+        "Best performing initialization did not converge. Try different init "
+        "parameters, or increase max_iter, tol, or check for degenerate data."
+    )
+    reseeds = sum(e["event"] == "reseed" for h in best.history for e in h["events"])
+    if reseeds:
+        message += (
+            f" Components were re-seeded {reseeds} time(s) because they kept "
+            "collapsing (see history_): increase reg_covar or reduce n_components."
         )
-        reseeds = sum(e["event"] == "reseed" for h in estimator.history_ for e in h["events"])
-        if reseeds:
-            message += (
-                f" Components were re-seeded {reseeds} time(s) because they kept "
-                "collapsing (see history_): increase reg_covar or reduce n_components."
-            )
-        # stacklevel: the caller of GaussianMixture.fit (through fit and _fit here).
-        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+    return message
 
 
-def _chain(*callbacks: Any) -> Any:
+def _chain(*callbacks: IterationCallback | None) -> IterationCallback | None:
     """One ``on_iteration(iteration, restarts)`` calling every non-None callback in order."""
     live = [c for c in callbacks if c is not None]
     if not live:
@@ -319,7 +268,7 @@ class _progress:
         else:
             print(line, flush=True)
 
-    def __enter__(self):
+    def __enter__(self) -> IterationCallback | None:
         if self.verbose < 1:
             return None
         self.start = time.perf_counter()

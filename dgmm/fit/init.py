@@ -45,7 +45,7 @@ from dgmm.core.mstep import params_from_stats
 from dgmm.core.options import INIT_METHODS, InitMethod
 from dgmm.core.params import GMMParams, split_component
 from dgmm.errors import InvalidOptionError
-from dgmm.fit.spec import EMConfig
+from dgmm.fit.spec import DEFAULTS, EMConfig, FitSpec
 
 __all__ = ["INIT_METHODS", "InitConfig", "initialize"]
 
@@ -55,7 +55,7 @@ class InitConfig:
     """How to initialise; the defaults are the documented pass counts."""
 
     n_components: int
-    init_params: InitMethod = "kmeans"
+    init_params: InitMethod = DEFAULTS["init_params"]
     seed: int = 0
     kmeans_rounds: int = 5
     oversampling: float = 2.0
@@ -63,6 +63,11 @@ class InitConfig:
     lloyd_tol: float = 1e-4
     split_em_iter: int = 2
     sample_size: int = 10_000
+
+    @classmethod
+    def from_spec(cls, spec: FitSpec) -> InitConfig:
+        """The initialisation of the fit ``spec`` describes (documented pass counts)."""
+        return cls(spec.n_components, spec.init_params, spec.seed)
 
 
 def _no_op(x: np.ndarray, shared: None, w: np.ndarray | None, *, chunk_index: int, row_offset: int) -> None:

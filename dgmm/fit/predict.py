@@ -1,93 +1,140 @@
 """Prediction behind ``GaussianMixture``'s predict methods, ``score_samples`` and ``predict_to``.
 
-X is checked against the fit (feature count and names, as scikit-learn; NaN
-or Inf found inside the prediction's own pass), then predicted in memory or
+Functions of fitted parameters, not of the estimator: X is checked against
+them and the fit's feature names (count and names, as scikit-learn; NaN or
+Inf found inside the prediction's own pass), then predicted in memory or
 lazily by :mod:`dgmm.graph`; ``predict_to`` selects its outputs and writes
 them chunk by chunk with :mod:`dgmm.io.sinks`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.kernels import require_finite
-from dgmm.errors import ShapeMismatchError
+from dgmm.core.options import PREDICT_OUTPUTS, PredictOutput
+from dgmm.core.params import GMMParams
+from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit.cluster import connect, total_threads
 from dgmm.io.sources import as_dask_array, as_float_array, check_feature_names, feature_names, is_in_memory
 
-__all__ = ["predict", "predict_to"]
+__all__ = ["Prediction", "predict", "predict_to"]
+
+#: What ``predict`` computes per row: the label, the component probabilities, log p(x).
+Prediction = Literal["labels", "proba", "score_samples"]
 
 # predict_to's outputs and their names in the written Zarr group / Parquet columns.
-_PREDICT_OUTPUTS = {"labels": "label", "proba": "proba", "log_density": "log_density"}
+_OUTPUT_NAMES: dict[PredictOutput, str] = {"labels": "label", "proba": "proba", "log_density": "log_density"}
 
 
-def predict(estimator: Any, X: Any, what: str) -> Any:
-    """``what`` ('labels', 'proba', 'score_samples') of X's rows: ndarray, or lazy for Dask or stored X."""
-    params = estimator._params()
+def predict(
+    params: GMMParams,
+    X: Any,
+    what: Prediction,
+    *,
+    feature_names_in: np.ndarray | None = None,
+    estimator_name: str = "GaussianMixture",
+) -> Any:
+    """``what`` of every row of X under ``params``.
+
+    Parameters
+    ----------
+    params : GMMParams
+        The fitted mixture.
+    X : array-like, dask.array.Array, DataFrame, path or URL of shape (n_samples, n_features)
+        Checked against ``params.n_features`` and ``feature_names_in`` (the
+        fit's column names, or None) as scikit-learn does.
+    what : {'labels', 'proba', 'score_samples'}
+    feature_names_in : ndarray of str, default=None
+    estimator_name : str, default='GaussianMixture'
+        Named in the messages of a mismatch.
+
+    Returns
+    -------
+    out : ndarray for in-memory X, a lazy dask.array.Array for Dask or stored X
+        Of shape (n_samples,) or (n_samples, n_components) for 'proba'.
+    """
     names = feature_names(X)
     if is_in_memory(X):
         array = as_float_array(X, "X")
-        _check_features(estimator, array.shape[1], names)
+        _check_features(params, feature_names_in, estimator_name, array.shape[1], names)
         require_finite(array)
         return _graph._predict_block(array, params, what)
     x = as_dask_array(X)
-    _check_features(estimator, x.shape[1], names)
+    _check_features(params, feature_names_in, estimator_name, x.shape[1], names)
     # Checked block by block inside the prediction tasks (fused, no extra pass).
     x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
     return _graph.lazy_predict(x, params, what)
 
 
-def _check_features(estimator: Any, n_features: int, names: np.ndarray | None) -> None:
+def _check_features(
+    params: GMMParams,
+    fitted: np.ndarray | None,
+    estimator_name: str,
+    n_features: int,
+    names: np.ndarray | None,
+) -> None:
     """X's feature count and names against fit's, as scikit-learn.
 
     Other names than fit's raise first (they say more than a count);
     names on one side only warn after the count is checked.
     """
-    fitted = getattr(estimator, "feature_names_in_", None)
     both = fitted is not None and names is not None
     if both:
-        check_feature_names(fitted, names, type(estimator).__name__)
-    if n_features != estimator.n_features_in_:
+        check_feature_names(fitted, names, estimator_name)
+    if n_features != params.n_features:
         raise ShapeMismatchError(
-            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
-            f"{estimator.n_features_in_} features as input. Pass the same columns as in fit."
+            f"X has {n_features} features, but {estimator_name} is expecting "
+            f"{params.n_features} features as input. Pass the same columns as in fit."
         )
     if not both:
-        check_feature_names(fitted, names, type(estimator).__name__)
+        check_feature_names(fitted, names, estimator_name)
 
 
 def predict_to(
-    estimator: Any,
+    params: GMMParams,
     X: Any,
     target: str,
     *,
-    output: str | list[str],
-    overwrite: bool,
-    storage_options: dict[str, Any] | None,
-    format: str | None,
+    output: PredictOutput | list[PredictOutput],
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    format: str | None = None,
+    feature_names_in: np.ndarray | None = None,
+    estimator_name: str = "GaussianMixture",
+    client: Any = None,
+    scheduler_address: str | None = None,
 ) -> Any:
-    """Write the predictions of X to ``target`` (see ``GaussianMixture.predict_to``)."""
+    """Write the predictions of X under ``params`` to ``target`` (see ``GaussianMixture.predict_to``).
+
+    One E-step per chunk serves every output in ``output``; ``client`` and
+    ``scheduler_address`` say where it runs (:func:`dgmm.fit.cluster.connect`).
+
+    Returns
+    -------
+    result : dgmm.io.sinks.WriteResult
+    """
     from dgmm.io.sinks import write_array
 
     outputs = [output] if isinstance(output, str) else list(output)
-    unknown = [o for o in outputs if o not in _PREDICT_OUTPUTS]
+    unknown = [o for o in outputs if o not in PREDICT_OUTPUTS]
     if not outputs or unknown or len(set(outputs)) != len(outputs):
-        raise ValueError(
-            f"output must be one of {list(_PREDICT_OUTPUTS)} or a list of distinct ones; "
+        raise InvalidOptionError(
+            f"output must be one of {list(PREDICT_OUTPUTS)} or a list of distinct ones; "
             f"got {output!r}. For example output=['labels', 'log_density']."
         )
-    params = estimator._params()
     names = feature_names(X)
-    with connect(client=estimator.client, scheduler_address=estimator.scheduler_address) as client:
+    with connect(client=client, scheduler_address=scheduler_address) as client:
         # In-memory X is scattered to the workers; stored X stays lazy.
         x = as_dask_array(X, client=client, n_threads=total_threads(client))
-        _check_features(estimator, x.shape[1], names)
+        _check_features(params, feature_names_in, estimator_name, x.shape[1], names)
         x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
         arrays = {
-            _PREDICT_OUTPUTS[o]: a
+            _OUTPUT_NAMES[o]: a
             for o, a in _graph.lazy_predict_many(x, params, outputs).items()
         }
         return write_array(
@@ -95,7 +142,7 @@ def predict_to(
         )
 
 
-def _checked_finite(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+def _checked_finite(x: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """``x`` unchanged once ``require_finite`` passed, with its global row offset."""
     require_finite(x, row_offset=block_info[0]["array-location"][0][0] if block_info else 0)
     return x

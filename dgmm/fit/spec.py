@@ -1,22 +1,380 @@
-"""The frozen configuration of a fit, as the fit layer passes it around."""
+"""A fit as data: the one table of hyper-parameters, the frozen spec in, the result out.
+
+``PARAMETERS`` is the single source of every hyper-parameter's default,
+range or choices and one-line help: ``GaussianMixture.__init__``'s defaults
+and its ``_parameter_constraints``, and the CLI's options, are built from it
+(``tests/test_fit_driver.py`` checks the three agree).
+
+A fit is ``FitSpec`` in (built once by ``GaussianMixture.fit_spec`` from the
+validated parameters: seed drawn, initial arrays converted, warm start
+captured), :func:`dgmm.fit.driver.fit` in the middle, ``FitResult`` out; the
+estimator sets its fitted attributes from the result. The driver never sees
+the estimator. No scikit-learn and no click here: both front ends read this.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
 
 from dgmm import graph as _graph
+from dgmm.core.covariance import get_covariance_model
+from dgmm.core.options import (
+    COVARIANCE_TYPE_NAMES,
+    DEGENERATE_POLICIES,
+    INIT_METHODS,
+    CovarianceType,
+    DegeneratePolicy,
+    InitMethod,
+)
+from dgmm.core.params import GMMParams
+from dgmm.errors import InvalidDataError, ShapeMismatchError
 
-__all__ = ["EMConfig"]
+__all__ = [
+    "DEFAULTS",
+    "PARAMETERS",
+    "EMConfig",
+    "FitResult",
+    "FitSpec",
+    "Param",
+    "ParamKind",
+    "RestartSummary",
+    "WarmStart",
+]
+
+#: How a parameter is checked: a number in [low, high], one of ``choices``, or
+#: one of scikit-learn's named constraints ("boolean", "random_state", "verbose").
+ParamKind = Literal[
+    "int", "float", "choice", "boolean", "array", "random_state", "verbose",
+    "client", "str", "path", "dict",
+]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter: its name, default, accepted values and one-line help.
+
+    ``low`` and ``high`` bound an "int", "float" or "random_state" kind
+    (inclusive; None is unbounded); ``choices`` are a "choice" kind's values;
+    ``optional`` says None is accepted besides.
+    """
+
+    name: str
+    default: Any
+    kind: ParamKind
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+
+
+_TABLE = (
+    Param("n_components", 1, "int", "Number of mixture components.", low=1),
+    Param(
+        "covariance_type", "full", "choice", "Form of each component's covariance.",
+        choices=COVARIANCE_TYPE_NAMES,
+    ),
+    Param(
+        "tol", 1e-3, "float",
+        "Convergence threshold on the change of the mean log-likelihood per row.", low=0.0,
+    ),
+    Param("reg_covar", 1e-6, "float", "Added to the covariance diagonals.", low=0.0),
+    Param("max_iter", 100, "int", "EM iterations (passes over the data) at most.", low=0),
+    Param(
+        "n_init", 1, "int",
+        "Initialisations, run in lockstep (one read of the data serves all); the best wins.",
+        low=1,
+    ),
+    Param("init_params", "kmeans", "choice", "Initialisation method.", choices=INIT_METHODS),
+    Param("weights_init", None, "array", "Initial weights, shape (n_components,).", optional=True),
+    Param(
+        "means_init", None, "array", "Initial means, shape (n_components, n_features).",
+        optional=True,
+    ),
+    Param(
+        "precisions_init", None, "array",
+        "Initial precisions, shaped as covariance_type's covariances.", optional=True,
+    ),
+    # NumPy's RandomState (scikit-learn's check_random_state) takes seeds in [0, 2**32 - 1].
+    Param(
+        "random_state", None, "random_state",
+        "Random seed: the same seed, data and chunking give the same model (default: random).",
+        low=0, high=2**32 - 1, optional=True,
+    ),
+    Param("warm_start", False, "boolean", "Start fit from the previous solution (n_init is then 1)."),
+    Param("verbose", 0, "verbose", "0 silent; 1 a progress bar; 2 also a line every verbose_interval."),
+    Param("verbose_interval", 10, "int", "Iterations between progress lines when verbose >= 2.", low=1),
+    Param(
+        "chunks", None, "int", "Rows per chunk (default: ~64 MiB, two chunks per worker thread).",
+        low=1, optional=True,
+    ),
+    Param(
+        "block_size", None, "int", "Rows processed at a time inside a chunk (bounds task memory).",
+        low=1, optional=True,
+    ),
+    Param(
+        "split_every", _graph.DEFAULT_SPLIT_EVERY, "int",
+        "Fan-in of the tree that merges the chunks' statistics.", low=2,
+    ),
+    Param(
+        "on_degenerate", "reseed", "choice",
+        "When a component collapses: re-seed it, or raise as scikit-learn.",
+        choices=DEGENERATE_POLICIES,
+    ),
+    Param("client", None, "client", "Run on this distributed.Client's cluster.", optional=True),
+    Param(
+        "scheduler_address", None, "str", "Otherwise connect to this Dask scheduler.",
+        optional=True,
+    ),
+    Param(
+        "checkpoint", None, "path",
+        "Checkpoint directory or URL, written every iteration; when it exists the fit "
+        "resumes from it.",
+        optional=True,
+    ),
+    Param(
+        "checkpoint_storage_options", None, "dict", "fsspec options of checkpoint.",
+        optional=True,
+    ),
+)
+
+#: Every hyper-parameter of ``GaussianMixture``, in its signature's order.
+PARAMETERS: Mapping[str, Param] = MappingProxyType({p.name: p for p in _TABLE})
+#: ``{name: default}`` of ``PARAMETERS``.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({p.name: p.default for p in _TABLE})
 
 
 @dataclass(frozen=True)
 class EMConfig:
     """What the loop needs to know besides data and starting parameters."""
 
-    covariance_type: str
-    tol: float = 1e-3
-    reg_covar: float = 1e-6
-    max_iter: int = 100
-    on_degenerate: str = "reseed"
+    covariance_type: CovarianceType
+    tol: float = DEFAULTS["tol"]
+    reg_covar: float = DEFAULTS["reg_covar"]
+    max_iter: int = DEFAULTS["max_iter"]
+    on_degenerate: DegeneratePolicy = DEFAULTS["on_degenerate"]
     split_every: int = _graph.DEFAULT_SPLIT_EVERY
     block_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a ``warm_start`` fit continues from: the previous fit's parameters and bound."""
+
+    params: GMMParams
+    lower_bound: float
+
+
+# The initial arrays and their shapes in words (the numbers need the data's n_features).
+_INIT_SHAPES = {
+    "weights_init": "(n_components,)",
+    "means_init": "(n_components, n_features)",
+    "precisions_init": "that of covariance_type's precisions",
+}
+
+
+def _float_array(name: str, value: Any) -> np.ndarray | None:
+    """``value`` as a float64 array, or None; a non-numeric value raises ``InvalidDataError``."""
+    if value is None:
+        return None
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(
+            f"The parameter '{name}' must be a numeric array ({exc}). Pass an "
+            f"array of shape {_INIT_SHAPES[name]} or None."
+        ) from None
+
+
+@dataclass(frozen=True, eq=False)
+class FitSpec:
+    """Everything one fit needs besides the data, validated once.
+
+    Built by :meth:`dgmm.GaussianMixture.fit_spec` (or :meth:`from_params`);
+    read by :func:`dgmm.fit.driver.fit`. ``seed`` is drawn once from
+    ``random_state``, so a fit redone after a lost worker uses the same one;
+    ``random_state`` keeps what the seed came from (an int, None, or the type
+    name of a generator, whose draws are not reproducible) for checkpoints.
+    With ``warm_start`` set, ``n_init`` is 1 and ``init_params`` unused.
+    The initial arrays are float64; their shapes are checked against the data
+    by :meth:`init_arrays`.
+    """
+
+    n_components: int
+    covariance_type: CovarianceType
+    seed: int
+    tol: float = DEFAULTS["tol"]
+    reg_covar: float = DEFAULTS["reg_covar"]
+    max_iter: int = DEFAULTS["max_iter"]
+    n_init: int = DEFAULTS["n_init"]
+    init_params: InitMethod = DEFAULTS["init_params"]
+    random_state: int | str | None = None
+    weights_init: np.ndarray | None = None
+    means_init: np.ndarray | None = None
+    precisions_init: np.ndarray | None = None
+    warm_start: WarmStart | None = None
+    chunks: int | None = None
+    block_size: int | None = None
+    split_every: int = DEFAULTS["split_every"]
+    on_degenerate: DegeneratePolicy = DEFAULTS["on_degenerate"]
+    checkpoint: str | os.PathLike[str] | None = None
+    checkpoint_storage_options: Mapping[str, Any] | None = None
+    verbose: int = DEFAULTS["verbose"]
+    verbose_interval: int = DEFAULTS["verbose_interval"]
+    client: Any = None
+    scheduler_address: str | None = None
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], *, seed: int, warm_start: WarmStart | None = None
+    ) -> FitSpec:
+        """The spec of a fit with ``params`` (``get_params()``, already validated).
+
+        Parameters
+        ----------
+        params : mapping
+            Hyper-parameters by name; missing ones take their ``DEFAULTS``.
+        seed : int
+            The seed drawn from ``params['random_state']``.
+        warm_start : WarmStart, default=None
+            The previous solution, when ``warm_start`` continues one.
+        """
+        p = {**DEFAULTS, **params}
+        random_state = p["random_state"]
+        if not (random_state is None or isinstance(random_state, (int, np.integer))):
+            # A RandomState instance: its draws are not reproducible; the seed is stored.
+            random_state = type(random_state).__name__
+        elif random_state is not None:
+            random_state = int(random_state)
+        inits = {name: _float_array(name, p[name]) for name in _INIT_SHAPES}
+        return cls(
+            n_components=int(p["n_components"]),
+            covariance_type=p["covariance_type"],
+            seed=int(seed),
+            tol=float(p["tol"]),
+            reg_covar=float(p["reg_covar"]),
+            max_iter=int(p["max_iter"]),
+            n_init=1 if warm_start is not None else int(p["n_init"]),
+            init_params=p["init_params"],
+            random_state=random_state,
+            warm_start=warm_start,
+            chunks=None if p["chunks"] is None else int(p["chunks"]),
+            block_size=None if p["block_size"] is None else int(p["block_size"]),
+            split_every=int(p["split_every"]),
+            on_degenerate=p["on_degenerate"],
+            checkpoint=p["checkpoint"],
+            checkpoint_storage_options=p["checkpoint_storage_options"],
+            verbose=int(p["verbose"]),
+            verbose_interval=int(p["verbose_interval"]),
+            client=p["client"],
+            scheduler_address=p["scheduler_address"],
+            **inits,
+        )
+
+    @property
+    def em_config(self) -> EMConfig:
+        """The loop's part of the spec."""
+        return EMConfig(
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            on_degenerate=self.on_degenerate,
+            split_every=self.split_every,
+            block_rows=self.block_size,
+        )
+
+    def init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
+        """``weights_init``, ``means_init``, ``precisions_init`` checked for data of ``n_features``.
+
+        Shapes, finiteness, weights in [0, 1] summing to 1, positive definite
+        precisions; each failure names the parameter and the remedy.
+        """
+        k = self.n_components
+        model = get_covariance_model(self.covariance_type)
+        shapes = {
+            "weights_init": (k,),
+            "means_init": (k, n_features),
+            "precisions_init": model.shape(k, n_features),
+        }
+        out: dict[str, np.ndarray | None] = {}
+        for name, shape in shapes.items():
+            array = getattr(self, name)
+            if array is not None:
+                if array.shape != shape:
+                    raise ShapeMismatchError(
+                        f"The parameter '{name}' should have the shape of {shape} for "
+                        f"{k} '{self.covariance_type}' components and {n_features} features, "
+                        f"but got {array.shape}. Pass an array of shape {shape}, or None to "
+                        "let init_params choose it."
+                    )
+                if not np.all(np.isfinite(array)):
+                    raise InvalidDataError(
+                        f"The parameter '{name}' contains NaN or Inf; expected finite "
+                        "values. Replace them, or pass None to let init_params choose it."
+                    )
+            out[name] = array
+        w = out["weights_init"]
+        if w is not None:
+            if np.any(w < 0) or np.any(w > 1):
+                raise InvalidDataError(
+                    f"The parameter 'weights_init' should be in the range [0, 1], but got "
+                    f"min value {w.min():.5f}, max value {w.max():.5f}. Pass non-negative "
+                    "weights that sum to 1."
+                )
+            if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
+                raise InvalidDataError(
+                    "The parameter 'weights_init' should be normalized (sum to 1), but got "
+                    f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
+                )
+        p = out["precisions_init"]
+        if p is not None:
+            bad = model.is_positive_definite(p)
+            if bad.size:
+                raise InvalidDataError(
+                    f"'{self.covariance_type}' precisions_init must be symmetric positive "
+                    f"definite; component(s) {bad.tolist()} are not. Pass the inverses "
+                    "of valid covariance matrices, or None to let init_params choose them."
+                )
+        return out
+
+
+@dataclass(frozen=True)
+class RestartSummary:
+    """How one restart of ``n_init`` ended."""
+
+    index: int
+    lower_bound: float
+    converged: bool
+    n_iter: int
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """What a fit found: the best restart's parameters and record, and the data's shape.
+
+    ``lower_bounds`` and ``history`` are the best restart's, one entry per
+    iteration (``history`` entries: ``iteration``, ``lower_bound``,
+    ``change``, ``seconds``, ``events``). ``feature_names_in`` is None for
+    data without string column names. ``restarts`` summarises every restart
+    (empty for a model that was not fitted here: loaded or converted).
+    ``convergence_warning`` is the message of the ``ConvergenceWarning`` the
+    caller should issue, or None.
+    """
+
+    params: GMMParams
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    lower_bounds: tuple[float, ...]
+    history: tuple[dict[str, Any], ...]
+    n_features_in: int
+    feature_names_in: np.ndarray | None = None
+    restarts: tuple[RestartSummary, ...] = ()
+    convergence_warning: str | None = None

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
