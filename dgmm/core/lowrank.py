@@ -474,8 +474,14 @@ def block_stats(
     np.multiply(z.reshape(n_rows, n_components, rank), resp[:, :, None],
                 out=rz[:, :n_proj].reshape(n_rows, n_components, rank))
     rz[:, n_proj:] = resp
-    acc.lin += (a[:, : 1 + n_features].T @ rz).astype(np.float64)
-    acc.extra += (a[:, 1 + n_features :].T @ resp).astype(np.float64)
+    # Into a reused buffer in the data's dtype, then added to float64 without a
+    # float64 temporary: at K = 1000, D = 12288 each is (1 + D) x K(l + 1).
+    lin = scratch.get("lin", acc.lin.shape, a.dtype)
+    np.matmul(a[:, : 1 + n_features].T, rz, out=lin)
+    acc.lin += lin
+    extra = scratch.get("extra", acc.extra.shape, a.dtype)
+    np.matmul(a[:, 1 + n_features :].T, resp, out=extra)
+    acc.extra += extra
     return acc
 
 
@@ -634,10 +640,8 @@ def m_step(
     shifts = frame_shifts(params, dtype)
     delta = stats.sum_x / nk[:, None]
     means = shifts + delta
-    b, m, _ = _factor_constants(params)
     n_features, rank = params.n_features, params.rank
-    # S B about the new mean: rank-one correction of the moment about c_k.
-    p = stats.sum_xxb / nk[:, None, None] - delta[:, :, None] * np.einsum("kd,kdl->kl", delta, b)[:, None, :]
+    noise_old = params.noise_diag()
     if params.noise_type == "diag":
         diag_s = stats.sum_xx / nk[:, None] - delta * delta
     else:
@@ -646,10 +650,16 @@ def m_step(
     factors = np.zeros_like(params.factors)
     explained = np.zeros((n_components, n_features))
     bad_chol = np.zeros(n_components, dtype=bool)
+    # One component at a time: temporaries of D x l, not K x D x l (1 GB in
+    # float64 at K = 1000, D = 12288, l = 10).
     for k in range(n_components):
         if rank == 0:
             break
-        mh = m[k] + b[k].T @ p[k]
+        b = params.factors[k] / noise_old[k][:, None]
+        m = np.eye(rank) + params.factors[k].T @ b
+        # S B about the new mean: rank-one correction of the moment about c_k.
+        p = stats.sum_xxb[k] / nk[k] - np.outer(delta[k], delta[k] @ b)
+        mh = m + b.T @ p
         mh = 0.5 * (mh + mh.T)
         try:
             r = scipy.linalg.cholesky(mh, lower=True, check_finite=False)
@@ -657,9 +667,9 @@ def m_step(
             bad_chol[k] = True
             continue
         # A_new = P (M + H)^-1 M; rows of P R^-T give diag(P (M + H)^-1 P^T).
-        pr = scipy.linalg.solve_triangular(r, p[k].T, lower=True, check_finite=False).T
+        pr = scipy.linalg.solve_triangular(r, p.T, lower=True, check_finite=False).T
         factors[k] = scipy.linalg.solve_triangular(r, pr.T, lower=True, trans="T",
-                                                   check_finite=False).T @ m[k]
+                                                   check_finite=False).T @ m
         explained[k] = np.sum(pr * pr, axis=1)
     if params.noise_type == "diag":
         noise = diag_s - explained + reg_covar
