@@ -146,7 +146,6 @@ def fit(
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
     check_target(output, overwrite, storage_options, "model")
-    x = open_source(source, **source_kw)
     extra: dict[str, Any] = {}
     if checkpoint is not None:
         extra.update(checkpoint=checkpoint, checkpoint_storage_options=storage_options)
@@ -164,6 +163,8 @@ def fit(
     )
     start = time.perf_counter()
     with cluster(cluster_args):
+        # Opened on the cluster: its threads size the default chunks.
+        x = open_source(source, **source_kw)
         gmm.fit(x)
     seconds = time.perf_counter() - start
     gmm.save(output, overwrite=overwrite, storage_options=storage_options)
@@ -222,10 +223,10 @@ def predict(
     storage_options = source_kw["storage_options"]
     gmm = load_model(model, storage_options)
     check_target(output, overwrite, storage_options, "output")
-    x = open_source(source, **source_kw)
-    check_features(gmm, x, model, source)
     start = time.perf_counter()
     with cluster(cluster_args):
+        x = open_source(source, **source_kw)
+        check_features(gmm, x, model, source)
         gmm.predict_to(
             x, output, output=outputs, overwrite=overwrite, storage_options=storage_options
         )
@@ -252,10 +253,10 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     gmm = load_model(model, source_kw["storage_options"])
-    x = open_source(source, **source_kw)
-    check_features(gmm, x, model, source)
     start = time.perf_counter()
     with cluster(cluster_args):
+        x = open_source(source, **source_kw)
+        check_features(gmm, x, model, source)
         total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
     n_samples, n_parameters = int(x.shape[0]), gmm._n_parameters()
     return {
@@ -464,9 +465,9 @@ def plot(
     check_target(output, overwrite, storage_options, "figure")
     rows = None
     if data is not None:
-        x = open_source(data, **source_kw)
-        check_features(gmm, x, model, data)
         with cluster(cluster_args):
+            x = open_source(data, **source_kw)
+            check_features(gmm, x, model, data)
             rows = row_sample(x, sample_rows, seed)
     plot_fit(gmm, rows, path=output, storage_options=storage_options)
     return {

@@ -382,8 +382,12 @@ def split(kw: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def open_source(source: str, *, key: Any, columns: Any, storage_options: Any) -> Any:
-    """SOURCE as a row-chunked Dask array (``dgmm.open_dataset``)."""
-    from dgmm.io.sources import open_dataset
+    """SOURCE as a row-chunked Dask array (``dgmm.open_dataset``).
+
+    Call it inside the ``cluster(...)`` block: default chunks are sized by
+    the threads of the cluster the job runs on, not by this host's cores.
+    """
+    from dgmm.fit.data import open_dataset
 
     return open_dataset(source, key=key, columns=columns, storage_options=storage_options)
 

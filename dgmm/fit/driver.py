@@ -23,33 +23,34 @@ from sklearn.exceptions import ConvergenceWarning
 from dgmm.core.covariance import get_covariance_model
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidDataError, ShapeMismatchError
-from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
+from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.spec import EMConfig
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
-from dgmm.io.sources import as_dask_array, as_float_array, as_sample_weight, feature_names, is_in_memory
+from dgmm.fit.data import open_for_fit, scatter_to
+from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
 
 __all__ = ["fit"]
 
 
 def fit(estimator: Any, X: Any, sample_weight: Any) -> None:
     """Fit ``estimator`` (validated) on ``X``: the body of ``GaussianMixture.fit``."""
-    names = feature_names(X)
-    if names is not None:
-        estimator.feature_names_in_ = names
-    elif hasattr(estimator, "feature_names_in_"):
-        del estimator.feature_names_in_  # fitted again on data without names, as scikit-learn
     with connect(client=estimator.client, scheduler_address=estimator.scheduler_address) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:
-                x = as_dask_array(
-                    X, chunks=estimator.chunks, client=client, n_threads=total_threads(client)
-                )
+                # One read of a store's metadata gives the array and the names;
+                # default chunks are sized by this cluster's threads.
+                data = open_for_fit(X, chunks=estimator.chunks, client=client)
+                if data.feature_names is not None:
+                    estimator.feature_names_in_ = data.feature_names
+                elif hasattr(estimator, "feature_names_in_"):
+                    del estimator.feature_names_in_  # fitted again on data without names, as scikit-learn
+                x = data.array
                 _check_data(estimator, x)
-                weight = as_sample_weight(sample_weight, x, client=client)
-                if not is_in_memory(X):
+                weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
+                if not data.in_memory:
                     x = maybe_persist(x, client)
                 digests = _digests(X, sample_weight) if estimator.checkpoint is not None else (None, None)
                 _fit(estimator, x, weight, digests, watch=watch)

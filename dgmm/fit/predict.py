@@ -15,8 +15,9 @@ import numpy as np
 from dgmm import graph as _graph
 from dgmm.core.kernels import require_finite
 from dgmm.errors import ShapeMismatchError
-from dgmm.fit.cluster import connect, total_threads
-from dgmm.io.sources import as_dask_array, as_float_array, check_feature_names, feature_names, is_in_memory
+from dgmm.fit.cluster import connect
+from dgmm.fit.data import open_for_fit
+from dgmm.io.sources import as_float_array, check_feature_names, feature_names, is_in_memory, open_data
 
 __all__ = ["predict", "predict_to"]
 
@@ -27,14 +28,14 @@ _PREDICT_OUTPUTS = {"labels": "label", "proba": "proba", "log_density": "log_den
 def predict(estimator: Any, X: Any, what: str) -> Any:
     """``what`` ('labels', 'proba', 'score_samples') of X's rows: ndarray, or lazy for Dask or stored X."""
     params = estimator._params()
-    names = feature_names(X)
     if is_in_memory(X):
         array = as_float_array(X, "X")
-        _check_features(estimator, array.shape[1], names)
+        _check_features(estimator, array.shape[1], feature_names(X))
         require_finite(array)
         return _graph._predict_block(array, params, what)
-    x = as_dask_array(X)
-    _check_features(estimator, x.shape[1], names)
+    data = open_data(X)  # one read of a store's metadata: the array and its names
+    x = data.array
+    _check_features(estimator, x.shape[1], data.feature_names)
     # Checked block by block inside the prediction tasks (fused, no extra pass).
     x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
     return _graph.lazy_predict(x, params, what)
@@ -80,11 +81,11 @@ def predict_to(
             f"got {output!r}. For example output=['labels', 'log_density']."
         )
     params = estimator._params()
-    names = feature_names(X)
     with connect(client=estimator.client, scheduler_address=estimator.scheduler_address) as client:
         # In-memory X is scattered to the workers; stored X stays lazy.
-        x = as_dask_array(X, client=client, n_threads=total_threads(client))
-        _check_features(estimator, x.shape[1], names)
+        data = open_for_fit(X, chunks=None, client=client)
+        x = data.array
+        _check_features(estimator, x.shape[1], data.feature_names)
         x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
         arrays = {
             _PREDICT_OUTPUTS[o]: a
