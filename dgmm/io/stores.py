@@ -17,8 +17,8 @@ data by it.
 
 Cost of recognising a source, in metadata requests: a Zarr v3 array, one
 (its ``zarr.json``, read by zarr itself; an array inside a group, one:
-``key/zarr.json``); a Zarr v2 array, three (the ``zarr.json`` it lacks, then
-``.zarray`` and ``.zattrs``); a ``.parquet`` / ``.pq`` path, one ``info``,
+``key/zarr.json``); a Zarr v2 array, four (zarr looks for the ``zarr.json`` it
+lacks as an array, then as a group, before ``.zarray`` and ``.zattrs``); a ``.parquet`` / ``.pq`` path, one ``info``,
 one listing when it is a directory, and one footer per file; a ``.npy``
 file, its header. Other paths are tried as Zarr first, then looked at.
 """
@@ -157,8 +157,10 @@ def open_store(
     url = os.fspath(source)
     fs, path = _filesystem(url, storage_options)
     lower = path.rstrip("/").lower()
+    files: list[str] | None = None
+    kind: str
     if lower.endswith(".npy"):
-        kind: str | None = "npy"
+        kind = "npy"
     elif lower.endswith((".parquet", ".pq")):
         kind = "parquet"
     else:
@@ -166,13 +168,17 @@ def open_store(
         if node is not None:
             _no_selection(url, "zarr", None, columns)
             return _zarr_node(url, fs, path, node, key, storage_options)
-        kind = None
-    info = _info(fs, path, url)
-    if kind is None:
-        kind = _recognise(fs, path, url, info)
+        info = _info(fs, path, url)
+        # One listing of a directory serves recognising and reading it.
+        listed = _parquet_files(fs, path) if info.get("type") == "directory" else None
+        kind = _recognise(fs, path, url, listed)
+        files = [path] if listed is None else listed
+    if kind == "parquet" and files is None:
+        info = _info(fs, path, url)
+        files = _parquet_files(fs, path) if info.get("type") == "directory" else [path]
     _no_selection(url, kind, key, columns)
     if kind == "parquet":
-        return _open_parquet(url, fs, path, info, columns, storage_options)
+        return _open_parquet(url, fs, path, files, columns, storage_options)
     return _open_npy(url, fs, path, storage_options)
 
 
@@ -245,10 +251,13 @@ def _info(fs: Any, path: str, url: str) -> dict[str, Any]:
         raise SourceNotFoundError(_missing_message(fs, path, url)) from None
 
 
-def _recognise(fs: Any, path: str, url: str, info: dict[str, Any]) -> str:
-    """``"parquet"`` or ``"npy"`` for a source that is not Zarr; typed errors otherwise."""
-    if info.get("type") == "directory":
-        if _parquet_files(fs, path):
+def _recognise(fs: Any, path: str, url: str, files: list[str] | None) -> str:
+    """``"parquet"`` or ``"npy"`` for a source that is not Zarr; typed errors otherwise.
+
+    ``files``: the Parquet files of a directory, None for a file.
+    """
+    if files is not None:
+        if files:
             return "parquet"
         raise InvalidSourceError(
             f"{url!r} is a directory that is neither a Zarr store (no zarr.json, .zarray "
@@ -542,12 +551,10 @@ def _parquet_columns(schema: Any, columns: list[str] | None, url: str) -> list[s
 
 
 def _open_parquet(
-    url: str, fs: Any, path: str, info: dict[str, Any], columns: list[str] | None,
+    url: str, fs: Any, path: str, files: list[str], columns: list[str] | None,
     storage_options: dict | None,
 ) -> StoredArray:
-    # The files the format was recognised by (other files in the directory are
-    # not data), in lexicographic order, as pyarrow's datasets order them.
-    files = _parquet_files(fs, path) if info.get("type") == "directory" else [path]
+    """``files``: the data files (a directory's other files are not data), sorted, as pyarrow orders them."""
     if not files:
         raise InvalidSourceError(
             f"{url!r} is a directory without Parquet files (no *.parquet or *.pq file). "
