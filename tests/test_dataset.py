@@ -25,7 +25,7 @@ from distributed import LocalCluster
 from sklearn.exceptions import ConvergenceWarning
 
 from dgmm import GaussianMixture, open_dataset
-from dgmm.fit import data as fit_data
+from dgmm.fit import cluster as fit_cluster
 from dgmm.fit.data import open_for_fit
 from dgmm.io import sources
 from dgmm.io.checkpoint import content_digest, data_fingerprint
@@ -184,21 +184,34 @@ def test_open_for_fit_sizes_default_chunks_by_the_cluster(client) -> None:
 # -- the CLI connects, then opens ---------------------------------------------------------------
 
 
-def test_cli_opens_its_data_on_the_cluster_it_connected_to(
-    X: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_cli_sizes_chunks_by_the_cluster_it_connected_to(
+    rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    zarr.create_array(str(tmp_path / "x.zarr"), data=X, chunks=(100, 3))
-    seen: list[int] = []
-    real = fit_data.open_data
+    # 60_000 rows: two chunks per thread are 10_000 rows on 3 threads, 15_000 on the
+    # suite's own 2-thread cluster (current outside the command's block), 30_000 on 1.
+    X = rng.normal(size=(60_000, 3)) + np.where(np.arange(60_000) % 2, 5.0, -5.0)[:, None]
+    zarr.create_array(str(tmp_path / "x.zarr"), data=X, chunks=(1000, 3))
+    fitted: list[tuple[int, ...]] = []
+    real = GaussianMixture.fit
 
-    def spy(*args: object, **kwargs: object) -> Dataset:
-        seen.append(int(kwargs["n_threads"]))  # type: ignore[arg-type]
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def spy(self: GaussianMixture, X: da.Array, *args: object, **kwargs: object) -> GaussianMixture:
+        fitted.append(X.chunks[0])
+        return real(self, X, *args, **kwargs)
 
-    monkeypatch.setattr(fit_data, "open_data", spy)
-    # The suite's own client (2 threads) is current outside the command's cluster block.
+    monkeypatch.setattr(GaussianMixture, "fit", spy)
     with LocalCluster(processes=False, n_workers=1, threads_per_worker=3, dashboard_address=":0") as other:
-        result = invoke("fit", "x.zarr", "-k", 2, "-o", "model", "--scheduler",
-                        other.scheduler_address, cwd=tmp_path)
+        result = invoke("fit", "x.zarr", "-k", 2, "-o", "model", "--scheduler", other.scheduler_address,
+                        cwd=tmp_path)
     assert result.exit_code == 0, result.stderr
-    assert seen and set(seen) == {3}, f"opened with {seen} threads, the other cluster has 3"
+    assert fitted == [(10_000,) * 6]
+
+
+def test_cli_refuses_a_missing_source_before_starting_a_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_cluster(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cluster was started for a source that does not exist")
+
+    monkeypatch.setattr(fit_cluster, "connect", no_cluster)
+    result = invoke("fit", "missing.zarr", "-k", 2, "-o", "model", cwd=tmp_path)
+    assert result.exit_code == 1 and "missing.zarr" in result.stderr

@@ -19,9 +19,9 @@ from distributed import Client, default_client
 from dgmm import graph
 from dgmm.fit.cluster import total_threads
 from dgmm.io.dataset import Dataset
-from dgmm.io.sources import Scatter, open_data
+from dgmm.io.sources import Scatter, default_chunks, open_data
 
-__all__ = ["open_dataset", "open_for_fit", "scatter_to"]
+__all__ = ["on_cluster", "open_dataset", "open_for_fit", "scatter_to"]
 
 
 def _current_threads() -> int:
@@ -39,6 +39,14 @@ def _current_threads() -> int:
 def scatter_to(client: Client) -> Scatter:
     """``scatter(rows, row_chunks)`` onto ``client``'s workers, for :func:`dgmm.io.sources.open_data`."""
     return partial(graph.scatter_rows, client)
+
+
+def on_cluster(data: Dataset, client: Client) -> da.Array:
+    """Stored ``data`` (opened before connecting) chunked by default for ``client``'s threads.
+
+    Reads no metadata again. The array carries its dataset, as ``open_dataset``'s.
+    """
+    return default_chunks(data, total_threads(client)).opened()
 
 
 def open_for_fit(X: Any, *, chunks: int | None, client: Client) -> Dataset:

@@ -41,6 +41,7 @@ __all__ = [
     "as_float_array",
     "as_sample_weight",
     "check_feature_names",
+    "default_chunks",
     "default_row_chunk",
     "feature_names",
     "is_in_memory",
@@ -387,6 +388,18 @@ def open_data(
     origin = Origin(f"{what} ({type(source).__name__})", labels=labels, values=array)
     x = memory_array(array, row_chunks, labels) if scatter is None else scatter(array, row_chunks)
     return Dataset(x, origin, in_memory=True)
+
+
+def default_chunks(data: Dataset, n_threads: int) -> Dataset:
+    """Stored ``data`` chunked as :func:`open_data` chunks it by default for ``n_threads`` threads.
+
+    Reads nothing (the store was opened once); other data is returned as it is.
+    """
+    store = data.origin.store
+    if store is None:
+        return data
+    n_rows, n_features = data.array.shape
+    return data.reopen(default_row_chunk(n_rows, n_features, store.dtype.itemsize, n_threads))
 
 
 def _stored(store: StoredArray, chunks: int | None, n_threads: int, what: str) -> Dataset:
