@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dgmm.estimator import GaussianMixture
     from dgmm.fit.cluster import connect
     from dgmm.io.sinks import write_array
-    from dgmm.io.sources import open_dataset
+    from dgmm.fit.data import open_dataset
 
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -28,7 +28,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "connect": ("dgmm.fit.cluster", "connect"),
     "errors": ("dgmm.errors", None),
     "load": ("dgmm._estimator_io", "load"),
-    "open_dataset": ("dgmm.io.sources", "open_dataset"),
+    "open_dataset": ("dgmm.fit.data", "open_dataset"),
     "write_array": ("dgmm.io.sinks", "write_array"),
 }
 

@@ -285,3 +285,24 @@ def lazy_predict_many(
         arrays[o] = column.astype(np.int64) if o == "labels" else column
         start += width
     return arrays
+
+
+def scatter_rows(client: Any, rows: np.ndarray, row_chunks: tuple[int, ...]) -> da.Array:
+    """In-memory ``rows`` (n_samples, ...) as a Dask array whose row chunks live on ``client``'s workers."""
+    from distributed import wait
+
+    bounds = np.cumsum((0, *row_chunks))
+    pieces = [rows[bounds[i] : bounds[i + 1]] for i in range(len(row_chunks))]
+    # hash=False: fresh keys every time. With content-hashed keys, scattering
+    # the same data again (a refit, GridSearchCV) can race the release of the
+    # previous fit's identical keys and fail with "lost dependencies".
+    futures = client.scatter(pieces, hash=False)
+    blocks = [
+        da.from_delayed(f, shape=p.shape, dtype=rows.dtype, meta=rows[:0])
+        for f, p in zip(futures, pieces)
+    ]
+    # Persisting makes the array's graph hold futures of its own chunks; the
+    # scattered futures alone would be released once this function returns.
+    x = client.persist(da.concatenate(blocks, axis=0))
+    wait(x)
+    return x

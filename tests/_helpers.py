@@ -13,11 +13,14 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
+import fsspec
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fsspec.implementations.local import LocalFileSystem
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
@@ -163,3 +166,64 @@ def invoke(*args: object, cwd: Path) -> object:
         return CliRunner().invoke(cli, [str(a) for a in args], prog_name="dgmm")
     finally:
         os.chdir(old)
+
+
+# -- a filesystem that counts its metadata requests ----------------------------------------
+
+FS_CALLS: list[tuple[str, str, bool]] = []  # (method, path, on the main thread); module-level:
+_FS_DEPTH = threading.local()  # the filesystem is copied to the (in-process) workers
+ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def _counted(name: str) -> Any:
+    base = getattr(LocalFileSystem, name)
+
+    def method(self: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_FS_DEPTH, "depth", 0)
+        if depth == 0:  # exists() calls info(): one request, counted once
+            where = self._strip_protocol(path) if isinstance(path, str) else str(path)
+            FS_CALLS.append((name, where, threading.current_thread() is threading.main_thread()))
+        _FS_DEPTH.depth = depth + 1
+        try:
+            return base(self, path, *args, **kwargs)
+        finally:
+            _FS_DEPTH.depth = depth
+
+    return method
+
+
+class CountingFileSystem(LocalFileSystem):
+    """Local files under the ``dgmmmeta://`` protocol, every request recorded in ``FS_CALLS``."""
+
+    protocol = "dgmmmeta"
+
+
+for _name in ("info", "ls", "exists", "isdir", "isfile", "find", "glob", "cat_file", "open"):
+    setattr(CountingFileSystem, _name, _counted(_name))
+
+
+def counting_url(path: Path | str) -> str:
+    """``path`` as a ``dgmmmeta://`` URL (the protocol registered on first use)."""
+    fsspec.register_implementation("dgmmmeta", CountingFileSystem, clobber=True)
+    return f"dgmmmeta://{path}"
+
+
+def metadata_requests(calls: list[tuple[str, str, bool]] | None = None) -> list[tuple[str, str]]:
+    """The requests of ``calls`` (default FS_CALLS) that are not reads of Zarr chunks or Parquet data.
+
+    Listings, ``info``/``exists``, reads of Zarr metadata files and opens of
+    Parquet files from the main thread (footers); tasks on the workers' threads
+    reading their own chunks are data.
+    """
+    out = []
+    for name, path, main in FS_CALLS if calls is None else calls:
+        if name in ("cat_file", "open"):
+            if path.endswith(ZARR_METADATA) or (main and not _is_zarr_chunk(path)):
+                out.append((name, path))
+        else:
+            out.append((name, path))
+    return out
+
+
+def _is_zarr_chunk(path: str) -> bool:
+    return "/c/" in path or os.path.basename(path).replace(".", "").isdigit()

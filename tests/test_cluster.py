@@ -112,14 +112,7 @@ def test_total_threads_counts_every_worker(client):
     assert cluster.total_threads(client) == 2
 
 
-def test_in_memory_input_is_scattered_not_embedded(client):
-    from dgmm.io.sources import as_dask_array
-
-    X = np.random.default_rng(0).normal(size=(10_000, 3))
-    x = as_dask_array(X, chunks=2500, client=client)
-    assert x.chunks[0] == (2500,) * 4
-    assert not any(isinstance(v, np.ndarray) and v.size > 100 for v in dict(x.__dask_graph__()).values())
-    np.testing.assert_array_equal(x.compute(), X)
+# test_in_memory_input_is_scattered_not_embedded: in test_dataset.py (open_for_fit).
 
 
 # -- connect: which cluster, in which order ------------------------------------

@@ -31,6 +31,14 @@ ALLOWED = {
 CORE_THIRD_PARTY = {"numpy", "scipy"}
 HEAVY = ["dask", "distributed", "sklearn", "zarr", "fsspec", "pyarrow", "click", "pandas", "matplotlib"]
 MAX_LINES = 800
+# Third-party packages a layer may not import (whether at module level or inside a function).
+FORBIDDEN_THIRD_PARTY = {
+    # The cluster is the graph's and the fit's business: readers never scatter or look up a client.
+    "io": {"distributed"},
+}
+# Known exceptions, to shrink: sinks still runs its write tasks on the client
+# itself (as_completed, cancel, drain); that runner belongs in dgmm.graph.
+FORBIDDEN_EXEMPT = {("dgmm.io.sinks", "distributed")}
 
 
 def module_name(path: Path) -> str:
@@ -114,11 +122,22 @@ def test_imports_point_down(module):
                 continue
             if target == "dgmm" or layer(target) not in allowed:
                 wrong.append(f"line {line}: {target} ({layer(target) if target != 'dgmm' else 'package root'})")
+        elif top in FORBIDDEN_THIRD_PARTY.get(mine, set()) and (module, top) not in FORBIDDEN_EXEMPT:
+            wrong.append(f"line {line}: {target} (third-party the {mine} layer may not import)")
         elif mine == "core" and top not in CORE_THIRD_PARTY and top not in sys.stdlib_module_names:
             wrong.append(f"line {line}: {target} (third-party; the core uses numpy and scipy only)")
         elif mine == "leaf" and top not in sys.stdlib_module_names:
             wrong.append(f"line {line}: {target} (a leaf module imports the standard library only at module level)")
     assert not wrong, f"{module} ({mine}) may import {sorted(allowed) or 'nothing'} of dgmm; found:\n" + "\n".join(wrong)
+
+
+def test_exemptions_are_still_needed():
+    # An exemption whose module no longer imports the package must go.
+    stale = [
+        (module, top) for module, top in sorted(FORBIDDEN_EXEMPT)
+        if not any(t.split(".")[0] == top for t, _ in imports(module))
+    ]
+    assert not stale, f"remove these from FORBIDDEN_EXEMPT: {stale}"
 
 
 def test_no_module_level_import_cycle():
@@ -180,3 +199,4 @@ def test_the_rules_catch_a_violation(tmp_path):
     assert names == ["dask", "dgmm.fit"]
     assert layer("dgmm.fit.loop") == "fit" and "fit" not in ALLOWED["core"]
     assert "dask" not in CORE_THIRD_PARTY and "dask" not in sys.stdlib_module_names
+    assert "distributed" in FORBIDDEN_THIRD_PARTY["io"]

@@ -38,7 +38,7 @@ from dgmm.errors import (
     ShapeMismatchError,
     SourceNotFoundError,
 )
-from dgmm.io.sources import as_dask_array, is_in_memory
+from dgmm.io.sources import is_in_memory, open_data
 from tests.s3 import new_bucket, s3_filesystem
 
 N_ROWS, N_FEATURES = 600, 3
@@ -194,7 +194,7 @@ def test_chunks_given_later_to_an_opened_store_stay_aligned(X: np.ndarray, tmp_p
     pq.write_table(feature_table(X), tmp_path / "x.parquet", row_group_size=STORED_ROWS)
     for path, stored in (("x.zarr", (60,) * 10), ("x.parquet", (STORED_ROWS,) * 6)):
         opened = open_dataset(tmp_path / path)
-        again = as_dask_array(opened, chunks=130)  # what GaussianMixture(chunks=130).fit(opened) does
+        again = open_data(opened, chunks=130).array  # what GaussianMixture(chunks=130).fit(opened) does
         assert again.name == open_dataset(tmp_path / path, chunks=130).name
         assert boundaries(again.chunks[0]) <= boundaries(stored), (path, again.chunks[0])
 

@@ -39,6 +39,7 @@ from dgmm.cli.common import (
     connect_args,
     load_model,
     logger,
+    on_cluster,
     one_line,
     open_source,
     row_sample,
@@ -145,7 +146,7 @@ def fit(
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
     check_target(output, overwrite, storage_options, "model")
-    x = open_source(source, **source_kw)
+    data = open_source(source, **source_kw)
     extra: dict[str, Any] = {}
     if checkpoint is not None:
         extra.update(checkpoint=checkpoint, checkpoint_storage_options=storage_options)
@@ -162,7 +163,8 @@ def fit(
         **extra,
     )
     start = time.perf_counter()
-    with cluster(cluster_args):
+    with cluster(cluster_args) as client:
+        x = on_cluster(data, client)  # the cluster's threads size the default chunks
         gmm.fit(x)
     seconds = time.perf_counter() - start
     gmm.save(output, overwrite=overwrite, storage_options=storage_options)
@@ -221,10 +223,11 @@ def predict(
     storage_options = source_kw["storage_options"]
     gmm = load_model(model, storage_options)
     check_target(output, overwrite, storage_options, "output")
-    x = open_source(source, **source_kw)
-    check_features(gmm, x, model, source)
+    data = open_source(source, **source_kw)
+    check_features(gmm, data, model, source)
     start = time.perf_counter()
-    with cluster(cluster_args):
+    with cluster(cluster_args) as client:
+        x = on_cluster(data, client)
         gmm.predict_to(
             x, output, output=outputs, overwrite=overwrite, storage_options=storage_options
         )
@@ -251,10 +254,11 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     gmm = load_model(model, source_kw["storage_options"])
-    x = open_source(source, **source_kw)
-    check_features(gmm, x, model, source)
+    data = open_source(source, **source_kw)
+    check_features(gmm, data, model, source)
     start = time.perf_counter()
-    with cluster(cluster_args):
+    with cluster(cluster_args) as client:
+        x = on_cluster(data, client)
         total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
     n_samples, n_parameters = int(x.shape[0]), gmm.params_.n_parameters()
     return {
@@ -463,10 +467,10 @@ def plot(
     check_target(output, overwrite, storage_options, "figure")
     rows = None
     if data is not None:
-        x = open_source(data, **source_kw)
-        check_features(gmm, x, model, data)
-        with cluster(cluster_args):
-            rows = row_sample(x, sample_rows, seed)
+        opened = open_source(data, **source_kw)
+        check_features(gmm, opened, model, data)
+        with cluster(cluster_args) as client:
+            rows = row_sample(on_cluster(opened, client), sample_rows, seed)
     plot_fit(gmm, rows, path=output, storage_options=storage_options)
     return {
         "command": "plot",
@@ -539,11 +543,11 @@ def demo(
     os.makedirs(directory, exist_ok=True)
     params = true_params(n_features, n_components, seed=seed)
     x, true_labels = sample_mixture(params, n_samples, seed=seed, chunk_rows=chunk_rows)
-    with cluster(cluster_args):
+    with cluster(cluster_args) as client:
         _write([(x, paths["data.zarr"])], overwrite, None)
         meta = {"generated": {"data": "data.zarr", "n_samples": n_samples, "seed": seed}}
         save_model(paths["data.truth"], params, meta, overwrite=overwrite)
-        x = open_source(paths["data.zarr"], key=None, columns=None, storage_options=None)
+        x = on_cluster(open_source(paths["data.zarr"], key=None, columns=None, storage_options=None), client)
         gmm = GaussianMixture(
             n_components, covariance_type=covariance_type, init_params=init,
             random_state=seed, verbose=int(progress),

@@ -371,10 +371,21 @@ def split(kw: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def open_source(source: str, *, key: Any, columns: Any, storage_options: Any) -> Any:
-    """SOURCE as a row-chunked Dask array (``dgmm.open_dataset``)."""
-    from dgmm.io.sources import open_dataset
+    """SOURCE as a ``Dataset``, its metadata read once, before any cluster starts.
 
-    return open_dataset(source, key=key, columns=columns, storage_options=storage_options)
+    A missing or unreadable source fails at once; :func:`on_cluster` then
+    sizes its chunks by the threads of the cluster the job runs on.
+    """
+    from dgmm.io.sources import open_data
+
+    return open_data(source, key=key, columns=columns, storage_options=storage_options)
+
+
+def on_cluster(data: Any, client: Any) -> Any:
+    """The opened SOURCE as a Dask array chunked for ``client``'s cluster (no metadata read)."""
+    from dgmm.fit.data import on_cluster as chunked_for
+
+    return chunked_for(data, client)
 
 
 def check_target(
@@ -399,6 +410,7 @@ def check_features(gmm: Any, x: Any, model: str, source: str) -> None:
     """ShapeMismatchError, before any pass, when SOURCE's columns do not fit MODEL."""
     from dgmm.errors import ShapeMismatchError
 
+    x = getattr(x, "array", x)  # a Dataset or its array
     if x.shape[1] != gmm.n_features_in_:
         raise ShapeMismatchError(
             f"The model {model!r} was fitted on {gmm.n_features_in_} features but {source!r} "

@@ -22,12 +22,13 @@ import numpy as np
 
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidDataError, ShapeMismatchError
-from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
+from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
-from dgmm.io.sources import as_dask_array, as_float_array, as_sample_weight, feature_names, is_in_memory
+from dgmm.fit.data import open_for_fit, scatter_to
+from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
 
 __all__ = ["fit"]
 
@@ -52,17 +53,19 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         The best restart's parameters, convergence and history, and the
         data's feature count and names.
     """
-    names = feature_names(X)
+    names = None
     with connect(client=spec.client, scheduler_address=spec.scheduler_address) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:
-                x = as_dask_array(
-                    X, chunks=spec.chunks, client=client, n_threads=total_threads(client)
-                )
+                # One read of a store's metadata gives the array and the names;
+                # default chunks are sized by this cluster's threads.
+                data = open_for_fit(X, chunks=spec.chunks, client=client)
+                names = data.feature_names
+                x = data.array
                 _check_data(spec, x)
-                weight = as_sample_weight(sample_weight, x, client=client)
-                if not is_in_memory(X):
+                weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
+                if not data.in_memory:
                     x = maybe_persist(x, client)
                 digests = _digests(X, sample_weight) if spec.checkpoint is not None else (None, None)
                 restarts = _fit(spec, x, weight, digests, watch=watch)

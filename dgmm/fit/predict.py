@@ -19,8 +19,9 @@ from dgmm.core.kernels import require_finite
 from dgmm.core.options import PREDICT_OUTPUTS, PredictOutput
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
-from dgmm.fit.cluster import connect, total_threads
-from dgmm.io.sources import as_dask_array, as_float_array, check_feature_names, feature_names, is_in_memory
+from dgmm.fit.cluster import connect
+from dgmm.fit.data import open_for_fit
+from dgmm.io.sources import as_float_array, check_feature_names, feature_names, is_in_memory, open_data
 
 __all__ = ["Prediction", "predict", "predict_to"]
 
@@ -58,14 +59,14 @@ def predict(
     out : ndarray for in-memory X, a lazy dask.array.Array for Dask or stored X
         Of shape (n_samples,) or (n_samples, n_components) for 'proba'.
     """
-    names = feature_names(X)
     if is_in_memory(X):
         array = as_float_array(X, "X")
-        _check_features(params, feature_names_in, estimator_name, array.shape[1], names)
+        _check_features(params, feature_names_in, estimator_name, array.shape[1], feature_names(X))
         require_finite(array)
         return _graph._predict_block(array, params, what)
-    x = as_dask_array(X)
-    _check_features(params, feature_names_in, estimator_name, x.shape[1], names)
+    data = open_data(X)  # one read of a store's metadata: the array and its names
+    x = data.array
+    _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)
     # Checked block by block inside the prediction tasks (fused, no extra pass).
     x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
     return _graph.lazy_predict(x, params, what)
@@ -127,11 +128,11 @@ def predict_to(
             f"output must be one of {list(PREDICT_OUTPUTS)} or a list of distinct ones; "
             f"got {output!r}. For example output=['labels', 'log_density']."
         )
-    names = feature_names(X)
     with connect(client=client, scheduler_address=scheduler_address) as client:
         # In-memory X is scattered to the workers; stored X stays lazy.
-        x = as_dask_array(X, client=client, n_threads=total_threads(client))
-        _check_features(params, feature_names_in, estimator_name, x.shape[1], names)
+        data = open_for_fit(X, chunks=None, client=client)
+        x = data.array
+        _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)
         x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
         arrays = {
             _OUTPUT_NAMES[o]: a

@@ -69,7 +69,7 @@ import weakref
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -81,12 +81,16 @@ from dgmm.errors import (
 )
 from dgmm.io import codec
 from dgmm.io import fs as fsio
+from dgmm.io.dataset import Dataset
 from dgmm.io.persistence import params_from_files, params_meta, params_to_files
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: the object-store lease is used instead
     fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    import dask.array as da
 
 __all__ = [
     "Checkpoint",
@@ -164,23 +168,26 @@ def _run_lengths(sizes: tuple[int, ...]) -> list[list[int]]:
     return runs
 
 
-def data_fingerprint(x: Any, digest: str | None = None) -> dict[str, Any]:
-    """What identifies a row-chunked Dask array ``x`` across processes.
+def data_fingerprint(x: Dataset | da.Array, digest: str | None = None) -> dict[str, Any]:
+    """What identifies row-chunked data ``x`` (a Dataset or its Dask array) across processes.
 
     ``digest`` (``content_digest`` of the in-memory input) replaces the
-    array's name, which is random for data scattered from memory; a
-    store-backed array's name is deterministic and identifies the store,
-    the selection and its metadata.
+    storage fingerprint, which in-memory rows lack (their scattered name is
+    random); stored data's fingerprint (``Dataset.fingerprint``, the array's
+    deterministic name) identifies the store, the selection, its metadata and
+    the chunking.
     """
+    array = x.array if isinstance(x, Dataset) else x
     out: dict[str, Any] = {
-        "shape": [int(s) for s in x.shape],
-        "dtype": str(x.dtype),
-        "row_chunks": _run_lengths(tuple(x.chunks[0])),
+        "shape": [int(s) for s in array.shape],
+        "dtype": str(array.dtype),
+        "row_chunks": _run_lengths(tuple(array.chunks[0])),
     }
     if digest is not None:
         out["content_sha256"] = digest
     else:
-        out["name"] = str(x.name)
+        fingerprint = x.fingerprint if isinstance(x, Dataset) else None
+        out["name"] = str(fingerprint if fingerprint is not None else array.name)
     return out
 
 

@@ -1,13 +1,14 @@
-"""Input data as a validated, row-chunked, floating-point 2-D Dask array.
+"""Opening input data as a :class:`~dgmm.io.dataset.Dataset`: validated, row-chunked, float.
 
-``open_dataset`` accepts in-memory arrays and DataFrames, Dask arrays and
-DataFrames, xarray DataArrays, and paths or fsspec URLs to Zarr, Parquet and
-``.npy`` data (read by :mod:`dgmm.io.stores`). In-memory arrays are scattered to
-the workers chunk by chunk when fitting (the data never sits in the task
-graph); Dask arrays keep their row chunks and get all their columns in one
-chunk; stored data is chunked along whole storage chunks. Values are not
-scanned here: NaN/Inf are found by the first pass over the data, which names
-the chunk and the row.
+:func:`open_data` accepts in-memory arrays and DataFrames, Dask arrays and
+DataFrames, xarray DataArrays, opened ``zarr.Array`` objects, arrays from
+``dgmm.open_dataset``, and paths or fsspec URLs to Zarr, Parquet and ``.npy``
+data (described by :func:`dgmm.io.stores.open_store` from one read of their
+metadata). In-memory rows are handed to a ``scatter`` callable when the fit
+layer gives one (the data never sits in the task graph); Dask arrays keep
+their row chunks and get all their columns in one chunk; stored data is
+chunked along whole storage chunks. Values are not scanned here: NaN/Inf are
+found by the first pass over the data, which names the chunk and the row.
 
 ``feature_names`` gives the names of a source's feature columns from its
 metadata alone, as scikit-learn's ``feature_names_in_`` wants them, and
@@ -17,16 +18,12 @@ metadata alone, as scikit-learn's ``feature_names_in_`` wants them, and
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
-from distributed import wait
 
 from dgmm.core.kernels import require_valid_weights
 from dgmm.errors import (
@@ -36,18 +33,23 @@ from dgmm.errors import (
     ShapeMismatchError,
     UnsupportedInputError,
 )
-from dgmm.io.stores import is_store_source, is_zarr_array, open_store, store_columns, zarr_array
+from dgmm.io.dataset import Dataset, Origin, memory_array, string_names
+from dgmm.io.stores import StoredArray, is_store_source, is_zarr_array, open_store, stored_zarr
 
 __all__ = [
-    "as_dask_array",
+    "Scatter",
     "as_float_array",
     "as_sample_weight",
     "check_feature_names",
+    "default_chunks",
     "default_row_chunk",
     "feature_names",
     "is_in_memory",
-    "open_dataset",
+    "open_data",
 ]
+
+# scatter(rows, row_chunks) -> a Dask array of those row chunks held by the workers.
+Scatter = Callable[[np.ndarray, tuple[int, ...]], da.Array]
 
 # Target bytes of one row chunk of in-memory input.
 TARGET_CHUNK_BYTES = 64 << 20
@@ -212,81 +214,6 @@ def as_float_array(X: Any, what: str = "X") -> np.ndarray:
     return np.asarray(array, dtype=_float_dtype(array.dtype, what))
 
 
-def _scatter_rows(client: Any, array: np.ndarray, row_chunks: tuple[int, ...]) -> da.Array:
-    """An in-memory array as a Dask array whose row chunks live on the workers."""
-    bounds = np.cumsum((0, *row_chunks))
-    pieces = [array[bounds[i] : bounds[i + 1]] for i in range(len(row_chunks))]
-    # hash=False: fresh keys every time. With content-hashed keys, scattering
-    # the same data again (a refit, GridSearchCV) can race the release of the
-    # previous fit's identical keys and fail with "lost dependencies".
-    futures = client.scatter(pieces, hash=False)
-    blocks = [
-        da.from_delayed(f, shape=p.shape, dtype=array.dtype, meta=array[:0])
-        for f, p in zip(futures, pieces)
-    ]
-    # Persisting makes the array's graph hold futures of its own chunks; the
-    # scattered futures alone would be released once this function returns.
-    x = client.persist(da.concatenate(blocks, axis=0))
-    wait(x)
-    return x
-
-
-# Arrays opened from storage, by name, with how to open them again at another
-# chunking: an explicit chunks= given later (GaussianMixture(chunks=...).fit of
-# an opened store) is then rounded to whole storage chunks too, instead of a
-# rechunk whose tasks would read the stored chunks on their edges twice.
-_REOPEN: OrderedDict[str, Callable[[int], da.Array]] = OrderedDict()
-_REOPEN_SIZE = 256
-
-
-def _remember(x: da.Array, reopen: Callable[[int], da.Array]) -> da.Array:
-    _REOPEN[x.name] = reopen
-    _REOPEN.move_to_end(x.name)
-    while len(_REOPEN) > _REOPEN_SIZE:
-        _REOPEN.popitem(last=False)
-    return x
-
-
-# Column labels of the arrays opened from named sources (DataFrames, Parquet),
-# by array name: ``feature_names`` of an opened array (``fit(open_dataset(
-# "x.parquet", columns=[...]))``, the CLI) gives the columns it was opened with.
-# Such arrays' names depend on the columns, so an unnamed array never shares one.
-_COLUMNS: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
-
-
-def _label(x: da.Array, columns: Any) -> da.Array:
-    """``x``, its column labels remembered for ``feature_names``."""
-    _COLUMNS[x.name] = tuple(columns)
-    _COLUMNS.move_to_end(x.name)
-    while len(_COLUMNS) > _REOPEN_SIZE:
-        _COLUMNS.popitem(last=False)
-    return x
-
-
-def _string_names(labels: Any) -> np.ndarray | None:
-    """Column labels as feature names, by scikit-learn's rule (``_get_feature_names``).
-
-    All strings: an object array of them. Strings mixed with other types:
-    TypeError, as scikit-learn. Otherwise (no columns, integers ...): None.
-    """
-    names = np.asarray(list(labels), dtype=object)
-    if len(names) == 0:
-        return None
-    types = sorted(t.__qualname__ for t in set(type(v) for v in names))
-    if len(types) > 1 and "str" in types:
-        raise TypeError(
-            "Feature names are only supported if all input features have string names, "
-            f"but your input has {types} as feature name / column name types. "
-            "If you want feature names to be stored and validated, you must convert "
-            "them all to strings, by using X.columns = X.columns.astype(str) for "
-            "example. Otherwise you can remove feature / column names from your input "
-            "data, or convert them all to a non-string data type."
-        )
-    if types == ["str"]:
-        return names
-    return None
-
-
 def feature_names(
     source: Any,
     *,
@@ -336,12 +263,13 @@ def feature_names(
         selected = _frame_columns(source, columns, "X")
         labels = list(source.columns) if selected is None else selected
     elif is_store_source(source):
-        labels = store_columns(source, columns=columns, storage_options=storage_options)
+        labels = open_store(source, columns=columns, storage_options=storage_options).columns
     elif isinstance(source, da.Array):
-        labels = _COLUMNS.get(source.name)
+        opened = Dataset.of(source)
+        labels = None if opened is None else opened.origin.labels
     else:
         labels = None
-    return None if labels is None else _string_names(labels)
+    return None if labels is None else string_names(labels)
 
 
 def check_feature_names(fitted: np.ndarray | None, names: np.ndarray | None, estimator: str) -> None:
@@ -380,151 +308,53 @@ def check_feature_names(fitted: np.ndarray | None, names: np.ndarray | None, est
     raise ValueError(message)
 
 
-def _current_threads() -> int:
-    """Threads of the current client's workers, else this machine's cores."""
-    from distributed import default_client
-
-    try:
-        return max(1, sum(default_client().nthreads().values()))
-    except Exception:  # noqa: BLE001 - no client, or one shutting down: chunking only
-        return os.cpu_count() or 1
-
-
-def open_dataset(
+def open_data(
     source: Any,
     *,
     key: str | None = None,
     columns: list[str] | None = None,
     storage_options: dict | None = None,
     chunks: int | None = None,
-) -> da.Array:
-    """Open data as a validated, row-chunked, floating-point 2-D Dask array.
-
-    Nothing is computed: stored data is only described (from its metadata),
-    and each task of a later pass reads its own rows. ``GaussianMixture.fit``,
-    ``predict`` and the other methods accept every ``source`` this accepts.
-
-    Parameters
-    ----------
-    source : array-like, dask.array.Array, DataFrame, xarray.DataArray, str or os.PathLike
-        The data, of shape (n_samples, n_features):
-
-        - a NumPy array (or anything ``np.asarray`` reads), a Dask array, an
-          xarray DataArray (its ``.data``), or an opened ``zarr.Array`` (read
-          lazily, like a Zarr path);
-        - a pandas or Dask DataFrame: its numeric (and boolean) columns, or
-          those named by ``columns``; a Dask DataFrame's partition lengths are
-          computed once here (one pass) because a Dask array needs them;
-        - a local path or fsspec URL (``s3://``, ``gs://``, ``file://``,
-          ``memory://`` ...) to a Zarr v2 or v3 array or group (``key`` picks the
-          array in a group), a Parquet file or a directory of Parquet files
-          (``columns`` picks the features; files in pyarrow's dataset order),
-          or a C-ordered ``.npy`` file (memory-mapped when local).
-    key : str, optional
-        Path of the array inside a Zarr group, e.g. ``"X"`` or ``"obsm/X_pca"``.
-    columns : list of str, optional
-        Feature columns of a Parquet dataset or a DataFrame, in this order.
-        By default all columns, which must then all be numeric; the index is
-        never one: a DataFrame's index is not a column, and the columns in
-        which pandas stored a DataFrame's index in Parquet (``id`` after
-        ``df.set_index("id").to_parquet(...)``, or ``__index_level_0__``, as
-        named by the file's pandas metadata) are left out (logged at INFO).
-        Name them in ``columns`` to read them as features.
-    storage_options : dict, optional
-        Passed to fsspec (and so to s3fs, gcsfs ...): endpoint, credentials.
-    chunks : int, optional
-        Rows per chunk. For stored data it is rounded to whole storage chunks
-        so that no stored chunk is read by two tasks: to the nearest multiple
-        (at least one) of the Zarr chunk's (or shard's) rows, and to the first
-        Parquet row-group boundary at or past ``chunks`` rows. By default
-        chunks hold ~64 MiB, at least two per worker thread of the current
-        client when the data is small, never less than one storage chunk.
-
-    Returns
-    -------
-    X : dask.array.Array of shape (n_samples, n_features)
-        float32 data stays float32; integer and boolean data become float64.
-        All the columns are in one chunk. Stored data gets a deterministic
-        ``.name`` (from the location, ``key``/``columns``, the stored metadata
-        and the chunking), the same whenever the same data is opened alike.
-
-    Raises
-    ------
-    dgmm.errors.SourceNotFoundError
-        The path, URL or bucket does not exist (a ``FileNotFoundError``).
-    dgmm.errors.InvalidSourceError
-        An unsupported file type, a Zarr group without ``key``, a ``key`` or
-        ``columns`` that do not exist (a ``ValueError``).
-    dgmm.errors.InvalidDataError, dgmm.errors.InvalidDtypeError
-        Not 2-D, no rows or columns, or non-numeric values or columns.
-
-    Examples
-    --------
-    >>> import numpy as np, dgmm
-    >>> X = dgmm.open_dataset(np.arange(12).reshape(6, 2), chunks=3)
-    >>> X.dtype, X.chunks
-    (dtype('float64'), ((3, 3), (2,)))
-    """
-    return as_dask_array(
-        source, chunks=chunks, n_threads=_current_threads(), key=key, columns=columns,
-        storage_options=storage_options,
-    )
-
-
-def as_dask_array(
-    X: Any,
-    *,
-    chunks: int | None = None,
-    client: Any = None,
     n_threads: int = 1,
-    key: str | None = None,
-    columns: list[str] | None = None,
-    storage_options: dict | None = None,
+    scatter: Scatter | None = None,
     what: str = "X",
-) -> da.Array:
-    """``X`` (any source ``open_dataset`` accepts) as a float Dask array, all columns in one chunk.
+) -> Dataset:
+    """``source`` as a :class:`~dgmm.io.dataset.Dataset`, its metadata read once.
 
     Parameters
     ----------
-    X : array-like, dask.array.Array, DataFrame, DataArray, path or URL of shape (n_samples, n_features)
+    source : array-like, dask.array.Array, DataFrame, DataArray, zarr.Array, path or URL
+        Of shape (n_samples, n_features); see ``dgmm.open_dataset``.
+    key, columns, storage_options
+        As in ``dgmm.open_dataset``.
     chunks : int, optional
         Rows per chunk (rounded to whole storage chunks for stored data). Dask
         input keeps its own row chunks unless given.
-    client : distributed.Client, optional
-        In-memory input is scattered to its workers; without one it is
-        wrapped with ``da.from_array``.
     n_threads : int
         Worker threads, for the default chunking.
-    key, columns, storage_options
-        As in :func:`open_dataset`.
+    scatter : callable, optional
+        ``scatter(rows, row_chunks) -> dask.array.Array``: where in-memory rows
+        go (the fit layer sends them to the workers); without it they are
+        wrapped with ``da.from_array``.
+    what : str
+        The name of ``source`` in messages.
+
+    Returns
+    -------
+    data : Dataset
     """
-    def target_rows(n_rows: int, n_features: int, itemsize: int) -> int:
-        return default_row_chunk(n_rows, n_features, itemsize, n_threads)
-
-    def reopen(rows: int) -> da.Array:
-        return as_dask_array(
-            X, chunks=rows, n_threads=n_threads, key=key, columns=columns,
-            storage_options=storage_options, what=what,
-        )
-
-    if is_store_source(X):
-        x, labels = open_store(
-            X, key=key, columns=columns, storage_options=storage_options, chunks=chunks,
-            target_rows=target_rows, check=_check_shape, what=what,
-        )
-        dtype = _float_dtype(x.dtype, what)
-        x = _remember(x if x.dtype == dtype else x.astype(dtype), reopen)
-        return x if labels is None else _label(x, labels)
+    if is_store_source(source):
+        store = open_store(source, key=key, columns=columns, storage_options=storage_options)
+        return _stored(store, chunks, n_threads, what)
     for name, value in (("key", key), ("storage_options", storage_options)):
         if value is not None:
             raise InvalidSourceError(
-                f"{name}= was given but {what} is a {type(X).__name__}, not a path or URL; "
+                f"{name}= was given but {what} is a {type(source).__name__}, not a path or URL; "
                 f"{name}= applies to stored data only. Drop {name}=."
             )
-    if is_zarr_array(X) and columns is None:
-        x = zarr_array(X, chunks=chunks, target_rows=target_rows, check=_check_shape, what=what)
-        dtype = _float_dtype(x.dtype, what)
-        return _remember(x if x.dtype == dtype else x.astype(dtype), reopen)
+    if is_zarr_array(source) and columns is None:
+        return _stored(stored_zarr(source), chunks, n_threads, what)
+    X = source
     if _is_xarray(X):
         if columns is not None:
             raise InvalidSourceError(
@@ -535,56 +365,81 @@ def as_dask_array(
     labels = None
     if _is_dask_frame(X):
         frame, dtype = _select_frame(X, columns, what)
-        labels = list(frame.columns)
+        labels = tuple(frame.columns)
         X = frame.to_dask_array(lengths=True)
         X = X if X.dtype == dtype else X.astype(dtype)
         columns = None
     if isinstance(X, da.Array):
-        if chunks is not None and X.name in _REOPEN:
-            return _REOPEN[X.name](chunks)
-        if columns is not None:
-            raise InvalidSourceError(
-                f"columns= was given but {what} is a Dask array, which has no named "
-                "columns. Index it instead (X[:, [0, 2]]) and drop columns=."
-            )
-        _check_shape(X.shape, what)
-        if any(math.isnan(c) for c in X.shape):
-            raise InvalidDataError(
-                f"{what} has unknown chunk sizes {X.chunks}; call X.compute_chunk_sizes() first."
-            )
-        dtype = _float_dtype(X.dtype, what)
-        x = X if X.dtype == dtype else X.astype(dtype)
-        if len(x.chunks[1]) != 1 or chunks is not None:
-            x = x.rechunk({0: chunks if chunks is not None else x.chunks[0], 1: -1})
-        return x if labels is None else _label(x, labels)
+        opened = Dataset.of(X)
+        if opened is not None and columns is None:
+            return opened if chunks is None else opened.reopen(chunks)
+        return _dask(X, labels, columns, chunks, what)
 
     if _is_pandas_frame(X):
         selected = _frame_columns(X, columns, what)
-        labels = list(X.columns) if selected is None else selected
+        labels = tuple(X.columns if selected is None else selected)
     array = _to_numpy(X, what, columns)
     _check_shape(array.shape, what)
     dtype = _float_dtype(array.dtype, what)
     array = np.ascontiguousarray(array, dtype=dtype)
     n_rows, n_features = array.shape
     rows = chunks or default_row_chunk(n_rows, n_features, dtype.itemsize, n_threads)
-    row_chunks = da.core.normalize_chunks((rows,), (n_rows,))[0]
-    if client is None:
-        # A frame's array is named after its columns too: the same values
-        # without them (or with others) must not take its feature names.
-        name = None if labels is None else "frame-" + tokenize(array, row_chunks, labels)
-        x = da.from_array(array, chunks=(row_chunks, (n_features,)), name=name)
-        return x if labels is None else _label(x, labels)
-    # Scattered for a fit or predict_to, which read the names from the frame itself.
-    return _scatter_rows(client, array, row_chunks)
+    row_chunks = tuple(da.core.normalize_chunks((rows,), (n_rows,))[0])
+    origin = Origin(f"{what} ({type(source).__name__})", labels=labels, values=array)
+    x = memory_array(array, row_chunks, labels) if scatter is None else scatter(array, row_chunks)
+    return Dataset(x, origin, in_memory=True)
+
+
+def default_chunks(data: Dataset, n_threads: int) -> Dataset:
+    """Stored ``data`` chunked as :func:`open_data` chunks it by default for ``n_threads`` threads.
+
+    Reads nothing (the store was opened once); other data is returned as it is.
+    """
+    store = data.origin.store
+    if store is None:
+        return data
+    n_rows, n_features = data.array.shape
+    return data.reopen(default_row_chunk(n_rows, n_features, store.dtype.itemsize, n_threads))
+
+
+def _stored(store: StoredArray, chunks: int | None, n_threads: int, what: str) -> Dataset:
+    """A store's Dataset: float data, chunked along whole storage chunks."""
+    _check_shape(store.shape, what)
+    n_rows, n_features = store.shape
+    dtype = _float_dtype(store.dtype, what)
+    rows = chunks if chunks is not None else default_row_chunk(n_rows, n_features, store.dtype.itemsize, n_threads)
+    x = store.to_dask(store.row_chunks(rows))
+    return Dataset(x if x.dtype == dtype else x.astype(dtype), Origin(store.url, labels=store.columns, store=store))
+
+
+def _dask(X: da.Array, labels: tuple[Any, ...] | None, columns: Any, chunks: int | None, what: str) -> Dataset:
+    """A Dask array's Dataset: float, all columns in one chunk, its own row chunks unless ``chunks``."""
+    if columns is not None:
+        raise InvalidSourceError(
+            f"columns= was given but {what} is a Dask array, which has no named "
+            "columns. Index it instead (X[:, [0, 2]]) and drop columns=."
+        )
+    _check_shape(X.shape, what)
+    if any(math.isnan(c) for c in X.shape):
+        raise InvalidDataError(
+            f"{what} has unknown chunk sizes {X.chunks}; call X.compute_chunk_sizes() first."
+        )
+    dtype = _float_dtype(X.dtype, what)
+    x = X if X.dtype == dtype else X.astype(dtype)
+    if len(x.chunks[1]) != 1 or chunks is not None:
+        x = x.rechunk({0: chunks if chunks is not None else x.chunks[0], 1: -1})
+    kind = "Dask DataFrame" if labels is not None else "Dask array"
+    return Dataset(x, Origin(f"{what} ({kind})", labels=labels))
 
 
 def as_sample_weight(
-    sample_weight: Any, x: da.Array, *, client: Any = None
+    sample_weight: Any, x: da.Array, *, scatter: Scatter | None = None
 ) -> da.Array | None:
     """Per-row weights aligned with ``x``'s row chunks, float64, or None.
 
-    In-memory weights are checked here (finite, non-negative, not all zero);
-    Dask weights are checked by the first pass.
+    In-memory weights are checked here (finite, non-negative, not all zero)
+    and handed to ``scatter`` when given (see :func:`open_data`); Dask
+    weights are checked by the first pass.
     """
     if sample_weight is None:
         return None
@@ -615,6 +470,6 @@ def as_sample_weight(
             f"sample_weight is zero for all {n_rows} rows; expected at least one "
             "positive weight. Pass positive weights for the rows to fit."
         )
-    if client is None:
+    if scatter is None:
         return da.from_array(w, chunks=(x.chunks[0],))
-    return _scatter_rows(client, w, x.chunks[0])
+    return scatter(w, tuple(x.chunks[0]))

@@ -1,15 +1,26 @@
-"""Stored datasets as row-chunked Dask arrays: Zarr, Parquet and ``.npy``.
+"""Stored datasets described by one read of their metadata: Zarr, Parquet and ``.npy``.
 
 A source is a local path or an fsspec URL (``s3://``, ``gs://``, ``file://``,
-``memory://`` ...). Only metadata is read here (Zarr array metadata, Parquet
-footers, the ``.npy`` header): row counts never cost a pass over the data.
+``memory://`` ...). :func:`open_store` reads metadata only, once: the Zarr
+array metadata (the same ``zarr.json`` read tells the format, the shape, the
+dtype and the chunks), each Parquet footer once, the ``.npy`` header. The
+result, a :class:`StoredArray`, keeps that opened reader, so rechunking it
+(:meth:`StoredArray.to_dask`) reads nothing again. Row counts never cost a
+pass over the data.
+
 Every Dask chunk is a whole number of storage chunks (Zarr chunks or shards,
 Parquet row groups), so each stored chunk is read by exactly one task per pass,
 and every chunk holds all the columns. The workers read their own chunks.
+Arrays get a deterministic ``.name`` from the store's URL, the key or columns,
+the stored metadata and the chunking, so checkpoints can recognise the same
+data by it.
 
-Arrays get a deterministic ``.name`` from the store's URL, the key or
-columns, the stored metadata and the chunking, so checkpoints can recognise
-the same data by it.
+Cost of recognising a source, in metadata requests: a Zarr v3 array, one
+(its ``zarr.json``, read by zarr itself; an array inside a group, one:
+``key/zarr.json``); a Zarr v2 array, four (zarr looks for the ``zarr.json`` it
+lacks as an array, then as a group, before ``.zarray`` and ``.zattrs``); a ``.parquet`` / ``.pq`` path, one ``info``,
+one listing when it is a directory, and one footer per file; a ``.npy``
+file, its header. Other paths are tried as Zarr first, then looked at.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -27,7 +38,7 @@ from dgmm.errors import InvalidDtypeError, InvalidSourceError, SourceNotFoundErr
 from dgmm.io.fs import is_local as _is_local
 from dgmm.io.fs import resolve
 
-__all__ = ["is_store_source", "is_zarr_array", "open_store", "store_columns", "zarr_array"]
+__all__ = ["StoredArray", "is_store_source", "is_zarr_array", "open_store", "stored_zarr"]
 
 logger = logging.getLogger("dgmm")
 
@@ -37,69 +48,159 @@ SUPPORTED = (
     "a NumPy .npy file"
 )
 
+StoreKind = Literal["zarr", "parquet", "npy"]
+
 
 def is_store_source(source: Any) -> bool:
     """Whether ``source`` names stored data (a path or URL) rather than holding it."""
     return isinstance(source, (str, os.PathLike))
 
 
+@dataclass(frozen=True)
+class StoredArray:
+    """A stored 2-D dataset as read from its metadata, with the reader its chunks are read by.
+
+    Attributes
+    ----------
+    url : str
+        The source as given (for messages).
+    kind : {"zarr", "parquet", "npy"}
+    shape : tuple of int
+        As stored; not yet checked to be 2-D (:func:`open_store` callers check it).
+    dtype : numpy.dtype
+        What ``reader`` returns: the stored dtype (Parquet: float32 when every
+        selected column is, else float64).
+    columns : tuple of str or None
+        A Parquet dataset's selected columns (the feature names); None otherwise.
+    storage_rows : tuple of int
+        Rows of the storage units a task must never split, in order: one Zarr
+        chunk's (or shard's) rows, the Parquet row groups', nothing for ``.npy``.
+    reader : zarr.Array, or a lazy row reader
+        Sliced by ``da.from_array`` / ``da.from_zarr`` in the tasks.
+    identity : tuple
+        Location, endpoint, key or columns and the stored metadata: with the
+        chunking, the array's deterministic name.
+    """
+
+    url: str
+    kind: StoreKind
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    columns: tuple[str, ...] | None
+    storage_rows: tuple[int, ...]
+    reader: Any
+    identity: tuple[Any, ...]
+
+    def row_chunks(self, rows: int) -> tuple[int, ...]:
+        """Row chunks of about ``rows`` rows that split no storage unit (shape must be 2-D)."""
+        n_rows = int(self.shape[0])
+        if self.kind == "parquet":
+            # A chunk closes at the first row-group boundary at or past ``rows``.
+            chunks: list[int] = []
+            current = 0
+            for size in self.storage_rows:
+                current += size
+                if current >= rows:
+                    chunks.append(current)
+                    current = 0
+            if current:
+                chunks.append(current)
+            return tuple(chunks)
+        if self.kind == "zarr":
+            stored = self.storage_rows[0]
+            rows = min(max(1, round(rows / stored)) * stored, max(n_rows, 1))
+        return tuple(da.core.normalize_chunks((min(rows, n_rows),), (n_rows,))[0])
+
+    def to_dask(self, row_chunks: tuple[int, ...]) -> da.Array:
+        """The data as a Dask array of ``row_chunks`` rows (from :meth:`row_chunks`), all columns.
+
+        Reads nothing: the tasks read their own rows through ``reader``.
+        """
+        name = f"{self.kind}-" + tokenize(*self.identity, tuple(row_chunks))
+        chunks = (tuple(row_chunks), (int(self.shape[1]),))
+        if self.kind == "zarr":
+            return da.from_zarr(self.reader, chunks=chunks, name=name)
+        return da.from_array(
+            self.reader, chunks=chunks, name=name, meta=np.empty((0, 0), dtype=self.dtype), asarray=False,
+        )
+
+
 def open_store(
     source: str | os.PathLike,
     *,
-    key: str | None,
-    columns: list[str] | None,
-    storage_options: dict | None,
-    chunks: int | None,
-    target_rows: Any,
-    check: Any,
-    what: str = "X",
-) -> tuple[da.Array, list[str] | None]:
-    """The dataset at ``source`` as a (float) Dask array chunked along whole storage chunks.
+    key: str | None = None,
+    columns: list[str] | None = None,
+    storage_options: dict | None = None,
+) -> StoredArray:
+    """The dataset at ``source`` from one read of its metadata; its data is not read.
 
-    ``target_rows(n_rows, n_features, itemsize) -> int`` gives the default rows
-    per chunk; ``check(shape, what)`` validates the 2-D shape; the returned
-    array may still hold integers (cast by the caller). With it, the names of
-    its columns: a Parquet dataset's selected columns, None for Zarr and ``.npy``.
+    The format is recognised by the same read that describes the data (see
+    the module's docstring for the requests each format costs).
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        Local path or fsspec URL of a Zarr array or group, a Parquet file or
+        directory, or a ``.npy`` file.
+    key : str, optional
+        The array inside a Zarr group.
+    columns : list of str, optional
+        Parquet columns to read (checked to exist and be numeric).
+    storage_options : dict, optional
+        fsspec options.
+
+    Raises
+    ------
+    dgmm.errors.SourceNotFoundError
+        Nothing at ``source``.
+    dgmm.errors.InvalidSourceError, dgmm.errors.InvalidDtypeError
+        An unsupported or unreadable source, a wrong ``key`` or ``columns``.
     """
     url = os.fspath(source)
     fs, path = _filesystem(url, storage_options)
-    kind = _detect(fs, path, url)
-    if kind == "zarr":
-        if columns is not None:
-            raise InvalidSourceError(
-                f"columns={list(columns)!r} was given for the Zarr store {url!r}; columns "
-                "select Parquet columns or DataFrame columns only. Select Zarr features "
-                "after opening, e.g. open_dataset(...)[:, [0, 2]]."
-            )
-        return _open_zarr(url, fs, path, key, storage_options, chunks, target_rows, check, what), None
-    if key is not None:
+    lower = path.rstrip("/").lower()
+    files: list[str] | None = None
+    kind: str
+    if lower.endswith(".npy"):
+        kind = "npy"
+    elif lower.endswith((".parquet", ".pq")):
+        kind = "parquet"
+    else:
+        node = _try_zarr(url, fs, path, key, storage_options)
+        if node is not None:
+            _no_selection(url, "zarr", None, columns)
+            return _zarr_node(url, fs, path, node, key, storage_options)
+        info = _info(fs, path, url)
+        # One listing of a directory serves recognising and reading it.
+        listed = _parquet_files(fs, path) if info.get("type") == "directory" else None
+        kind = _recognise(fs, path, url, listed)
+        files = [path] if listed is None else listed
+    if kind == "parquet" and files is None:
+        info = _info(fs, path, url)
+        files = _parquet_files(fs, path) if info.get("type") == "directory" else [path]
+    _no_selection(url, kind, key, columns)
+    if kind == "parquet":
+        return _open_parquet(url, fs, path, files, columns, storage_options)
+    return _open_npy(url, fs, path, storage_options)
+
+
+def _no_selection(url: str, kind: str, key: str | None, columns: list[str] | None) -> None:
+    """Refuse ``key`` outside Zarr and ``columns`` outside Parquet."""
+    if columns is not None and kind != "parquet":
+        where = "Zarr store" if kind == "zarr" else ".npy file"
+        remedy = (
+            "Select Zarr features after opening, e.g. open_dataset(...)[:, [0, 2]]."
+            if kind == "zarr" else "Drop columns=."
+        )
+        raise InvalidSourceError(
+            f"columns={list(columns)!r} was given for the {where} {url!r}; columns "
+            f"select Parquet columns or DataFrame columns only. {remedy}"
+        )
+    if key is not None and kind != "zarr":
         raise InvalidSourceError(
             f"key={key!r} was given for the {kind} source {url!r}; key picks an array "
             "inside a Zarr group only. Drop key=."
         )
-    if kind == "parquet":
-        return _open_parquet(url, fs, path, columns, storage_options, chunks, target_rows, check, what)
-    if columns is not None:
-        raise InvalidSourceError(
-            f"columns={list(columns)!r} was given for the .npy file {url!r}; columns "
-            "select Parquet columns or DataFrame columns only. Drop columns=."
-        )
-    return _open_npy(url, fs, path, storage_options, chunks, target_rows, check, what), None
-
-
-def store_columns(
-    source: str | os.PathLike, *, columns: list[str] | None, storage_options: dict | None
-) -> list[str] | None:
-    """The columns ``open_store`` would read from ``source``: a Parquet dataset's, else None.
-
-    Reads metadata only (the listing and one Parquet footer), never data.
-    ``columns`` are checked as ``open_store`` checks them.
-    """
-    url = os.fspath(source)
-    fs, path = _filesystem(url, storage_options)
-    if _detect(fs, path, url) != "parquet":
-        return None
-    return _parquet_columns(_parquet_dataset(url, fs, path).schema, columns, url)
 
 
 # -- locating and recognising a store ------------------------------------------------
@@ -134,26 +235,27 @@ def _endpoint(storage_options: dict | None) -> Any:
     return options.get("endpoint_url") or client_kwargs.get("endpoint_url")
 
 
-def _detect(fs: Any, path: str, url: str) -> str:
-    """``"zarr"``, ``"parquet"`` or ``"npy"``; typed errors for missing or unknown sources."""
-    if not fs.exists(path):
-        raise SourceNotFoundError(_missing_message(fs, path, url))
-    if fs.isdir(path):
-        for marker in ("zarr.json", ".zarray", ".zgroup"):
-            if fs.exists(f"{path.rstrip('/')}/{marker}"):
-                return "zarr"
-        if _parquet_files(fs, path):
+def _info(fs: Any, path: str, url: str) -> dict[str, Any]:
+    """``fs.info(path)``: one request telling whether ``path`` is a file or a directory."""
+    try:
+        return fs.info(path)
+    except FileNotFoundError:
+        raise SourceNotFoundError(_missing_message(fs, path, url)) from None
+
+
+def _recognise(fs: Any, path: str, url: str, files: list[str] | None) -> str:
+    """``"parquet"`` or ``"npy"`` for a source that is not Zarr; typed errors otherwise.
+
+    ``files``: the Parquet files of a directory, None for a file.
+    """
+    if files is not None:
+        if files:
             return "parquet"
         raise InvalidSourceError(
             f"{url!r} is a directory that is neither a Zarr store (no zarr.json, .zarray "
             "or .zgroup) nor a directory of Parquet files (no *.parquet or *.pq file). "
             f"Supported sources: {SUPPORTED}."
         )
-    lower = path.lower()
-    if lower.endswith(".npy"):
-        return "npy"
-    if lower.endswith((".parquet", ".pq")):
-        return "parquet"
     with fs.open(path, "rb") as f:
         magic = f.read(6)
     if magic[:4] == b"PAR1":
@@ -197,54 +299,80 @@ def _parquet_files(fs: Any, path: str) -> list[str]:
     )
 
 
-def _rows_per_chunk(
-    chunks: int | None, storage_rows: int, n_rows: int, n_features: int, itemsize: int, target_rows: Any
-) -> int:
-    """Rows per Dask chunk as a whole multiple of the storage chunk's rows."""
-    target = chunks if chunks is not None else target_rows(n_rows, n_features, itemsize)
-    multiple = max(1, round(target / storage_rows))
-    return int(min(multiple * storage_rows, max(n_rows, 1)))
-
-
 # -- Zarr ------------------------------------------------------------------------------
 
 
-def _open_zarr(
-    url: str, fs: Any, path: str, key: str | None, storage_options: dict | None,
-    chunks: int | None, target_rows: Any, check: Any, what: str,
-) -> da.Array:
+def _zarr_open(url: str, path: str, at: str | None, storage_options: dict | None) -> Any:
+    """The Zarr node at ``at`` (None: the root) of the store, or None when there is none.
+
+    Zarr v3 first: its ``zarr.json`` is one read that names the node type, the
+    shape, the dtype and the chunks; v2 (``.zarray`` + ``.zattrs``) only when
+    that read found nothing.
+    """
     import zarr
+    from zarr.errors import NodeNotFoundError
 
     is_url = "://" in url
-    node = zarr.open(url if is_url else path, mode="r", storage_options=storage_options if is_url else None)
-    if isinstance(node, zarr.Group):
-        arrays = sorted(name for name, member in node.members(max_depth=None) if isinstance(member, zarr.Array))
-        if key is None:
-            raise InvalidSourceError(
-                f"{url!r} is a Zarr group; pass key= to pick the array to fit. Arrays in "
-                f"it: {arrays or 'none'}."
-            )
+    for zarr_format in (3, 2):
         try:
-            node = node[key]
-        except KeyError:
-            raise InvalidSourceError(
-                f"Zarr group {url!r} has no array {key!r}; arrays in it: "
-                f"{arrays or 'none'}. Pass one of them as key=."
-            ) from None
-        if not isinstance(node, zarr.Array):
-            raise InvalidSourceError(
-                f"key={key!r} names a group inside {url!r}, expected an array; arrays "
-                f"in the store: {arrays or 'none'}."
+            return zarr.open(
+                url if is_url else path, mode="r", path=at or "", zarr_format=zarr_format,
+                storage_options=storage_options if is_url else None,
             )
-    elif key is not None:
+        except (NodeNotFoundError, FileNotFoundError, NotADirectoryError):
+            continue
+    return None
+
+
+def _array_names(group: Any) -> list[str] | str:
+    """Every array in a Zarr group, for messages (reads the group's listing)."""
+    import zarr
+
+    names = sorted(name for name, member in group.members(max_depth=None) if isinstance(member, zarr.Array))
+    return names or "none"
+
+
+def _try_zarr(url: str, fs: Any, path: str, key: str | None, storage_options: dict | None) -> Any:
+    """The Zarr array at ``url`` (``key`` inside a group), None when ``url`` holds no Zarr node.
+
+    The array is opened directly (one metadata read); the root is read only
+    to explain why there is no array at ``key``.
+    """
+    import zarr
+
+    node = _zarr_open(url, path, key, storage_options)
+    if isinstance(node, zarr.Array):
+        return node
+    if node is None and key is None:
+        return None
+    root = node if key is None else _zarr_open(url, path, None, storage_options)
+    if root is None:
+        return None  # not Zarr at all: the caller says what it is
+    if isinstance(root, zarr.Array):
         raise InvalidSourceError(
             f"{url!r} is a single Zarr array, so key={key!r} has nothing to pick. "
             "Drop key= (it picks an array inside a Zarr group)."
         )
-    return zarr_array(
-        node, chunks=chunks, target_rows=target_rows, check=check, what=what,
-        location=(_canonical_url(fs, path), _endpoint(storage_options), key),
+    if key is None:
+        raise InvalidSourceError(
+            f"{url!r} is a Zarr group; pass key= to pick the array to fit. Arrays in "
+            f"it: {_array_names(root)}."
+        )
+    if node is None:
+        raise InvalidSourceError(
+            f"Zarr group {url!r} has no array {key!r}; arrays in it: "
+            f"{_array_names(root)}. Pass one of them as key=."
+        )
+    raise InvalidSourceError(
+        f"key={key!r} names a group inside {url!r}, expected an array; arrays "
+        f"in the store: {_array_names(root)}."
     )
+
+
+def _zarr_node(
+    url: str, fs: Any, path: str, node: Any, key: str | None, storage_options: dict | None
+) -> StoredArray:
+    return stored_zarr(node, url=url, location=(_canonical_url(fs, path), _endpoint(storage_options), key))
 
 
 def is_zarr_array(X: Any) -> bool:
@@ -252,22 +380,25 @@ def is_zarr_array(X: Any) -> bool:
     return type(X).__module__.split(".")[0] == "zarr" and hasattr(X, "chunks") and hasattr(X, "store")
 
 
-def zarr_array(
-    node: Any, *, chunks: int | None, target_rows: Any, check: Any, what: str, location: Any = None
-) -> da.Array:
-    """An opened Zarr array as a Dask array of whole stored chunks (or shards) of rows, all columns."""
-    check(node.shape, what)
-    n_rows, n_features = node.shape
+def stored_zarr(node: Any, *, url: str | None = None, location: tuple[Any, ...] | None = None) -> StoredArray:
+    """An opened ``zarr.Array`` as a :class:`StoredArray` (its metadata is already in ``node``).
+
+    Dask chunks are whole stored chunks (or shards) of rows, all columns.
+    """
     dtype = np.dtype(node.dtype)
     stored = node.shards or node.chunks
-    rows = _rows_per_chunk(chunks, stored[0], n_rows, n_features, dtype.itemsize, target_rows)
-    row_chunks = da.core.normalize_chunks((rows,), (n_rows,))[0]
     if location is None:
         location = (str(node.store), node.path)
-    name = "zarr-" + tokenize(
-        *location, node.metadata.zarr_format, node.shape, node.chunks, node.shards, str(dtype), row_chunks,
+    return StoredArray(
+        url=url if url is not None else f"{node.store}/{node.path}".rstrip("/"),
+        kind="zarr",
+        shape=tuple(int(n) for n in node.shape),
+        dtype=dtype,
+        columns=None,
+        storage_rows=(int(stored[0]),) if stored else (1,),
+        reader=node,
+        identity=(*location, node.metadata.zarr_format, node.shape, node.chunks, node.shards, str(dtype)),
     )
-    return da.from_zarr(node, chunks=(row_chunks, (n_features,)), name=name)
 
 
 # -- Parquet ----------------------------------------------------------------------------
@@ -338,10 +469,10 @@ def _unreadable_parquet(url: str, exc: Exception) -> InvalidSourceError:
     )
 
 
-def _parquet_dataset(url: str, fs: Any, path: str) -> Any:
-    """The ``pyarrow.dataset.Dataset`` of the Parquet file or directory at ``path``."""
+def _parquet_footers(url: str, fs: Any, files: list[str]) -> list[Any]:
+    """The ``FileMetaData`` of every file: each footer read once, no data page."""
     try:
-        import pyarrow.dataset as pads
+        import pyarrow.parquet as pq
     except ImportError:
         raise InvalidSourceError(
             f"Reading the Parquet data {url!r} needs pyarrow, which is not installed. "
@@ -349,13 +480,17 @@ def _parquet_dataset(url: str, fs: Any, path: str) -> Any:
         ) from None
 
     local = _is_local(fs)
-    # The files the format was recognised by (other files in the directory are
-    # not data), in pyarrow's own (lexicographic) order.
-    files = _parquet_files(fs, path) if fs.isdir(path) else [path]
-    try:
-        return pads.dataset(files, filesystem=None if local else fs, format="parquet")
-    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise _unreadable_parquet(url, exc) from None
+    footers = []
+    for file in files:
+        try:
+            if local:
+                footers.append(pq.read_metadata(file))
+            else:
+                with fs.open(file, "rb") as f:
+                    footers.append(pq.read_metadata(f))
+        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+            raise _unreadable_parquet(url, exc) from None
+    return footers
 
 
 def _pandas_index_columns(schema: Any) -> list[str]:
@@ -408,52 +543,48 @@ def _parquet_columns(schema: Any, columns: list[str] | None, url: str) -> list[s
 
 
 def _open_parquet(
-    url: str, fs: Any, path: str, columns: list[str] | None, storage_options: dict | None,
-    chunks: int | None, target_rows: Any, check: Any, what: str,
-) -> tuple[da.Array, list[str]]:
-    local = _is_local(fs)
-    dataset = _parquet_dataset(url, fs, path)
+    url: str, fs: Any, path: str, files: list[str], columns: list[str] | None,
+    storage_options: dict | None,
+) -> StoredArray:
+    """``files``: the data files (a directory's other files are not data), sorted, as pyarrow orders them."""
+    if not files:
+        raise InvalidSourceError(
+            f"{url!r} is a directory without Parquet files (no *.parquet or *.pq file). "
+            f"Supported sources: {SUPPORTED}."
+        )
+    footers = _parquet_footers(url, fs, files)
     groups: list[tuple[str, int, int, int]] = []
     n_rows = 0
-    try:
-        for fragment in dataset.get_fragments():
-            for rg in fragment.row_groups:  # from the footers: no pass over the data
-                if rg.num_rows:
-                    groups.append((fragment.path, rg.id, n_rows, rg.num_rows))
-                    n_rows += rg.num_rows
-    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise _unreadable_parquet(url, exc) from None
-    schema = dataset.schema
+    for file, footer in zip(files, footers):
+        for i in range(footer.num_row_groups):
+            rows = footer.row_group(i).num_rows
+            if rows:
+                groups.append((file, i, n_rows, rows))
+                n_rows += rows
+    # A dataset's schema is its first file's, pandas metadata included.
+    schema = footers[0].schema.to_arrow_schema()
     selected = _parquet_columns(schema, columns, url)
     if columns is None and (index := _pandas_index_columns(schema)):
         logger.info(
             "Parquet data %r: left out column(s) %s, a pandas DataFrame's stored index; "
             "pass columns= to read them as features.", url, index,
         )
-    check((n_rows, len(selected)), what)
     dtypes = [np.dtype(schema.field(c).type.to_pandas_dtype()) for c in selected]
-    dtype = np.dtype(np.float32) if all(d == np.float32 for d in dtypes) else np.dtype(np.float64)
-    target = chunks if chunks is not None else target_rows(n_rows, len(selected), dtype.itemsize)
-    # A chunk closes at the first row-group boundary at or past the target.
-    row_chunks: list[int] = []
-    current = 0
-    for g in groups:
-        current += g[3]
-        if current >= target:
-            row_chunks.append(current)
-            current = 0
-    if current:
-        row_chunks.append(current)
-    reader = _ParquetRows(fs, local, tuple(groups), tuple(selected), dtype, (n_rows, len(selected)))
-    name = "parquet-" + tokenize(
-        _canonical_url(fs, path), _endpoint(storage_options), selected,
-        [(os.path.basename(g[0]), g[1], g[3]) for g in groups], str(schema), tuple(row_chunks),
+    dtype = np.dtype(np.float32) if dtypes and all(d == np.float32 for d in dtypes) else np.dtype(np.float64)
+    shape = (n_rows, len(selected))
+    return StoredArray(
+        url=url,
+        kind="parquet",
+        shape=shape,
+        dtype=dtype,
+        columns=tuple(selected),
+        storage_rows=tuple(g[3] for g in groups),
+        reader=_ParquetRows(fs, _is_local(fs), tuple(groups), tuple(selected), dtype, shape),
+        identity=(
+            _canonical_url(fs, path), _endpoint(storage_options), selected,
+            [(os.path.basename(g[0]), g[1], g[3]) for g in groups], str(schema),
+        ),
     )
-    x = da.from_array(
-        reader, chunks=(tuple(row_chunks), (len(selected),)), name=name,
-        meta=np.empty((0, 0), dtype=dtype), asarray=False,
-    )
-    return x, selected
 
 
 # -- .npy ----------------------------------------------------------------------------------
@@ -494,13 +625,14 @@ class _NpyRows:
         return np.frombuffer(data, dtype=self.stored_dtype).reshape(stop - start, self.shape[1]).copy()
 
 
-def _open_npy(
-    url: str, fs: Any, path: str, storage_options: dict | None,
-    chunks: int | None, target_rows: Any, check: Any, what: str,
-) -> da.Array:
+def _open_npy(url: str, fs: Any, path: str, storage_options: dict | None) -> StoredArray:
     from numpy.lib import format as npy_format
 
-    with fs.open(path, "rb") as f:
+    try:
+        f = fs.open(path, "rb")
+    except FileNotFoundError:
+        raise SourceNotFoundError(_missing_message(fs, path, url)) from None
+    with f:
         try:
             version = npy_format.read_magic(f)
             read_header = (
@@ -515,25 +647,25 @@ def _open_npy(
             f"{url!r} holds Python objects (dtype {dtype}); expected real numbers. "
             "Save a numeric array."
         )
-    check(shape, what)
     local = _is_local(fs)
-    if fortran_order and not local:
+    if fortran_order and not local and len(shape) == 2:
         raise InvalidSourceError(
             f"{url!r} is a Fortran-ordered .npy file, whose rows are not contiguous, so it "
             "cannot be read by row ranges from remote storage. Save it C-ordered "
             "(np.save(path, np.ascontiguousarray(X))) or store it as Zarr."
         )
-    n_rows, n_features = shape
-    rows = chunks if chunks is not None else target_rows(n_rows, n_features, dtype.itemsize)
-    row_chunks = da.core.normalize_chunks((min(rows, n_rows),), (n_rows,))[0]
-    reader = _NpyRows(fs, local, path, offset, dtype, fortran_order, shape)
-    name = "npy-" + tokenize(
-        _canonical_url(fs, path), _endpoint(storage_options), shape, str(dtype),
-        fortran_order, offset, row_chunks,
-    )
-    return da.from_array(
-        reader, chunks=(row_chunks, (n_features,)), name=name,
-        meta=np.empty((0, 0), dtype=dtype), asarray=False,
+    shape = tuple(int(n) for n in shape)
+    return StoredArray(
+        url=url,
+        kind="npy",
+        shape=shape,
+        dtype=np.dtype(dtype),
+        columns=None,
+        storage_rows=(),
+        reader=_NpyRows(fs, local, path, offset, dtype, fortran_order, shape),
+        identity=(
+            _canonical_url(fs, path), _endpoint(storage_options), shape, str(dtype), fortran_order, offset,
+        ),
     )
 
 
