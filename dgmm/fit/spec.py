@@ -3,7 +3,7 @@
 ``PARAMETERS`` is the single source of every hyper-parameter's default,
 range or choices and one-line help: ``GaussianMixture.__init__``'s defaults
 and its ``_parameter_constraints``, and the CLI's options, are built from it
-(``tests/test_fit_driver.py`` checks the three agree).
+(``tests/test_spec.py`` checks the three agree).
 
 A fit is ``FitSpec`` in (built once by ``GaussianMixture.fit_spec`` from the
 validated parameters: seed drawn, initial arrays converted, warm start
