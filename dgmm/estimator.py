@@ -94,7 +94,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``'tls://host:8786'`` with the ``distributed.comm.tls.*`` Dask config)
         for each fit. Without either: the current default ``Client``, then
         Dask's ``scheduler-address`` config / ``DASK_SCHEDULER_ADDRESS``, then
-        a LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
+        this process for in-memory input (see ``scheduler``), then a
+        LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
+    scheduler : {'threads', 'synchronous', 'processes'}, default=None
+        Where a fit (and ``predict_to``) runs without ``client`` or
+        ``scheduler_address``, named as in ``dask.compute(scheduler=...)``:
+        ``'threads'``, Dask's threaded scheduler in this process;
+        ``'synchronous'``, one thread in this process; ``'processes'``, a
+        LocalCluster of worker processes started for the fit. Given, it
+        wins over a current client and a configured address. By default
+        Dask's ``scheduler`` config when it names one of these; else input
+        already in memory (NumPy, pandas, xarray, Dask arrays of NumPy data)
+        runs in this process (synchronously up to 4096 rows, on threads
+        beyond) and stored sources (Zarr, Parquet, ``.npy``, URLs) on a
+        LocalCluster. BLAS runs one thread per Dask thread inside every
+        task, and the reduction tree is the same everywhere, so the result
+        does not depend on this choice (same chunks, same bits).
     checkpoint : str or os.PathLike, default=None
         Directory (local path or fsspec URL such as ``'s3://bucket/ckpt'``)
         where the fit writes the model and its whole loop state after
@@ -175,6 +190,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "on_degenerate": [StrOptions({"reseed", "raise"})],
         "client": [HasMethods(["scatter", "submit"]), None],
         "scheduler_address": [str, None],
+        "scheduler": [StrOptions({"threads", "synchronous", "processes"}), None],
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_storage_options": [dict, None],
     }
@@ -202,6 +218,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         on_degenerate: str = "reseed",
         client: Any = None,
         scheduler_address: str | None = None,
+        scheduler: str | None = None,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_storage_options: dict | None = None,
     ) -> None:
@@ -225,6 +242,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.on_degenerate = on_degenerate
         self.client = client
         self.scheduler_address = scheduler_address
+        self.scheduler = scheduler
         self.checkpoint = checkpoint
         self.checkpoint_storage_options = checkpoint_storage_options
 

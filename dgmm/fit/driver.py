@@ -40,7 +40,10 @@ def fit(estimator: Any, X: Any, sample_weight: Any) -> None:
         estimator.feature_names_in_ = names
     elif hasattr(estimator, "feature_names_in_"):
         del estimator.feature_names_in_  # fitted again on data without names, as scikit-learn
-    with connect(client=estimator.client, scheduler_address=estimator.scheduler_address) as client:
+    with connect(
+        client=estimator.client, scheduler_address=estimator.scheduler_address,
+        scheduler=estimator.scheduler, data=X,
+    ) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:

@@ -81,8 +81,11 @@ def predict_to(
         )
     params = estimator._params()
     names = feature_names(X)
-    with connect(client=estimator.client, scheduler_address=estimator.scheduler_address) as client:
-        # In-memory X is scattered to the workers; stored X stays lazy.
+    with connect(
+        client=estimator.client, scheduler_address=estimator.scheduler_address,
+        scheduler=estimator.scheduler, data=X,
+    ) as client:
+        # In-memory X is scattered to the workers (or stays here, client None); stored X stays lazy.
         x = as_dask_array(X, client=client, n_threads=total_threads(client))
         _check_features(estimator, x.shape[1], names)
         x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
