@@ -73,8 +73,9 @@ _ALIASES = {
 # thread pool to split (benchmarks/README.md, "Small data, in process").
 SYNCHRONOUS_MAX_ROWS = 4096
 # In-memory input of more bytes than this goes to a LocalCluster instead of
-# this process's threads. None: never (on 2 cores, threads beat LocalCluster
-# start-up plus sending the data at every size measured; benchmarks/README.md).
+# this process's threads. None: never (on 2 cores, threads beat a LocalCluster,
+# start-up included, at 1e5 x 8 and 1e6 x 16; not settled at 4e5 x 16 under
+# heavy load; benchmarks/README.md, "Small data, in process").
 IN_PROCESS_MAX_BYTES: int | None = None
 
 
