@@ -39,7 +39,7 @@ _SKLEARN_PARAMS = (
 _SKLEARN_INITS = {"kmeans", "k-means++", "random", "random_from_data"}
 # Where and how a fit ran, not what the model is: an address or a checkpoint of
 # a past run would be wrong to reuse, and storage options may hold credentials.
-_NOT_SAVED = {"client", "scheduler_address", "checkpoint", "checkpoint_storage_options"}
+_NOT_SAVED = {"client", "scheduler_address", "scheduler", "checkpoint", "checkpoint_storage_options"}
 
 
 def _json_params(estimator: GaussianMixture) -> tuple[dict[str, Any], list[str]]:

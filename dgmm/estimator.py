@@ -16,7 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from dgmm.core.options import CovarianceType, DegeneratePolicy, InitMethod, PredictOutput
+from dgmm.core.options import CovarianceType, DegeneratePolicy, InitMethod, LocalScheduler, PredictOutput
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError
 from dgmm.fit import driver as _fit_driver
@@ -126,7 +126,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``'tls://host:8786'`` with the ``distributed.comm.tls.*`` Dask config)
         for each fit. Without either: the current default ``Client``, then
         Dask's ``scheduler-address`` config / ``DASK_SCHEDULER_ADDRESS``, then
-        a LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
+        this process for in-memory input (see ``scheduler``), then a
+        LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
+    scheduler : {'threads', 'synchronous', 'processes'}, default=None
+        Where a fit (and ``predict_to``) runs without ``client`` or
+        ``scheduler_address``, named as in ``dask.compute(scheduler=...)``:
+        ``'threads'``, Dask's threaded scheduler in this process;
+        ``'synchronous'``, one thread in this process; ``'processes'``, a
+        LocalCluster of worker processes started for the fit. Given, it
+        wins over a current client and a configured address. By default
+        Dask's ``scheduler`` config when it names one of these; else input
+        already in memory (NumPy, pandas, xarray, Dask arrays of NumPy data)
+        runs in this process (synchronously up to 4096 rows, on threads
+        beyond) and stored sources (Zarr, Parquet, ``.npy``, URLs) on a
+        LocalCluster. BLAS runs one thread per Dask thread inside every
+        task, and the reduction tree is the same everywhere, so the result
+        does not depend on this choice (same chunks, same bits).
     checkpoint : str or os.PathLike, default=None
         Directory (local path or fsspec URL such as ``'s3://bucket/ckpt'``)
         where the fit writes the model and its whole loop state after
@@ -225,6 +240,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         on_degenerate: DegeneratePolicy = _D["on_degenerate"],
         client: Any = _D["client"],
         scheduler_address: str | None = _D["scheduler_address"],
+        scheduler: LocalScheduler | None = _D["scheduler"],
         checkpoint: str | os.PathLike[str] | None = _D["checkpoint"],
         checkpoint_storage_options: dict[str, Any] | None = _D["checkpoint_storage_options"],
     ) -> None:
@@ -248,6 +264,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.on_degenerate = on_degenerate
         self.client = client
         self.scheduler_address = scheduler_address
+        self.scheduler = scheduler
         self.checkpoint = checkpoint
         self.checkpoint_storage_options = checkpoint_storage_options
 
@@ -460,7 +477,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             storage_options=storage_options, format=format,
             feature_names_in=getattr(self, "feature_names_in_", None),
             estimator_name=type(self).__name__,
-            client=self.client, scheduler_address=self.scheduler_address,
+            client=self.client, scheduler_address=self.scheduler_address, scheduler=self.scheduler,
         )
 
     def score(self, X: Any, y: Any = None) -> float:

@@ -21,7 +21,9 @@ prediction come from the family of the sources or parameters
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -61,6 +63,8 @@ def chunk_offsets(x: da.Array) -> list[int]:
 
 def _client() -> Any:
     """The distributed client dask.compute would use, or None."""
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return None  # Dask's scheduler config (threads, synchronous) wins over a current client
     try:
         from distributed import default_client
     except ImportError:  # pragma: no cover - distributed is a core dependency
@@ -69,6 +73,41 @@ def _client() -> Any:
         return default_client()
     except ValueError:
         return None
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS: dict[str, Any] = {"tasks": 0, "limiter": None, "controller": None}
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while any dgmm task runs in this process (threadpoolctl).
+
+    Whatever OMP/OPENBLAS_NUM_THREADS say, each Dask thread gets one BLAS
+    thread. Counted across threads: the first task in sets the limit and the
+    last one out restores it, so a task never has the limit lifted under it.
+    """
+    with _BLAS_LOCK:
+        if _BLAS["tasks"] == 0:
+            if _BLAS["controller"] is None:  # found once per process: ~0.25 ms
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS["controller"] = ThreadpoolController()
+            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["tasks"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["tasks"] -= 1
+            if _BLAS["tasks"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+
+
+def _pinned(kernel: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``kernel(*args, **kwargs)`` with one BLAS thread (the task of every per-chunk kernel)."""
+    with _one_blas_thread():
+        return kernel(*args, **kwargs)
 
 
 def broadcast(obj: Any) -> Any:
@@ -151,7 +190,7 @@ def _map_reduce(
 ) -> Any:
     handle = broadcast(shared)
     parts = [
-        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
+        delayed(_pinned, pure=True)(kernel, block, handle, w, chunk_index=i, row_offset=offset)
         for i, (block, w, offset) in enumerate(
             zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
         )
@@ -210,7 +249,8 @@ def map_chunks(
 
 def _predict_block(x: Any, params: MixtureParams, what: PredictWhat) -> np.ndarray:
     """``what`` of one block's rows, from one E-step of the params' family."""
-    log_norm, log_resp = family_of(params).log_prob_resp(x, params)
+    with _one_blas_thread():
+        log_norm, log_resp = family_of(params).log_prob_resp(x, params)
     if what == "labels":
         return log_resp.argmax(axis=1)
     if what == "proba":
@@ -253,7 +293,8 @@ def lazy_predict(x: da.Array, params: MixtureParams, what: PredictWhat) -> da.Ar
 
 def _predict_record(x: Any, params: MixtureParams, outputs: tuple[PredictOutput, ...]) -> np.ndarray:
     """The requested outputs of one chunk side by side (n_rows, width), x's dtype: one E-step."""
-    log_norm, log_resp = family_of(params).log_prob_resp(x, params)
+    with _one_blas_thread():
+        log_norm, log_resp = family_of(params).log_prob_resp(x, params)
     parts = {
         "labels": lambda: log_resp.argmax(axis=1)[:, None],
         "log_density": lambda: log_norm[:, None],

@@ -26,8 +26,8 @@ logger = logging.getLogger("dgmm")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 CLUSTER_KEYS = (
-    "scheduler", "workers", "threads_per_worker", "memory_limit", "tls_ca_file", "tls_cert",
-    "tls_key",
+    "scheduler", "local_scheduler", "workers", "threads_per_worker", "memory_limit",
+    "tls_ca_file", "tls_cert", "tls_key",
 )
 SOURCE_KEYS = ("key", "columns", "storage_options")
 
@@ -297,6 +297,13 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "$DASK_SCHEDULER_ADDRESS or Dask's config, else a LocalCluster for the job.",
         ),
         click.option(
+            "--local-scheduler", type=click.Choice(["threads", "synchronous", "processes"]),
+            default=None,
+            help="Without --scheduler: 'processes' (default) starts a LocalCluster for the job; "
+            "'threads' or 'synchronous' run it in this process on Dask's scheduler of that "
+            "name (same results; no worker processes).",
+        ),
+        click.option(
             "--workers", type=click.IntRange(min=1), default=None,
             help="Worker processes of the LocalCluster (default: one per core).",
         ),
@@ -318,6 +325,7 @@ def connect_args(
     *,
     scheduler: str | None,
     workers: int | None,
+    local_scheduler: str | None = None,
     threads_per_worker: int | None,
     memory_limit: Any,
     tls_ca_file: str | None,
@@ -335,6 +343,16 @@ def connect_args(
             f"--scheduler connects to a running cluster; {', '.join(given)} size a "
             "LocalCluster. Pass one or the other."
         )
+    if local_scheduler is not None and scheduler is not None:
+        raise click.UsageError(
+            f"--scheduler connects to a running cluster; --local-scheduler {local_scheduler} "
+            "chooses how to run without one. Pass one or the other."
+        )
+    if local_scheduler in ("threads", "synchronous") and given:
+        raise click.UsageError(
+            f"--local-scheduler {local_scheduler} runs in this process; {', '.join(given)} "
+            "size a LocalCluster. Drop them or use --local-scheduler processes."
+        )
     tls = (tls_ca_file, tls_cert, tls_key)
     security = None
     if any(v is not None for v in tls):
@@ -348,6 +366,7 @@ def connect_args(
         )
     return {
         "scheduler_address": scheduler,
+        "scheduler": local_scheduler,
         "n_workers": workers,
         "threads_per_worker": threads_per_worker or 1,
         "memory_limit": memory_limit if memory_limit is not None else "auto",

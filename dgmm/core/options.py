@@ -16,6 +16,8 @@ __all__ = [
     "CovarianceType",
     "DegeneratePolicy",
     "InitMethod",
+    "LOCAL_SCHEDULERS",
+    "LocalScheduler",
     "PredictOutput",
 ]
 
@@ -25,6 +27,9 @@ CovarianceType = Literal["full", "tied", "diag", "spherical"]
 InitMethod = Literal["kmeans", "k-means++", "random", "random_from_data", "split"]
 #: What happens when a component collapses: re-seed it, or raise as scikit-learn.
 DegeneratePolicy = Literal["reseed", "raise"]
+#: Where a fit runs without a cluster, named as in ``dask.compute(scheduler=...)``
+#: ("processes" starts a LocalCluster of worker processes).
+LocalScheduler = Literal["threads", "synchronous", "processes"]
 #: What a prediction writes: labels (as ``predict``), probabilities (as
 #: ``predict_proba``), log-densities (as ``score_samples``).
 PredictOutput = Literal["labels", "proba", "log_density"]
@@ -33,3 +38,4 @@ COVARIANCE_TYPE_NAMES: tuple[CovarianceType, ...] = get_args(CovarianceType)
 INIT_METHODS: tuple[InitMethod, ...] = get_args(InitMethod)
 DEGENERATE_POLICIES: tuple[DegeneratePolicy, ...] = get_args(DegeneratePolicy)
 PREDICT_OUTPUTS: tuple[PredictOutput, ...] = get_args(PredictOutput)
+LOCAL_SCHEDULERS: tuple[LocalScheduler, ...] = get_args(LocalScheduler)

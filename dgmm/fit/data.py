@@ -36,9 +36,12 @@ def _current_threads() -> int:
         return os.cpu_count() or 1
 
 
-def scatter_to(client: Client) -> Scatter:
-    """``scatter(rows, row_chunks)`` onto ``client``'s workers, for :func:`dgmm.io.sources.open_data`."""
-    return partial(graph.scatter_rows, client)
+def scatter_to(client: Client | None) -> Scatter | None:
+    """``scatter(rows, row_chunks)`` onto ``client``'s workers, for :func:`dgmm.io.sources.open_data`.
+
+    None when the fit runs in this process (no client): in-memory rows stay here.
+    """
+    return None if client is None else partial(graph.scatter_rows, client)
 
 
 def on_cluster(data: Dataset, client: Client) -> da.Array:
@@ -49,11 +52,11 @@ def on_cluster(data: Dataset, client: Client) -> da.Array:
     return default_chunks(data, total_threads(client)).opened()
 
 
-def open_for_fit(X: Any, *, chunks: int | None, client: Client) -> Dataset:
-    """``X`` as the Dataset of a fit or prediction on ``client``.
+def open_for_fit(X: Any, *, chunks: int | None, client: Client | None) -> Dataset:
+    """``X`` as the Dataset of a fit or prediction on ``client`` (None: in this process).
 
-    Default chunks are sized by the cluster's threads; in-memory rows are
-    scattered to its workers (``Dataset.in_memory``).
+    Default chunks are sized by the cluster's threads (or this process's
+    pool); in-memory rows are scattered to the workers (``Dataset.in_memory``).
     """
     return open_data(X, chunks=chunks, n_threads=total_threads(client), scatter=scatter_to(client))
 

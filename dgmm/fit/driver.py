@@ -54,7 +54,9 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         data's feature count and names.
     """
     names = None
-    with connect(client=spec.client, scheduler_address=spec.scheduler_address) as client:
+    with connect(
+        client=spec.client, scheduler_address=spec.scheduler_address, scheduler=spec.scheduler, data=X,
+    ) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:

@@ -16,7 +16,7 @@ import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.kernels import require_finite
-from dgmm.core.options import PREDICT_OUTPUTS, PredictOutput
+from dgmm.core.options import PREDICT_OUTPUTS, LocalScheduler, PredictOutput
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit.cluster import connect
@@ -109,11 +109,12 @@ def predict_to(
     estimator_name: str = "GaussianMixture",
     client: Any = None,
     scheduler_address: str | None = None,
+    scheduler: LocalScheduler | None = None,
 ) -> Any:
     """Write the predictions of X under ``params`` to ``target`` (see ``GaussianMixture.predict_to``).
 
-    One E-step per chunk serves every output in ``output``; ``client`` and
-    ``scheduler_address`` say where it runs (:func:`dgmm.fit.cluster.connect`).
+    One E-step per chunk serves every output in ``output``; ``client``,
+    ``scheduler_address`` and ``scheduler`` say where it runs (:func:`dgmm.fit.cluster.connect`).
 
     Returns
     -------
@@ -128,8 +129,10 @@ def predict_to(
             f"output must be one of {list(PREDICT_OUTPUTS)} or a list of distinct ones; "
             f"got {output!r}. For example output=['labels', 'log_density']."
         )
-    with connect(client=client, scheduler_address=scheduler_address) as client:
-        # In-memory X is scattered to the workers; stored X stays lazy.
+    with connect(
+        client=client, scheduler_address=scheduler_address, scheduler=scheduler, data=X,
+    ) as client:
+        # In-memory X is scattered to the workers (or stays here, client None); stored X stays lazy.
         data = open_for_fit(X, chunks=None, client=client)
         x = data.array
         _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)

@@ -28,9 +28,11 @@ from dgmm.core.options import (
     COVARIANCE_TYPE_NAMES,
     DEGENERATE_POLICIES,
     INIT_METHODS,
+    LOCAL_SCHEDULERS,
     CovarianceType,
     DegeneratePolicy,
     InitMethod,
+    LocalScheduler,
 )
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidDataError, ShapeMismatchError
@@ -133,6 +135,12 @@ _TABLE = (
         optional=True,
     ),
     Param(
+        "scheduler", None, "choice",
+        "Without a cluster: Dask's threads or synchronous scheduler in this process, or "
+        "processes (a LocalCluster); default: this process for in-memory input.",
+        choices=LOCAL_SCHEDULERS, optional=True,
+    ),
+    Param(
         "checkpoint", None, "path",
         "Checkpoint directory or URL, written every iteration; when it exists the fit "
         "resumes from it.",
@@ -229,6 +237,7 @@ class FitSpec:
     verbose_interval: int = DEFAULTS["verbose_interval"]
     client: Any = None
     scheduler_address: str | None = None
+    scheduler: LocalScheduler | None = None
 
     @classmethod
     def from_params(
@@ -274,6 +283,7 @@ class FitSpec:
             verbose_interval=int(p["verbose_interval"]),
             client=p["client"],
             scheduler_address=p["scheduler_address"],
+            scheduler=p["scheduler"],
             **inits,
         )
 
