@@ -304,7 +304,7 @@ def _names(gmm: Any) -> list[str] | None:
 
 def _write(arrays: list[tuple[Any, str | None]], overwrite: bool, storage_options: Any) -> None:
     """Each lazy array to its target (skipped when None), chunk by chunk and atomically."""
-    from dgmm.io.sinks import write_array
+    from dgmm.fit.predict import write_array
 
     for array, target in arrays:
         if target is not None:

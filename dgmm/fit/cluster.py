@@ -36,8 +36,9 @@ from typing import Any, Literal
 import dask
 import dask.array as da
 import numpy as np
-from distributed import Client, LocalCluster, default_client, wait
+from distributed import Client, LocalCluster, wait
 
+from dgmm import graph
 from dgmm.errors import ClusterConnectionError, ClusterLostError
 from dgmm.io.sources import is_in_memory
 
@@ -80,11 +81,8 @@ IN_PROCESS_MAX_BYTES: int | None = None
 
 
 def _current_client() -> Client | None:
-    try:
-        client = default_client()
-    except ValueError:
-        return None
-    return client if client.status == "running" else None
+    """The running default client (:func:`dgmm.graph.current_client`, the one lookup)."""
+    return graph.current_client()
 
 
 def _configured_address() -> str | None:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 import dask.array as da
-from distributed import Client, default_client
+from distributed import Client
 
 from dgmm import graph
 from dgmm.fit.cluster import total_threads
@@ -25,13 +25,9 @@ __all__ = ["on_cluster", "open_dataset", "open_for_fit", "scatter_to"]
 
 
 def _current_threads() -> int:
-    """Threads of the current client's workers, else this machine's cores."""
+    """Threads of the current client's workers, else this process's Dask pool."""
     try:
-        client = default_client()
-    except ValueError:  # no client: chunking only
-        return os.cpu_count() or 1
-    try:
-        return total_threads(client)
+        return total_threads(graph.current_client())
     except Exception:  # noqa: BLE001 - a client shutting down: chunking only
         return os.cpu_count() or 1
 

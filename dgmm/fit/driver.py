@@ -23,11 +23,11 @@ import numpy as np
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
+from dgmm.fit.data import open_for_fit, scatter_to
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
-from dgmm.fit.data import open_for_fit, scatter_to
 from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
 
 __all__ = ["fit"]

@@ -21,9 +21,11 @@ from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit.cluster import connect
 from dgmm.fit.data import open_for_fit
+from dgmm.io import sinks
+from dgmm.io.sinks import WriteResult
 from dgmm.io.sources import as_float_array, check_feature_names, feature_names, is_in_memory, open_data
 
-__all__ = ["Prediction", "predict", "predict_to"]
+__all__ = ["Prediction", "predict", "predict_to", "write_array"]
 
 #: What ``predict`` computes per row: the label, the component probabilities, log p(x).
 Prediction = Literal["labels", "proba", "score_samples"]
@@ -120,8 +122,6 @@ def predict_to(
     -------
     result : dgmm.io.sinks.WriteResult
     """
-    from dgmm.io.sinks import write_array
-
     outputs = [output] if isinstance(output, str) else list(output)
     unknown = [o for o in outputs if o not in PREDICT_OUTPUTS]
     if not outputs or unknown or len(set(outputs)) != len(outputs):
@@ -144,6 +144,18 @@ def predict_to(
         return write_array(
             arrays, target, format=format, overwrite=overwrite, storage_options=storage_options
         )
+
+
+def write_array(x: Any, target: str, **kwargs: Any) -> WriteResult:
+    """Write a Dask array, or several named ones with the same rows, to Zarr or Parquet.
+
+    :func:`dgmm.io.sinks.write_array` (its parameters and guarantees), with
+    the write tasks run on the current Dask client, else on threads here
+    (:func:`dgmm.graph.run_tasks`). Each input chunk is computed and written
+    by one task; nothing is gathered on the client; nothing appears under
+    ``target`` unless every chunk was written.
+    """
+    return sinks.write_array(x, target, run=_graph.run_tasks, **kwargs)
 
 
 def _checked_finite(x: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
