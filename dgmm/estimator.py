@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from numbers import Integral, Real
@@ -16,6 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from dgmm.core.family import family_of, information_criteria
 from dgmm.core.options import CovarianceType, DegeneratePolicy, InitMethod, LocalScheduler, PredictOutput
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError
@@ -508,7 +508,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _n_parameters(self) -> int:
         """Number of free parameters of the model."""
-        return self.params_.n_parameters()
+        params = self.params_
+        return family_of(params).n_parameters(params)
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better).
@@ -524,7 +525,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         bic : float
         """
         total, n_rows = self._total_log_likelihood(X)
-        return -2.0 * total + self._n_parameters() * math.log(n_rows)
+        return information_criteria(total, self._n_parameters(), n_rows)[0]
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better).
@@ -539,8 +540,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         aic : float
         """
-        total, _ = self._total_log_likelihood(X)
-        return -2.0 * total + 2.0 * self._n_parameters()
+        total, n_rows = self._total_log_likelihood(X)
+        return information_criteria(total, self._n_parameters(), n_rows)[1]
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (in memory).
@@ -557,17 +558,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
                 "least one sample."
             )
-        rng = np.random.default_rng(self._seed())
-        counts = rng.multinomial(n_samples, params.weights / params.weights.sum())
-        model = params.model
-        X = np.vstack(
-            [
-                model.sample_component(rng, params.means[k], params.covariances, k, int(c))
-                for k, c in enumerate(counts)
-            ]
-        )
-        y = np.repeat(np.arange(params.n_components), counts)
-        return X, y
+        return family_of(params).sample(params, int(n_samples), np.random.default_rng(self._seed()))
 
     # -- model files and scikit-learn ------------------------------------------
 

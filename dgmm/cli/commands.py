@@ -30,15 +30,16 @@ from dgmm.cli.common import (
     CLUSTER_KEYS,
     SOURCE_KEYS,
     DgmmGroup,
-    bic,
     check_features,
     check_target,
     cluster,
     cluster_options,
     common_options,
     connect_args,
+    criteria,
     load_model,
     logger,
+    n_parameters,
     on_cluster,
     one_line,
     open_source,
@@ -181,7 +182,7 @@ def fit(
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": float(gmm.lower_bound_),
-        "bic": bic(gmm.lower_bound_ * n_samples, gmm.params_.n_parameters(), n_samples),
+        "bic": criteria(gmm, gmm.lower_bound_ * n_samples, n_samples)["bic"],
         "seconds": seconds,
         "checkpoint": checkpoint,
     }
@@ -260,15 +261,14 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
     with cluster(cluster_args) as client:
         x = on_cluster(data, client)
         total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
-    n_samples, n_parameters = int(x.shape[0]), gmm.params_.n_parameters()
+    n_samples = int(x.shape[0])
     return {
         "command": "score",
         "model": model,
         "source": source,
         "n_samples": n_samples,
         "log_likelihood": total / n_samples,
-        "bic": bic(total, n_parameters, n_samples),
-        "aic": -2.0 * total + 2.0 * n_parameters,
+        **criteria(gmm, total, n_samples),
         "seconds": time.perf_counter() - start,
     }
 
@@ -290,7 +290,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "converged": bool(getattr(gmm, "converged_", False)),
         "n_iter": int(getattr(gmm, "n_iter_", 0)),
         "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
-        "n_parameters": int(gmm.params_.n_parameters()),
+        "n_parameters": n_parameters(gmm),
         "weights": gmm.weights_,
         "means": gmm.means_,
     }
@@ -572,7 +572,7 @@ def demo(
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": total / n_samples,
-        "bic": bic(total, gmm.params_.n_parameters(), n_samples),
+        "bic": criteria(gmm, total, n_samples)["bic"],
         "seconds": seconds,
         "label_agreement": agreement,
         "data": paths["data.zarr"],

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import sys
 import traceback
 import warnings
@@ -437,9 +436,19 @@ def check_features(gmm: Any, x: Any, model: str, source: str) -> None:
         )
 
 
-def bic(total_log_likelihood: float, n_parameters: int, n_samples: int) -> float:
-    """``-2 log L + n_parameters log n_samples``, as scikit-learn."""
-    return -2.0 * total_log_likelihood + n_parameters * math.log(n_samples)
+def criteria(gmm: Any, total_log_likelihood: float, n_samples: int) -> dict[str, float]:
+    """``{"bic": ..., "aic": ...}`` of a fitted model whose rows sum to ``total_log_likelihood``."""
+    from dgmm.core.family import information_criteria
+
+    bic, aic = information_criteria(total_log_likelihood, n_parameters(gmm), n_samples)
+    return {"bic": bic, "aic": aic}
+
+
+def n_parameters(gmm: Any) -> int:
+    """Free parameters of a fitted model (its family counts them)."""
+    from dgmm.core.family import family_of
+
+    return int(family_of(gmm.params_).n_parameters(gmm.params_))
 
 
 def row_sample(x: Any, n_rows: int, seed: int) -> Any:

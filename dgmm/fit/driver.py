@@ -191,8 +191,12 @@ def _fit(
         loop = LoopCheckpoint(
             store, _fingerprint(spec, x, weight, digests), spec.seed, {"max_iter": spec.max_iter}
         )
-        resumed = loop.load(spec.max_iter)
     try:
+        if loop is not None:
+            # The writer's lease first: a second fit on this checkpoint (a scheduled
+            # job overlapping its previous run) is refused before any pass over the data.
+            loop.store.acquire()
+            resumed = loop.load(spec.max_iter)
         with stop_on_interrupt(loop is not None) as interrupt:
             if resumed is not None:
                 start, restarts = resumed
