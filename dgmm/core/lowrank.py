@@ -60,12 +60,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.linalg
 
 from dgmm.core.covariance import Scratch
+from dgmm.core.options import NoiseType
 from dgmm.errors import DenseCovarianceTooLargeError, InvalidDataError, ShapeMismatchError
 
 __all__ = [
@@ -89,8 +90,6 @@ __all__ = [
     "score_samples",
     "weighted_log_prob",
 ]
-
-NoiseType = Literal["diag", "spherical"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 DEFAULT_DENSE_BYTES = 1 << 30

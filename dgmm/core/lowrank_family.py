@@ -46,12 +46,13 @@ from dgmm.core import lowrank as lr
 from dgmm.core.family import FitConfig, ReseedEvent, ReseedReason, register_family, rounding_tolerance
 from dgmm.core.kernels import require_finite_rows
 from dgmm.core.lowrank import LowRankParams, LowRankStats
+from dgmm.core.options import NOISE_TYPES
 from dgmm.errors import DegenerateComponentError, InvalidDataError, ModelFormatError, ShapeMismatchError, degenerate_message
 
 __all__ = ["LOWRANK", "LowRankEStep", "LowRankFamily", "leading_direction", "split_component"]
 
 ARRAY_NAMES = ("weights", "means", "factors", "noise_variances")
-NOISE_TYPES = ("diag", "spherical")
+
 # As suffstats._RESOLUTION_FACTOR: a variance within this many eps of the
 # component's scale is rounding noise (a component collapsed onto identical rows).
 _RESOLUTION_FACTOR = 16.0
