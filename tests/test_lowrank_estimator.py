@@ -403,3 +403,39 @@ def test_factors_init_for_another_type_is_refused(mfa):
     gmm = dgmm.GaussianMixture(3, covariance_type="full", factors_init=np.ones((3, 8, 2)))
     with pytest.raises(InvalidOptionError, match="lowrank"):
         fit_quietly(gmm, X)
+
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+def test_cli_fits_and_describes_a_low_rank_model(mfa, tmp_path):
+    import json
+
+    from ._helpers import invoke
+
+    X, labels, _ = mfa
+    np.save(tmp_path / "x.npy", X)
+    fit = invoke("fit", "x.npy", "-k", 3, "--covariance-type", "lowrank", "--rank", 2, "--noise-type",
+                 "spherical", "--seed", 0, "-o", "model", "--json", cwd=tmp_path)
+    assert fit.exit_code == 0, fit.output
+    summary = json.loads(fit.stdout.strip().splitlines()[-1])
+    assert (summary["covariance_type"], summary["rank"], summary["noise_type"]) == ("lowrank", 2, "spherical")
+    model = dgmm.load(tmp_path / "model")
+    assert model.factors_.shape == (3, X.shape[1], 2) and model.noise_variances_.shape == (3,)
+    assert adjusted_rand_score(labels, model.predict(X)) >= 0.95
+    info = invoke("info", "model", "--json", cwd=tmp_path)
+    assert info.exit_code == 0, info.output
+    described = json.loads(info.stdout.strip().splitlines()[-1])
+    assert (described["rank"], described["noise_type"]) == (2, "spherical")
+    assert described["n_parameters"] == model.params_.n_parameters()
+
+
+def test_cli_rank_at_least_n_features_fails_in_one_line(mfa, tmp_path):
+    # Refused once the data's n_features is known: a data error (exit 1), one line, no traceback.
+    X, _, _ = mfa
+    np.save(tmp_path / "x.npy", X)
+    from ._helpers import invoke
+
+    out = invoke("fit", "x.npy", "-k", 3, "--covariance-type", "lowrank", "--rank", 8, "-o", "model", cwd=tmp_path)
+    assert out.exit_code == 1 and "rank must be in [0, n_features - 1]" in out.output
+    assert "Traceback" not in out.output

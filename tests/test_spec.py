@@ -28,7 +28,8 @@ from ._helpers import random_params
 # CLI option name -> table name, per command.
 CLI_NAMES = {
     "fit": {
-        "n_components": "n_components", "covariance_type": "covariance_type", "max_iter": "max_iter",
+        "n_components": "n_components", "covariance_type": "covariance_type", "rank": "rank",
+        "noise_type": "noise_type", "max_iter": "max_iter",
         "tol": "tol", "init": "init_params", "n_init": "n_init", "seed": "random_state",
         "reg_covar": "reg_covar", "checkpoint": "checkpoint",
     },

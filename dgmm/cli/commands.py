@@ -113,6 +113,8 @@ def cli() -> None:
 @click.argument("source")
 @param_option("n_components", "-k", "--n-components", required=True)
 @param_option("covariance_type", "--covariance-type")
+@param_option("rank", "--rank")
+@param_option("noise_type", "--noise-type")
 @param_option("max_iter", "--max-iter")
 @param_option("tol", "--tol")
 @param_option("init_params", "--init")
@@ -132,7 +134,8 @@ def cli() -> None:
 )
 @common_options
 def fit(
-    source: str, n_components: int, covariance_type: str, max_iter: int, tol: float, init: str,
+    source: str, n_components: int, covariance_type: str, rank: int, noise_type: str,
+    max_iter: int, tol: float, init: str,
     n_init: int, seed: int | None, reg_covar: float, checkpoint: str | None, output: str,
     overwrite: bool, progress: bool | None, **kw: Any,
 ) -> dict[str, Any]:
@@ -153,6 +156,8 @@ def fit(
     gmm = GaussianMixture(
         n_components,
         covariance_type=covariance_type,
+        rank=rank,
+        noise_type=noise_type,
         tol=tol,
         reg_covar=reg_covar,
         max_iter=max_iter,
@@ -178,6 +183,7 @@ def fit(
         "feature_names": _names(gmm),
         "n_components": n_components,
         "covariance_type": covariance_type,
+        **_lowrank_info(gmm),
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": float(gmm.lower_bound_),
@@ -287,6 +293,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "n_features": int(gmm.n_features_in_),
         "feature_names": _names(gmm),
         "covariance_type": gmm.covariance_type,
+        **_lowrank_info(gmm),
         "converged": bool(getattr(gmm, "converged_", False)),
         "n_iter": int(getattr(gmm, "n_iter_", 0)),
         "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
@@ -294,6 +301,13 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "weights": gmm.weights_,
         "means": gmm.means_,
     }
+
+
+def _lowrank_info(gmm: Any) -> dict[str, Any]:
+    """``rank`` and ``noise_type`` of a low-rank model (nothing for the other types)."""
+    if gmm.covariance_type != "lowrank":
+        return {}
+    return {"rank": int(gmm.rank), "noise_type": gmm.noise_type}
 
 
 def _names(gmm: Any) -> list[str] | None:
