@@ -439,3 +439,29 @@ def test_cli_rank_at_least_n_features_fails_in_one_line(mfa, tmp_path):
     out = invoke("fit", "x.npy", "-k", 3, "--covariance-type", "lowrank", "--rank", 8, "-o", "model", cwd=tmp_path)
     assert out.exit_code == 1 and "rank must be in [0, n_features - 1]" in out.output
     assert "Traceback" not in out.output
+
+
+def test_plot_draws_components_as_images(mfa, tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from ._helpers import invoke
+
+    X, _, _ = mfa
+    gmm = fit_quietly(dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, max_iter=5, random_state=0), X)
+    gmm.save(tmp_path / "model")
+    out = invoke("plot", "model", "--image-shape", "2,4", "-o", "components.png", "--json", cwd=tmp_path)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.strip().splitlines()[-1])["image_shape"] == "2,4"
+    assert (tmp_path / "components.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = invoke("plot", "model", "--image-shape", "3,3", "-o", "bad.png", cwd=tmp_path)
+    assert bad.exit_code != 0 and "8 features" in bad.output and not (tmp_path / "bad.png").exists()
+
+
+def test_principal_axes_view_of_a_low_rank_model(fitted):
+    pytest.importorskip("matplotlib")
+    from dgmm.plot import plot_fit
+
+    gmm, X, _, _ = fitted
+    figure = plot_fit(gmm, X[:500])
+    assert len(figure.axes) == 2

@@ -462,6 +462,11 @@ def generate(
 )
 @click.option("--seed", type=_SEED, default=0, show_default=True, help="Seed of the row sample.")
 @click.option(
+    "--image-shape", default=None, metavar="H,W[,C]",
+    help="Draw the components as images of this shape instead: means (heaviest first) and, "
+    "for covariance type lowrank, mean +- each factor.",
+)
+@click.option(
     "-o", "--output", required=True, metavar="FIG", help="Image to write (.png, .svg, .pdf)."
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing FIG.")
@@ -469,16 +474,21 @@ def generate(
 @cluster_options
 @common_options
 def plot(
-    model: str, data: str | None, sample_rows: int, seed: int, output: str, overwrite: bool,
-    **kw: Any,
+    model: str, data: str | None, sample_rows: int, seed: int, image_shape: str | None,
+    output: str, overwrite: bool, **kw: Any,
 ) -> dict[str, Any]:
-    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses."""
-    from dgmm.plot import plot_fit
+    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses
+    (or, with --image-shape, its components as images)."""
+    from dgmm.plot import plot_components, plot_fit
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
     gmm = load_model(model, storage_options)
     check_target(output, overwrite, storage_options, "figure")
+    if image_shape is not None:
+        plot_components(gmm, image_shape, path=output, storage_options=storage_options)
+        return {"command": "plot", "model": model, "data": None, "output": output, "rows_shown": 0,
+                "image_shape": image_shape}
     rows = None
     if data is not None:
         opened = open_source(data, **source_kw)
