@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from dgmm.core.params import GMMParams
-from dgmm.errors import UnsupportedInputError
+from dgmm.core.lowrank import LowRankParams
+from dgmm.errors import UnsupportedInputError, UnsupportedModelError
 from dgmm.fit.spec import FitResult
 from dgmm.io import persistence
 from dgmm.io.codec import to_jsonable
@@ -77,7 +78,7 @@ def save(
     )
 
 
-def estimator_from_model(params: GMMParams, meta: Mapping[str, Any]) -> GaussianMixture:
+def estimator_from_model(params: GMMParams | LowRankParams, meta: Mapping[str, Any]) -> GaussianMixture:
     """A fitted ``GaussianMixture`` from loaded parameters and ``model.json``."""
     from dgmm.estimator import GaussianMixture
 
@@ -136,6 +137,13 @@ def to_sklearn(estimator: GaussianMixture) -> SklearnGaussianMixture:
     from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
     params = estimator.params_
+    if isinstance(params, LowRankParams):
+        raise UnsupportedModelError(
+            f"to_sklearn cannot convert a covariance_type='lowrank' mixture (rank "
+            f"{params.rank}, {params.noise_type} noise): scikit-learn's GaussianMixture has "
+            "no low-rank covariance type, and its 'full' type would need K*D^2 numbers. Keep "
+            "the dgmm model (save/load), or fit covariance_type='full' or 'diag' to convert."
+        )
     kwargs = {name: getattr(estimator, name) for name in _SKLEARN_PARAMS}
     if estimator.init_params not in _SKLEARN_INITS:
         kwargs["init_params"] = "kmeans"  # 'split' is dgmm's; it only matters for a refit

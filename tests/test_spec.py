@@ -28,7 +28,8 @@ from ._helpers import random_params
 # CLI option name -> table name, per command.
 CLI_NAMES = {
     "fit": {
-        "n_components": "n_components", "covariance_type": "covariance_type", "max_iter": "max_iter",
+        "n_components": "n_components", "covariance_type": "covariance_type", "rank": "rank",
+        "noise_type": "noise_type", "max_iter": "max_iter",
         "tol": "tol", "init": "init_params", "n_init": "n_init", "seed": "random_state",
         "reg_covar": "reg_covar", "checkpoint": "checkpoint",
     },
@@ -86,7 +87,9 @@ def test_parameter_constraints_are_the_table():
         pytest.param("tol", -1e-9, id="tol-negative"),
         pytest.param("max_iter", -1, id="max_iter-negative"),
         pytest.param("split_every", 1, id="split_every-below-2"),
-        pytest.param("covariance_type", "lowrank", id="covariance_type-unknown"),
+        pytest.param("covariance_type", "banded", id="covariance_type-unknown"),
+        pytest.param("noise_type", "full", id="noise_type-unknown"),
+        pytest.param("rank", -1, id="rank-negative"),
         pytest.param("on_degenerate", "ignore", id="on_degenerate-unknown"),
         pytest.param("random_state", 2**32, id="random_state-too-large"),
     ],

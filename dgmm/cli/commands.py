@@ -114,6 +114,8 @@ def cli() -> None:
 @click.argument("source")
 @param_option("n_components", "-k", "--n-components", required=True)
 @param_option("covariance_type", "--covariance-type")
+@param_option("rank", "--rank")
+@param_option("noise_type", "--noise-type")
 @param_option("max_iter", "--max-iter")
 @param_option("tol", "--tol")
 @param_option("init_params", "--init")
@@ -133,7 +135,8 @@ def cli() -> None:
 )
 @common_options
 def fit(
-    source: str, n_components: int, covariance_type: str, max_iter: int, tol: float, init: str,
+    source: str, n_components: int, covariance_type: str, rank: int, noise_type: str,
+    max_iter: int, tol: float, init: str,
     n_init: int, seed: int | None, reg_covar: float, checkpoint: str | None, output: str,
     overwrite: bool, progress: bool | None, **kw: Any,
 ) -> dict[str, Any]:
@@ -154,6 +157,8 @@ def fit(
     gmm = GaussianMixture(
         n_components,
         covariance_type=covariance_type,
+        rank=rank,
+        noise_type=noise_type,
         tol=tol,
         reg_covar=reg_covar,
         max_iter=max_iter,
@@ -179,6 +184,7 @@ def fit(
         "feature_names": _names(gmm),
         "n_components": n_components,
         "covariance_type": covariance_type,
+        **_lowrank_info(gmm),
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": float(gmm.lower_bound_),
@@ -287,6 +293,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "n_features": int(gmm.n_features_in_),
         "feature_names": _names(gmm),
         "covariance_type": gmm.covariance_type,
+        **_lowrank_info(gmm),
         "converged": bool(getattr(gmm, "converged_", False)),
         "n_iter": int(getattr(gmm, "n_iter_", 0)),
         "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
@@ -294,6 +301,13 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "weights": gmm.weights_,
         "means": gmm.means_,
     }
+
+
+def _lowrank_info(gmm: Any) -> dict[str, Any]:
+    """``rank`` and ``noise_type`` of a low-rank model (nothing for the other types)."""
+    if gmm.covariance_type != "lowrank":
+        return {}
+    return {"rank": int(gmm.rank), "noise_type": gmm.noise_type}
 
 
 def _names(gmm: Any) -> list[str] | None:
@@ -448,6 +462,11 @@ def generate(
 )
 @click.option("--seed", type=_SEED, default=0, show_default=True, help="Seed of the row sample.")
 @click.option(
+    "--image-shape", default=None, metavar="H,W[,C]",
+    help="Draw the components as images of this shape instead: means (heaviest first) and, "
+    "for covariance type lowrank, mean +- each factor.",
+)
+@click.option(
     "-o", "--output", required=True, metavar="FIG", help="Image to write (.png, .svg, .pdf)."
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing FIG.")
@@ -455,16 +474,21 @@ def generate(
 @cluster_options
 @common_options
 def plot(
-    model: str, data: str | None, sample_rows: int, seed: int, output: str, overwrite: bool,
-    **kw: Any,
+    model: str, data: str | None, sample_rows: int, seed: int, image_shape: str | None,
+    output: str, overwrite: bool, **kw: Any,
 ) -> dict[str, Any]:
-    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses."""
-    from dgmm.plot import plot_fit
+    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses
+    (or, with --image-shape, its components as images)."""
+    from dgmm.plot import plot_components, plot_fit
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
     gmm = load_model(model, storage_options)
     check_target(output, overwrite, storage_options, "figure")
+    if image_shape is not None:
+        plot_components(gmm, image_shape, path=output, storage_options=storage_options)
+        return {"command": "plot", "model": model, "data": None, "output": output, "rows_shown": 0,
+                "image_shape": image_shape}
     rows = None
     if data is not None:
         opened = open_source(data, **source_kw)

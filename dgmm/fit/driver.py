@@ -20,7 +20,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from dgmm.core.params import GMMParams
+from dgmm.core.family import MixtureParams, family_of
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, scatter_to
@@ -145,6 +145,8 @@ def _fingerprint(
             "on_degenerate": spec.on_degenerate,
             "split_every": spec.split_every,
             "block_size": spec.block_size,
+            # Only for "lowrank", so the Gaussian types' fingerprints stay what they were.
+            **({"rank": spec.rank, "noise_type": spec.noise_type} if spec.covariance_type == "lowrank" else {}),
         },
     }
 
@@ -250,9 +252,9 @@ def _chain(*callbacks: IterationCallback | None) -> IterationCallback | None:
     return call
 
 
-def _params_digest(params: GMMParams) -> str:
-    """One digest of all four parameter arrays."""
-    arrays = (params.weights, params.means, params.covariances, params.precisions_cholesky)
+def _params_digest(params: MixtureParams) -> str:
+    """One digest of all the parameter arrays (those of the params' family)."""
+    arrays = family_of(params).to_arrays(params)[1].values()
     return content_digest(np.concatenate([np.ravel(a) for a in arrays]))
 
 
