@@ -92,16 +92,16 @@ def test_every_task_of_an_in_process_fit_has_one_blas_thread(tmp_path, scheduler
         f"""
         import threading
         from threadpoolctl import threadpool_info
-        import dgmm.graph as graph
+        from dgmm.core.gaussian import GAUSSIAN
         seen, names = [], set()
-        kernel = graph.chunk_stats
+        kernel = GAUSSIAN.chunk_stats  # what the graph layer's per-chunk tasks run
 
         def recording(*args, **kwargs):
             seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
             names.add(threading.current_thread().name)
             return kernel(*args, **kwargs)
 
-        graph.chunk_stats = recording
+        GAUSSIAN.chunk_stats = recording
         print("before", sorted({{i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}}))
         dgmm.GaussianMixture(2, random_state=0, chunks=750, scheduler="{scheduler}").fit(X)
         print("in tasks", sorted(set(seen)), len(seen))

@@ -17,7 +17,7 @@ import pytest
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from dgmm.cli import cli
-from dgmm.core.options import COVARIANCE_TYPE_NAMES, DEGENERATE_POLICIES, INIT_METHODS
+from dgmm.core.options import COVARIANCE_TYPE_NAMES, DEGENERATE_POLICIES, INIT_METHODS, LOCAL_SCHEDULERS
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.estimator import GaussianMixture
 from dgmm.fit.init import InitConfig
@@ -59,10 +59,11 @@ def test_table_choices_are_the_literal_aliases():
     assert PARAMETERS["covariance_type"].choices == COVARIANCE_TYPE_NAMES
     assert PARAMETERS["init_params"].choices == INIT_METHODS
     assert PARAMETERS["on_degenerate"].choices == DEGENERATE_POLICIES
+    assert PARAMETERS["scheduler"].choices == LOCAL_SCHEDULERS
     for p in PARAMETERS.values():
         assert p.help and "\n" not in p.help, p.name
         if p.kind == "choice":
-            assert p.default in p.choices, p.name
+            assert p.default in p.choices or (p.optional and p.default is None), p.name
 
 
 def test_parameter_constraints_are_the_table():
