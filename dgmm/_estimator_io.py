@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from dgmm.core.params import GMMParams
 from dgmm.core.lowrank import LowRankParams
+from dgmm.core.params import GMMParams
 from dgmm.errors import UnsupportedInputError, UnsupportedModelError
 from dgmm.fit.spec import FitResult
 from dgmm.io import persistence

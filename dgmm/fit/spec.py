@@ -24,6 +24,7 @@ import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.covariance import get_covariance_model
+from dgmm.core.lowrank import LowRankParams
 from dgmm.core.options import (
     COVARIANCE_TYPE_NAMES,
     DEGENERATE_POLICIES,
@@ -36,7 +37,6 @@ from dgmm.core.options import (
     LocalScheduler,
     NoiseType,
 )
-from dgmm.core.lowrank import LowRankParams
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidDataError, InvalidOptionError, ShapeMismatchError
 
