@@ -4,8 +4,13 @@ Rows (each measured side by side in this run; medians of ``--repeat`` runs):
 
 * a 420-row fit (4 features, K=3): in a fresh interpreter (imports included)
   and warm (in this process, after a first fit);
+* fits of iris (150 x 4, K=3) and digits (1797 x 64, K=10), full;
 * ``GridSearchCV`` over ``n_components`` 1-4, cv=3, on iris;
 * a 1e5 x 8, K=8, full fit;
+* scikit-learn's own mixture test files (``test_gaussian_mixture.py``,
+  ``test_mixture.py``, float32 cases on): against scikit-learn, and against
+  dgmm through ``tests/sklearn_conformance`` (issue 10, item 6), each a
+  pytest subprocess, wall time;
 * the in-process / LocalCluster threshold: a fixed 10 iterations (tol=0) on
   n x d x K data, in this process on Dask's threads vs a LocalCluster started
   for the fit (start-up included), both from the same seed.
@@ -16,7 +21,9 @@ what every no-client fit did before in-memory fits ran in process. Set
 ``OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2`` in the environment to measure
 the pinned BLAS under an oversubscribing environment.
 
-    python benchmarks/bench_small.py [--repeat 3] [--skip-threshold]
+    python benchmarks/bench_small.py [--repeat 3] [--skip-threshold] [--skip-tests] [--before]
+
+``--before`` adds the "LocalCluster per fit" rows (slow: a cluster per fit).
 """
 
 from __future__ import annotations
@@ -74,9 +81,28 @@ def fresh(lib: str, scheduler: str | None, repeat: int) -> float:
         os.remove(path)
 
 
-def rows(repeat: int, threshold: bool) -> list[tuple[str, str, float]]:
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKLEARN_TESTS = ["sklearn.mixture.tests.test_gaussian_mixture", "sklearn.mixture.tests.test_mixture"]
+
+
+def test_files(dgmm_adapter: bool) -> float:
+    """Wall time of a pytest run of scikit-learn's mixture tests (on scikit-learn, or on dgmm)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    if dgmm_adapter:
+        command += ["-c", "tests/sklearn_conformance/conformance.ini", "--rootdir", ROOT]
+    env = {**os.environ, "SKLEARN_RUN_FLOAT32_TESTS": "1", "PYTHONPATH": ROOT}
+    start = time.perf_counter()
+    # scikit-learn's run from a neutral directory: the repository's pytest configuration is not its own.
+    subprocess.run(
+        command + ["--pyargs", *SKLEARN_TESTS], cwd=ROOT if dgmm_adapter else os.path.dirname(ROOT),
+        env=env, capture_output=True, check=True,
+    )
+    return time.perf_counter() - start
+
+
+def rows(repeat: int, threshold: bool, tests: bool = True, before: bool = False) -> list[tuple[str, str, float]]:
     import dgmm
-    from sklearn.datasets import load_iris
+    from sklearn.datasets import load_digits, load_iris
     from sklearn.mixture import GaussianMixture as SK
     from sklearn.model_selection import GridSearchCV
 
@@ -85,7 +111,7 @@ def rows(repeat: int, threshold: bool) -> list[tuple[str, str, float]]:
         ("scikit-learn", "sklearn", None),
         ("dgmm, in process (default)", "dgmm", None),
         ("dgmm, LocalCluster per fit (before)", "dgmm", "processes"),
-    ]:
+    ][: 3 if before else 2]:
         out.append(("420 x 4, K=3, fresh process", label, fresh(lib, scheduler, repeat)))
     X = np.random.default_rng(0).normal(size=(420, 4))
     X[:140] += 4
@@ -94,16 +120,24 @@ def rows(repeat: int, threshold: bool) -> list[tuple[str, str, float]]:
         ("scikit-learn", lambda: SK(3, random_state=0)),
         ("dgmm, in process (default)", lambda: dgmm.GaussianMixture(3, random_state=0)),
         ("dgmm, LocalCluster per fit (before)", lambda: dgmm.GaussianMixture(3, random_state=0, scheduler="processes")),
-    ]:
+    ][: 3 if before else 2]:
         make().fit(X)
         out.append(("420 x 4, K=3, warm", label, median_time(lambda: make().fit(X), repeat)))
     iris = load_iris().data
+    digits = load_digits().data
+    for case, data, k in [("iris 150 x 4, K=3, full", iris, 3), ("digits 1797 x 64, K=10, full", digits, 10)]:
+        for label, make in [
+            ("scikit-learn", lambda: SK(k, random_state=0)),
+            ("dgmm, in process (default)", lambda: dgmm.GaussianMixture(k, random_state=0)),
+        ]:
+            make().fit(data)  # warm: imports and first-call costs are not the fit's
+            out.append((case, label, median_time(lambda: make().fit(data), repeat)))
     grid = {"n_components": [1, 2, 3, 4]}
     for label, est in [
         ("scikit-learn", SK(random_state=0)),
         ("dgmm, in process (default)", dgmm.GaussianMixture(random_state=0)),
         ("dgmm, LocalCluster per fit (before)", dgmm.GaussianMixture(random_state=0, scheduler="processes")),
-    ]:
+    ][: 3 if before else 2]:
         out.append(("GridSearchCV n_components 1-4, cv=3, iris", label,
                     median_time(lambda: GridSearchCV(est, grid, cv=3).fit(iris), repeat)))
     rng = np.random.default_rng(1)
@@ -113,8 +147,16 @@ def rows(repeat: int, threshold: bool) -> list[tuple[str, str, float]]:
         ("scikit-learn", lambda: SK(8, covariance_type="full", random_state=0)),
         ("dgmm, in process (default)", lambda: dgmm.GaussianMixture(8, random_state=0)),
         ("dgmm, LocalCluster per fit (before)", lambda: dgmm.GaussianMixture(8, random_state=0, scheduler="processes")),
-    ]:
+    ][: 3 if before else 2]:
         out.append(("1e5 x 8, K=8, full", label, median_time(lambda: make().fit(big), repeat)))
+    if tests:
+        # Alternated, so machine load hits both alike; one subprocess each per repeat.
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(max(1, repeat // 2)):
+            for adapter in (False, True):
+                times[adapter].append(test_files(adapter))
+        out.append(("scikit-learn's mixture test files", "scikit-learn", statistics.median(times[False])))
+        out.append(("scikit-learn's mixture test files", "dgmm, in process (default)", statistics.median(times[True])))
     if threshold:
         for n, d, k in [(100_000, 8, 8), (400_000, 16, 16), (1_000_000, 16, 16)]:
             data = rng.normal(size=(n, d))
@@ -128,9 +170,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-threshold", action="store_true")
+    parser.add_argument("--skip-tests", action="store_true", help="skip scikit-learn's test files rows")
+    parser.add_argument("--before", action="store_true", help="add the LocalCluster-per-fit rows")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # ConvergenceWarning of the tol=0 threshold fits
-    results = rows(args.repeat, not args.skip_threshold)
+    results = rows(args.repeat, not args.skip_threshold, not args.skip_tests, args.before)
     env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     print(f"cores: {os.cpu_count()}, environment: {env}")
     print("| case | who | seconds (median) | / scikit-learn |")

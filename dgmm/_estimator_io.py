@@ -74,7 +74,8 @@ def save(
     if dropped:
         meta["params_not_saved"] = dropped
     persistence.save_model(
-        path, params, meta, overwrite=overwrite, storage_options=storage_options
+        path, params, meta, overwrite=overwrite, storage_options=storage_options,
+        dtype=str(np.asarray(estimator.means_).dtype),
     )
 
 
@@ -97,6 +98,7 @@ def estimator_from_model(params: GMMParams | LowRankParams, meta: Mapping[str, A
         history=tuple(fit.get("history_", [])),
         n_features_in=int(fit.get("n_features_in_", params.n_features)),
         feature_names_in=None if names is None else np.asarray(names, dtype=object),
+        dtype=persistence.attributes_dtype(meta),
     )
     return GaussianMixture.from_result(result, **hyper)
 
@@ -148,11 +150,9 @@ def to_sklearn(estimator: GaussianMixture) -> SklearnGaussianMixture:
     if estimator.init_params not in _SKLEARN_INITS:
         kwargs["init_params"] = "kmeans"  # 'split' is dgmm's; it only matters for a refit
     out = SklearnGaussianMixture(**kwargs)
-    out.weights_ = params.weights.copy()
-    out.means_ = params.means.copy()
-    out.covariances_ = params.covariances.copy()
-    out.precisions_cholesky_ = params.precisions_cholesky.copy()
-    out.precisions_ = params.precisions
+    # scikit-learn's attributes have the training data's dtype, as dgmm's.
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+        setattr(out, name, np.array(getattr(estimator, name)))
     out.converged_ = bool(getattr(estimator, "converged_", False))
     out.n_iter_ = int(getattr(estimator, "n_iter_", 0))
     out.lower_bound_ = float(getattr(estimator, "lower_bound_", -math.inf))
@@ -206,6 +206,7 @@ def from_sklearn(estimator: SklearnGaussianMixture) -> GaussianMixture:
         history=history,
         n_features_in=int(getattr(estimator, "n_features_in_", params.n_features)),
         feature_names_in=None if names is None else np.asarray(names, dtype=object),
+        dtype="float32" if np.asarray(estimator.means_).dtype == np.float32 else "float64",
     )
     return GaussianMixture.from_result(
         result, **{name: getattr(estimator, name) for name in _SKLEARN_PARAMS}

@@ -25,6 +25,7 @@ __all__ = [
     "DgmmWarning",
     "FitInterrupted",
     "InvalidDataError",
+    "InvalidInitError",
     "LikelihoodDecreaseWarning",
     "InvalidDtypeError",
     "InvalidOptionError",
@@ -49,6 +50,15 @@ class DgmmError(Exception):
 
 class InvalidDataError(DgmmError, ValueError):
     """The data cannot be fitted: wrong rank, NaN/Inf, too few rows, non-numeric."""
+
+
+class InvalidInitError(InvalidDataError):
+    """A user-given starting parameter (``weights_init``, ``means_init``,
+    ``precisions_init``) has invalid values: NaN/Inf, weights outside [0, 1] or
+    not summing to 1, precisions not positive definite. Its message starts with
+    scikit-learn's sentence for the same mistake. (Wrong shapes raise
+    :class:`ShapeMismatchError`, non-numeric values :class:`InvalidDtypeError`.)
+    """
 
 
 class UnsupportedInputError(DgmmError, TypeError):
@@ -179,17 +189,24 @@ class LikelihoodDecreaseWarning(DgmmWarning):
 def degenerate_message(
     components: list[int] | tuple[int, ...], dtype: object, *, reason: str
 ) -> str:
-    """The message for ill-defined covariances, with the remedies."""
+    """The message for ill-defined covariances: scikit-learn's sentences, then dgmm's detail."""
+    # scikit-learn's estimate_precision_error_message, verbatim (its tests match it).
     message = (
-        f"Fitting the mixture model failed because component(s) {list(components)} "
-        f"have an ill-defined covariance ({reason}), for instance caused by "
-        "singleton or collapsed samples. Try decreasing n_components, increasing "
-        "reg_covar, scaling the input data, or on_degenerate='reseed' to re-seed "
-        "collapsed components instead of failing."
+        "Fitting the mixture model failed because some components have "
+        "ill-defined empirical covariance (for instance caused by singleton "
+        "or collapsed samples). Try to decrease the number of components, "
+        "increase reg_covar, or scale the input data."
     )
     if str(dtype) == "float32":
-        message += " Passing float64 data instead of float32 also improves accuracy."
-    return message
+        message += (
+            " The numerical accuracy can also be improved by passing float64"
+            " data instead of float32."
+        )
+    return message + (
+        f" Here component(s) {list(components)} have an ill-defined covariance ({reason}): "
+        "decrease n_components, increase reg_covar, or pass on_degenerate='reseed' to "
+        "re-seed collapsed components instead of failing."
+    )
 
 
 def __getattr__(name: str) -> Any:

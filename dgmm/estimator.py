@@ -193,9 +193,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     covariances_ : ndarray
     precisions_ : ndarray
     precisions_cholesky_ : ndarray
-        As in scikit-learn, float64. For ``covariance_type='lowrank'``,
-        ``covariances_`` (n_components, n_features, n_features) is built on
-        demand from the factors and raises
+        As in scikit-learn, of the training data's dtype: float32 after a fit
+        on float32 data (the sums behind them are float64), else float64.
+        ``predict_proba`` and ``score_samples`` return float32 for float32 X
+        on a float32 model, float64 otherwise, as scikit-learn. For
+        ``covariance_type='lowrank'``, ``covariances_`` (n_components,
+        n_features, n_features) is built on demand from the factors and raises
         :class:`dgmm.errors.DenseCovarianceTooLargeError` past 1 GiB; the
         precisions are not defined (:class:`dgmm.errors.UndefinedAttributeError`,
         an ``AttributeError``).
@@ -205,7 +208,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``Psi_k`` of ``covariance_type='lowrank'``: per feature for
         ``noise_type='diag'``, one per component for ``'spherical'``.
     params_ : dgmm.core.params.GMMParams or dgmm.core.lowrank.LowRankParams
-        The fitted parameters as one object (read-only), what
+        The fitted parameters as one float64 object (read-only), what
         :mod:`dgmm.fit.predict`, the model files and :mod:`dgmm.demo` take.
     converged_ : bool
     n_iter_ : int
@@ -381,6 +384,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """The fitted parameters as one :class:`dgmm.core.params.GMMParams` (float64),
         or :class:`dgmm.core.lowrank.LowRankParams` for ``covariance_type='lowrank'``.
 
+        Built from the fitted attributes (the float32 values of a float32 model).
+
         Raises :class:`sklearn.exceptions.NotFittedError` before ``fit``.
         """
         check_is_fitted(self, "means_")
@@ -429,15 +434,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # A refit may change the kind of parameters: drop the other kind's arrays.
         for name in _GAUSSIAN_ARRAYS + _LOWRANK_ARRAYS:
             self.__dict__.pop(name, None)
-        self.weights_ = p.weights
-        self.means_ = p.means
+        # scikit-learn's attributes have the data's dtype; the fit itself summed in
+        # float64, and the cast is here, at the boundary.
+        dtype = np.float32 if result.dtype == "float32" else np.float64
+        self.weights_ = p.weights.astype(dtype, copy=False)
+        self.means_ = p.means.astype(dtype, copy=False)
         if isinstance(p, LowRankParams):
-            self.factors_ = p.factors
-            self.noise_variances_ = p.noise_variances
+            self.factors_ = p.factors.astype(dtype, copy=False)
+            self.noise_variances_ = p.noise_variances.astype(dtype, copy=False)
         else:
-            self.covariances_ = p.covariances
-            self.precisions_cholesky_ = p.precisions_cholesky
-            self.precisions_ = p.precisions
+            self.covariances_ = p.covariances.astype(dtype, copy=False)
+            self.precisions_cholesky_ = p.precisions_cholesky.astype(dtype, copy=False)
+            # From the attributes' own Cholesky factors (params_), so a saved and
+            # loaded model has the same precisions_ bit for bit.
+            self.precisions_ = (p if dtype == np.float64 else self.params_).precisions.astype(dtype, copy=False)
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
         self.lower_bound_ = result.lower_bound
@@ -472,6 +482,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.params_, X, what,
             feature_names_in=getattr(self, "feature_names_in_", None),
             estimator_name=type(self).__name__,
+            dtype=self.means_.dtype,
         )
 
     def predict(self, X: Any) -> Any:

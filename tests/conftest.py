@@ -15,6 +15,10 @@ from dgmm.fit import cluster
 
 from ._helpers import COVARIANCE_TYPES, Mixture, make_mixture
 
+# scikit-learn's own tests against dgmm run separately (tests/sklearn_conformance/README.md);
+# tests/test_conformance_adapter.py runs a handful of them in a subprocess.
+collect_ignore = ["sklearn_conformance"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def client():

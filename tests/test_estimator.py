@@ -188,7 +188,7 @@ def test_predict_proba_rows_sum_to_one(fitted, data):
 def test_float32_input_keeps_float32(data):
     x32 = data.X.astype(np.float32)
     gmm = GaussianMixture(n_components=3, random_state=0).fit(x32)
-    assert gmm.means_.dtype == np.float64
+    assert gmm.means_.dtype == np.float32  # scikit-learn's attributes have the data's dtype
     assert gmm.predict_proba(x32).dtype == np.float32
     assert gmm.score_samples(x32).dtype == np.float32
     lazy = gmm.predict_proba(da.from_array(x32, chunks=500))

@@ -121,9 +121,11 @@ def params_from_stats(
     weights = result.weights.copy()
     means = result.means.copy()
     healthy = [k for k in range(n_components) if k not in degenerate]
+    shared = get_covariance_model(config.covariance_type).shared  # tied: one matrix, no per-k row
     for k in degenerate:
         donor = healthy[0]
-        covariances[k] = covariances[donor]
+        if not shared:
+            covariances[k] = covariances[donor]
         means[k] = means[donor]
         weights[k] = 0.0
     new = GMMParams.from_covariances(weights / weights.sum(), means, covariances, config.covariance_type)

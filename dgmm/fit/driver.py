@@ -93,6 +93,7 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
             for r in restarts
         ),
         convergence_warning=_convergence_message(spec, best),
+        dtype=str(x.dtype),
     )
 
 

@@ -41,6 +41,7 @@ def predict(
     *,
     feature_names_in: np.ndarray | None = None,
     estimator_name: str = "GaussianMixture",
+    dtype: np.dtype | type | None = None,
 ) -> Any:
     """``what`` of every row of X under ``params``.
 
@@ -55,6 +56,10 @@ def predict(
     feature_names_in : ndarray of str, default=None
     estimator_name : str, default='GaussianMixture'
         Named in the messages of a mismatch.
+    dtype : {float32, float64}, default=None
+        The model's dtype (its fitted attributes'). As in scikit-learn, X is
+        computed in the wider of its own dtype and this one, so float32
+        outputs come only from float32 X on a float32 model. None: X's dtype.
 
     Returns
     -------
@@ -65,13 +70,19 @@ def predict(
         array = as_float_array(X, "X")
         _check_features(params, feature_names_in, estimator_name, array.shape[1], feature_names(X))
         require_finite(array)
-        return _graph.predict_block(array, params, what)
+        return _graph.predict_block(array.astype(_work_dtype(array.dtype, dtype), copy=False), params, what)
     data = open_data(X)  # one read of a store's metadata: the array and its names
     x = data.array
     _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)
+    x = x.astype(_work_dtype(x.dtype, dtype), copy=False)
     # Checked block by block inside the prediction tasks (fused, no extra pass).
     x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
     return _graph.lazy_predict(x, params, what)
+
+
+def _work_dtype(x_dtype: np.dtype, model_dtype: np.dtype | type | None) -> np.dtype:
+    """The dtype predictions of X are computed in: X's, widened to the model's."""
+    return np.dtype(x_dtype) if model_dtype is None else np.result_type(x_dtype, model_dtype)
 
 
 def _check_features(

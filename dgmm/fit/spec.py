@@ -38,7 +38,12 @@ from dgmm.core.options import (
     NoiseType,
 )
 from dgmm.core.params import GMMParams
-from dgmm.errors import InvalidDataError, InvalidOptionError, ShapeMismatchError
+from dgmm.errors import (
+    InvalidDtypeError,
+    InvalidInitError,
+    InvalidOptionError,
+    ShapeMismatchError,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -206,7 +211,7 @@ class WarmStart:
 _INIT_SHAPES = {
     "weights_init": "(n_components,)",
     "means_init": "(n_components, n_features)",
-    "precisions_init": "that of covariance_type's precisions",
+    "precisions_init": "(that of covariance_type's precisions)",
     "factors_init": "(n_components, n_features, rank)",
     "noise_variances_init": "(n_components, n_features) for noise_type='diag', (n_components,) for 'spherical'",
 }
@@ -215,16 +220,145 @@ _LOWRANK_INITS = ("factors_init", "noise_variances_init")
 
 
 def _float_array(name: str, value: Any) -> np.ndarray | None:
-    """``value`` as a float64 array, or None; a non-numeric value raises ``InvalidDataError``."""
+    """``value`` as an array of float32 (if it is float32) or float64, or None.
+
+    scikit-learn's ``check_array(dtype=[float64, float32])`` rule: the dtype
+    decides the tolerance of the weights' normalisation check. Complex or
+    non-numeric values raise ``InvalidDtypeError`` with scikit-learn's (NumPy's)
+    sentence first.
+    """
     if value is None:
         return None
+    remedy = (
+        f" The parameter '{name}' must be a real numeric array: pass an array of shape "
+        f"{_INIT_SHAPES[name]}, or None to let init_params choose it."
+    )
+    dtype = np.float32 if getattr(value, "dtype", None) == np.float32 else np.float64
     try:
-        return np.asarray(value, dtype=np.float64)
+        if not np.iscomplexobj(value):
+            return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise InvalidDataError(
-            f"The parameter '{name}' must be a numeric array ({exc}). Pass an "
-            f"array of shape {_INIT_SHAPES[name]} or None."
-        ) from None
+        sentence = str(exc)
+        raise InvalidDtypeError(sentence + ("" if sentence.endswith(".") else ".") + remedy) from None
+    raise InvalidDtypeError(f"Complex data not supported\n{np.asarray(value)}\n{remedy.strip()}")
+
+
+# -- user-given starting parameters, checked as scikit-learn's _gaussian_mixture does --------
+# Each message starts with scikit-learn's sentence for the same mistake (copied from
+# its ``raise``, including the swapped max/min labels of the weights' range check);
+# dgmm's own words, naming the parameter and the remedy, follow it.
+
+
+def _check_array(array: np.ndarray, name: str, *, allow_nd: bool = False) -> np.ndarray:
+    """The part of ``check_array(ensure_2d=False)`` a converted array still needs."""
+    remedy = f" Pass '{name}' of shape {_INIT_SHAPES[name]}, or None to let init_params choose it."
+    if array.ndim == 0:
+        raise ShapeMismatchError(
+            "Input should have at least 1 dimension i.e. satisfy `len(x.shape) > 0`, got "
+            f"scalar `{array!r}` instead.{remedy}"
+        )
+    if array.ndim > 2 and not allow_nd:
+        raise ShapeMismatchError(
+            f"Found array with dim {array.ndim}, while dim <= 2 is required.{remedy}"
+        )
+    if array.shape[0] < 1:
+        raise ShapeMismatchError(
+            f"Found array with 0 sample(s) (shape={array.shape}) while a minimum of 1 is "
+            f"required.{remedy}"
+        )
+    if array.ndim == 2 and array.shape[1] < 1:
+        raise ShapeMismatchError(
+            f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 is "
+            f"required.{remedy}"
+        )
+    nan, inf = bool(np.isnan(array).any()), bool(np.isinf(array).any())
+    if nan or inf:
+        what = "NaN" if nan else f"infinity or a value too large for {array.dtype!r}"
+        raise InvalidInitError(
+            f"Input contains {what}. The parameter '{name}' must be finite: replace the "
+            "NaN or Inf values, or pass None to let init_params choose it."
+        )
+    return array
+
+
+def _check_shape(array: np.ndarray, shape: tuple[int, ...], name: str, sk_name: str, why: str) -> None:
+    """scikit-learn's ``_check_shape`` sentence, then which shape dgmm needs and why."""
+    if array.shape != shape:
+        raise ShapeMismatchError(
+            f"The parameter '{sk_name}' should have the shape of {shape}, but got "
+            f"{array.shape}. '{name}' needs shape {shape} ({why}), got {array.shape}: "
+            "pass that shape, or None to let init_params choose it."
+        )
+
+
+def _check_weights(weights: np.ndarray, n_components: int) -> None:
+    """``weights_init``: shape (n_components,), in [0, 1], summing to 1 (atol by dtype)."""
+    _check_array(weights, "weights_init")
+    _check_shape(weights, (n_components,), "weights_init", "weights", f"{n_components} components")
+    low, high = weights.min(), weights.max()
+    if low < 0.0 or high > 1.0:
+        raise InvalidInitError(
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            f"{low:.5f}, min value {high:.5f}. weights_init ranges from {low:.5g} to "
+            f"{high:.5g}: pass non-negative weights that sum to 1."
+        )
+    # The sum in the weights' own dtype, compared at its resolution, as scikit-learn.
+    total = np.sum(weights)
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.allclose(float(np.abs(1.0 - total)), 0.0, atol=atol):
+        raise InvalidInitError(
+            f"The parameter 'weights' should be normalized, but got sum(weights) = {total:.5f}. "
+            f"weights_init must sum to 1 (within {atol:g} for {weights.dtype}): divide it by "
+            "its sum."
+        )
+
+
+def _check_precisions(
+    precisions: np.ndarray, covariance_type: str, n_components: int, n_features: int
+) -> None:
+    """``precisions_init``: the covariance type's shape, then symmetric positive definite."""
+    model = get_covariance_model(covariance_type)
+    shape = model.shape(n_components, n_features)
+    _check_array(precisions, "precisions_init", allow_nd=len(shape) > 2)
+    sk_name = f"{covariance_type} precision"
+    _check_shape(
+        precisions, shape, "precisions_init", sk_name,
+        f"{n_components} '{covariance_type}' components of {n_features} features",
+    )
+    remedy = (
+        "Pass the inverses of valid covariance matrices, or None to let init_params "
+        "choose them."
+    )
+    if covariance_type in ("diag", "spherical"):
+        bad = np.flatnonzero((precisions <= 0.0).reshape(n_components, -1).any(axis=1))
+        if bad.size:
+            raise InvalidInitError(
+                f"'{sk_name}' should be positive. Component(s) {bad.tolist()} of precisions_init "
+                f"are not positive definite (an entry <= 0). {remedy}"
+            )
+        return
+    if covariance_type in ("full", "tied"):
+        matrices = precisions.reshape(-1, n_features, n_features)
+        bad = np.array([
+            i for i, m in enumerate(matrices)
+            if not (np.all(np.isclose(m, m.T)) and np.all(np.linalg.eigvalsh(m) > 0.0))
+        ], dtype=int)
+        if bad.size:
+            which = "precisions_init" if covariance_type == "tied" else (
+                f"Component(s) {bad.tolist()} of precisions_init"
+            )
+            raise InvalidInitError(
+                f"'{sk_name}' should be symmetric, positive-definite. {which} "
+                f"{'is' if covariance_type == 'tied' else 'are'} not symmetric positive "
+                f"definite. {remedy}"
+            )
+        return
+    bad = model.is_positive_definite(precisions)  # a covariance type scikit-learn lacks
+    if bad.size:
+        raise InvalidInitError(
+            f"'{covariance_type}' precisions_init must be symmetric positive definite; "
+            f"component(s) {bad.tolist()} are not. {remedy}"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,8 +371,9 @@ class FitSpec:
     ``random_state`` keeps what the seed came from (an int, None, or the type
     name of a generator, whose draws are not reproducible) for checkpoints.
     With ``warm_start`` set, ``n_init`` is 1 and ``init_params`` unused.
-    The initial arrays are float64; their shapes are checked against the data
-    by :meth:`init_arrays`.
+    The initial arrays are float32 when given as float32, float64 otherwise
+    (scikit-learn's rule); they are checked against the data, and returned
+    in float64, by :meth:`init_arrays`.
     """
 
     n_components: int
@@ -336,14 +471,26 @@ class FitSpec:
     def init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
         """``weights_init``, ``means_init``, ``precisions_init`` checked for data of ``n_features``.
 
-        Shapes, finiteness, weights in [0, 1] summing to 1, positive definite
-        precisions; each failure names the parameter and the remedy. With
-        ``covariance_type="lowrank"`` also ``factors_init`` and
+        scikit-learn's checks in its order (``_check_weights``, ``_check_means``,
+        ``_check_precisions``): dimensions and finiteness, shape, then values
+        (weights in [0, 1] summing to 1 within 1e-6 for float32 weights, 1e-8
+        otherwise; precisions symmetric positive definite, or positive for
+        'diag' and 'spherical'). Each failure's message starts with
+        scikit-learn's sentence, then names the parameter and the remedy:
+        :class:`~dgmm.errors.ShapeMismatchError` for dimensions and shapes,
+        :class:`~dgmm.errors.InvalidInitError` for values (both ValueErrors).
+        With ``covariance_type="lowrank"`` also ``factors_init`` and
         ``noise_variances_init`` (positive), and ``rank < n_features``.
+
+        Returns
+        -------
+        arrays : dict of str to ndarray or None
+            The three arrays in float64 (None where not given).
         """
         k = self.n_components
-        if self.covariance_type == "lowrank":
-            shapes = self._lowrank_shapes(n_features)
+        lowrank = self.covariance_type == "lowrank"
+        if lowrank:
+            shapes = self._lowrank_shapes(n_features)  # rank in range, no precisions_init
         else:
             given = [name for name in _LOWRANK_INITS if getattr(self, name) is not None]
             if given:
@@ -352,59 +499,34 @@ class FitSpec:
                     f"has covariance_type={self.covariance_type!r}. Pass covariance_type='lowrank', "
                     "or leave them None."
                 )
-            model = get_covariance_model(self.covariance_type)
-            shapes = {
-                "weights_init": (k,),
-                "means_init": (k, n_features),
-                "precisions_init": model.shape(k, n_features),
-            }
-        out: dict[str, np.ndarray | None] = {}
-        for name, shape in shapes.items():
-            array = getattr(self, name)
-            if array is not None:
-                if array.shape != shape:
-                    raise ShapeMismatchError(
-                        f"The parameter '{name}' should have the shape of {shape} for "
-                        f"{k} '{self.covariance_type}' components and {n_features} features, "
-                        f"but got {array.shape}. Pass an array of shape {shape}, or None to "
-                        "let init_params choose it."
-                    )
-                if not np.all(np.isfinite(array)):
-                    raise InvalidDataError(
-                        f"The parameter '{name}' contains NaN or Inf; expected finite "
-                        "values. Replace them, or pass None to let init_params choose it."
-                    )
-            out[name] = array
-        w = out["weights_init"]
-        if w is not None:
-            if np.any(w < 0) or np.any(w > 1):
-                raise InvalidDataError(
-                    f"The parameter 'weights_init' should be in the range [0, 1], but got "
-                    f"min value {w.min():.5f}, max value {w.max():.5f}. Pass non-negative "
-                    "weights that sum to 1."
-                )
-            if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
-                raise InvalidDataError(
-                    "The parameter 'weights_init' should be normalized (sum to 1), but got "
-                    f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
-                )
-        noise = out.get("noise_variances_init")
-        if noise is not None and np.any(noise <= 0):
-            raise InvalidDataError(
-                f"The parameter 'noise_variances_init' must be positive; got min value "
-                f"{noise.min():.5g}. Pass positive noise variances, or None to let "
-                "init_params choose them."
+        if self.weights_init is not None:
+            _check_weights(self.weights_init, k)
+        if self.means_init is not None:
+            _check_array(self.means_init, "means_init")
+            _check_shape(
+                self.means_init, (k, n_features), "means_init", "means",
+                f"{k} components of {n_features} features",
             )
-        p = out.get("precisions_init")
-        if p is not None:
-            bad = model.is_positive_definite(p)
-            if bad.size:
-                raise InvalidDataError(
-                    f"'{self.covariance_type}' precisions_init must be symmetric positive "
-                    f"definite; component(s) {bad.tolist()} are not. Pass the inverses "
-                    "of valid covariance matrices, or None to let init_params choose them."
+        if self.precisions_init is not None:
+            _check_precisions(self.precisions_init, self.covariance_type, k, n_features)
+        if lowrank:
+            for name in _LOWRANK_INITS:
+                array = getattr(self, name)
+                if array is not None:
+                    _check_array(array, name, allow_nd=True)
+                    _check_shape(array, shapes[name], name, name, f"{k} components, rank {self.rank}")
+            noise = self.noise_variances_init
+            if noise is not None and np.any(noise <= 0):
+                raise InvalidInitError(
+                    f"The parameter 'noise_variances_init' must be positive; got min value "
+                    f"{noise.min():.5g}. Pass positive noise variances, or None to let "
+                    "init_params choose them."
                 )
-        return out
+        names = [*shapes] if lowrank else ["weights_init", "means_init", "precisions_init"]
+        return {
+            name: None if getattr(self, name) is None else np.asarray(getattr(self, name), np.float64)
+            for name in names
+        }
 
     def _lowrank_shapes(self, n_features: int) -> dict[str, tuple[int, ...]]:
         """The initial arrays of a low-rank fit and their shapes; checks rank and precisions_init."""
@@ -451,7 +573,9 @@ class FitResult:
     data without string column names. ``restarts`` summarises every restart
     (empty for a model that was not fitted here: loaded or converted).
     ``convergence_warning`` is the message of the ``ConvergenceWarning`` the
-    caller should issue, or None.
+    caller should issue, or None. ``dtype`` is the data's ("float32" or
+    "float64"): scikit-learn's fitted attributes have it, while ``params``
+    stay float64 (the estimator casts at its boundary).
     """
 
     params: GMMParams | LowRankParams
@@ -464,3 +588,4 @@ class FitResult:
     feature_names_in: np.ndarray | None = None
     restarts: tuple[RestartSummary, ...] = ()
     convergence_warning: str | None = None
+    dtype: str = "float64"

@@ -10,6 +10,12 @@ A saved model is a directory (local path or fsspec URL)::
       covariances.npy          per covariance type
       precisions_cholesky.npy  same shape as covariances
 
+The arrays are stored in float64. ``model.json``'s ``attributes_dtype``
+("float32" or "float64") is the dtype of the estimator's fitted attributes,
+that of the data it was fitted on (scikit-learn's rule): a model fitted on
+float32 data loads with float32 attributes. Models written before the field
+existed load as float64.
+
 Arrays are written with ``np.save(allow_pickle=False)`` and read with
 ``np.load(allow_pickle=False)``, and ``model.json`` is plain JSON: loading a
 model never executes code. The manifest lists every file with its size and
@@ -53,10 +59,13 @@ from dgmm.io.codec import loads as _parse
 
 __all__ = [
     "ARRAY_NAMES",
+    "ATTRIBUTES_DTYPE",
+    "ATTRIBUTE_DTYPES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST",
     "READABLE_VERSIONS",
+    "attributes_dtype",
     "load_model",
     "params_from_files",
     "params_meta",
@@ -72,6 +81,23 @@ FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
 MANIFEST = "model.json"
 ARRAY_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
+#: model.json's field naming the dtype of the fitted attributes, and its values.
+ATTRIBUTES_DTYPE = "attributes_dtype"
+ATTRIBUTE_DTYPES = ("float32", "float64")
+
+
+def attributes_dtype(meta: Mapping[str, Any], where: str = "the model") -> str:
+    """The dtype of the fitted attributes ``model.json`` records; "float64" if none.
+
+    Raises ModelFormatError for any other value than "float32" or "float64".
+    """
+    value = meta.get(ATTRIBUTES_DTYPE, "float64")
+    if value not in ATTRIBUTE_DTYPES:
+        raise ModelFormatError(
+            f"{where}: {MANIFEST} has {ATTRIBUTES_DTYPE} {value!r}; expected one of "
+            f"{list(ATTRIBUTE_DTYPES)}. The file was edited or corrupted: save the model again."
+        )
+    return str(value)
 
 
 # -- arrays <-> bytes --------------------------------------------------------
@@ -524,6 +550,7 @@ def save_model(
     extra_files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    dtype: str = "float64",
 ) -> None:
     """Save parameters and metadata as a model directory.
 
@@ -542,11 +569,15 @@ def save_model(
     overwrite : bool, default=False
     storage_options : mapping, default=None
         As in :func:`write_dir`.
+    dtype : {"float32", "float64"}, default="float64"
+        The dtype of the fitted attributes (the training data's), recorded
+        as ``attributes_dtype``; the arrays are written in float64 either way.
     """
     from dgmm._version import __version__
 
     document = dict(meta or {})
     document.update(params_meta(params))
+    document[ATTRIBUTES_DTYPE] = attributes_dtype({ATTRIBUTES_DTYPE: dtype}, "save_model's dtype")
     document.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, dgmm_version=__version__)
     files = dict(extra_files or {})
     files.update(params_to_files(params))
