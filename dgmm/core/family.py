@@ -222,7 +222,7 @@ class MixtureFamily(Protocol):
 _FAMILIES: dict[str, MixtureFamily] = {}
 # Families of dgmm itself, imported on first use so importing this module
 # stays cheap and free of cycles (a family module imports this one).
-_BUILTIN = {"gaussian": "dgmm.core.gaussian"}
+_BUILTIN = {"gaussian": "dgmm.core.gaussian", "multinomial": "dgmm.core.multinomial_family"}
 
 _F = TypeVar("_F", bound=MixtureFamily)
 

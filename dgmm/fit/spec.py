@@ -32,7 +32,7 @@ from dgmm.core.options import (
     DegeneratePolicy,
     InitMethod,
 )
-from dgmm.core.params import GMMParams
+from dgmm.core.family import MixtureParams
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 
 __all__ = [
@@ -152,22 +152,27 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType({p.name: p.default for p in _TABL
 
 @dataclass(frozen=True)
 class EMConfig:
-    """What the loop needs to know besides data and starting parameters."""
+    """What the loop needs to know besides data and starting parameters.
 
-    covariance_type: CovarianceType
+    ``covariance_type`` and ``reg_covar`` are the Gaussian family's, ``alpha``
+    (additive smoothing of the word distributions) the multinomial family's.
+    """
+
+    covariance_type: CovarianceType | None
     tol: float = DEFAULTS["tol"]
     reg_covar: float = DEFAULTS["reg_covar"]
     max_iter: int = DEFAULTS["max_iter"]
     on_degenerate: DegeneratePolicy = DEFAULTS["on_degenerate"]
     split_every: int = _graph.DEFAULT_SPLIT_EVERY
     block_rows: int | None = None
+    alpha: float = 1.0
 
 
 @dataclass(frozen=True)
 class WarmStart:
     """Where a ``warm_start`` fit continues from: the previous fit's parameters and bound."""
 
-    params: GMMParams
+    params: MixtureParams
     lower_bound: float
 
 
@@ -203,11 +208,13 @@ class FitSpec:
     name of a generator, whose draws are not reproducible) for checkpoints.
     With ``warm_start`` set, ``n_init`` is 1 and ``init_params`` unused.
     The initial arrays are float64; their shapes are checked against the data
-    by :meth:`init_arrays`.
+    by :meth:`init_arrays`. ``family`` names the model family
+    (:mod:`dgmm.core.family`); a ``"multinomial"`` spec has no
+    ``covariance_type`` and reads ``alpha`` and ``feature_prob_init``.
     """
 
     n_components: int
-    covariance_type: CovarianceType
+    covariance_type: CovarianceType | None
     seed: int
     tol: float = DEFAULTS["tol"]
     reg_covar: float = DEFAULTS["reg_covar"]
@@ -229,6 +236,9 @@ class FitSpec:
     verbose_interval: int = DEFAULTS["verbose_interval"]
     client: Any = None
     scheduler_address: str | None = None
+    family: str = "gaussian"
+    alpha: float = 1.0
+    feature_prob_init: np.ndarray | None = None
 
     @classmethod
     def from_params(
@@ -288,6 +298,7 @@ class FitSpec:
             on_degenerate=self.on_degenerate,
             split_every=self.split_every,
             block_rows=self.block_size,
+            alpha=self.alpha,
         )
 
     def init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
@@ -368,7 +379,7 @@ class FitResult:
     caller should issue, or None.
     """
 
-    params: GMMParams
+    params: MixtureParams
     converged: bool
     n_iter: int
     lower_bound: float
