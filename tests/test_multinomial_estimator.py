@@ -323,3 +323,10 @@ def test_cli_fits_an_anndata_store_and_describes_the_model(tmp_path, corpus):
     info = invoke("info", "model", cwd=tmp_path)
     assert info.exit_code == 0, info.output
     assert "component 0" in info.output and "top features" in info.output
+    score = invoke("score", "model", "cells.zarr", "--key", "X", "--json", cwd=tmp_path)
+    assert score.exit_code == 0, score.output
+    mm = dgmm.load(tmp_path / "model")
+    assert json.loads(score.output.strip().splitlines()[-1])["log_likelihood"] == pytest.approx(mm.score(x), rel=1e-10)
+    predicted = invoke("predict", "model", "cells.zarr", "-o", "labels.zarr", "--key", "X", cwd=tmp_path)
+    assert predicted.exit_code == 0, predicted.output
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "labels.zarr"), mode="r")["label"][:], mm.predict(x))

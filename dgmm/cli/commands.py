@@ -284,7 +284,7 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
     with cluster(cluster_args) as client:
         x = on_cluster(data, client)
         total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
-    n_samples, n_parameters = int(x.shape[0]), gmm.params_.n_parameters()
+    n_samples, n_parameters = int(x.shape[0]), _n_parameters(gmm)
     return {
         "command": "score",
         "model": model,
