@@ -66,11 +66,13 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
     n_init : int, default=1
         Initialisations, run in lockstep (one read of the data serves all);
         the best lower bound wins.
-    init_params : {'random_from_data', 'random'}, default='random_from_data'
-        'random_from_data' starts each component from a random document's
-        word frequencies (mixed with the uniform distribution); 'random'
-        from one pass of random responsibilities. See
-        :mod:`dgmm.fit.init_multinomial`. ('kmeans' is not offered yet.)
+    init_params : {'kmeans', 'random_from_data', 'random'}, default='kmeans'
+        'kmeans' is k-means|| over all the documents (L1-normalised, in the
+        Hellinger embedding) then one hard assignment pass; 'random_from_data'
+        starts each component from a random document's word frequencies
+        (mixed with the uniform distribution); 'random' from one pass of
+        random responsibilities. See :mod:`dgmm.fit.init_multinomial` for
+        the passes each costs.
     weights_init : array-like of shape (n_components,), default=None
     feature_prob_init : array-like of shape (n_components, n_features), default=None
         Initial word probabilities, each row summing to 1; with it no
@@ -156,7 +158,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         tol: float = _D["tol"],
         max_iter: int = _D["max_iter"],
         n_init: int = _D["n_init"],
-        init_params: MultinomialInit = "random_from_data",
+        init_params: MultinomialInit = "kmeans",
         weights_init: Any = None,
         feature_prob_init: Any = None,
         random_state: int | np.random.RandomState | None = None,

@@ -100,10 +100,26 @@ def test_a_corpus_with_known_topics_is_recovered(rng):
     assert mm.score(x) == pytest.approx(float(np.mean(mm.score_samples(x))), rel=1e-12)
 
 
-def test_random_init_reaches_the_same_partition(corpus):
+@pytest.mark.parametrize("init_params", ["kmeans", "random_from_data", "random"])
+def test_every_init_reaches_the_true_partition(corpus, init_params):
     x, labels = corpus
-    mm = dgmm.MultinomialMixture(K, alpha=0.1, n_init=2, init_params="random", random_state=1).fit(x)
+    mm = dgmm.MultinomialMixture(K, alpha=0.1, n_init=2, init_params=init_params, random_state=1).fit(x)
+    # The three empty documents belong to no topic in particular.
     assert adjusted_rand_score(labels[3:], mm.predict(x)[3:]) >= 0.9
+
+
+def test_kmeans_seeding_distances_are_hellinger(corpus, rng):
+    from dgmm.core import multinomial_seeding as seeding
+
+    x, _ = corpus
+    centers = rng.dirichlet(np.ones(N_WORDS), size=4)
+    dist, label = seeding.nearest(seeding.hellinger_rows(x), np.sqrt(centers))
+    p = x.toarray() / np.maximum(x.toarray().sum(axis=1, keepdims=True), 1)
+    dense = ((np.sqrt(p)[:, None, :] - np.sqrt(centers)[None]) ** 2).sum(axis=2)  # 2 x Hellinger^2
+    nonempty = x.getnnz(axis=1) > 0
+    np.testing.assert_allclose(dist[nonempty], dense.min(axis=1)[nonempty], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(label[nonempty], dense.argmin(axis=1)[nonempty])
+    assert np.all(dist[~nonempty] == 0.0)
 
 
 def test_score_samples_is_the_dense_formula_and_empty_rows_get_the_weights(corpus, start):

@@ -165,8 +165,6 @@ def fit(
     if model_family == "multinomial":
         from dgmm.multinomial_mixture import MultinomialMixture
 
-        if click.get_current_context().get_parameter_source("init") == click.core.ParameterSource.DEFAULT:
-            init = "random_from_data"  # the Gaussian default (kmeans) is not this family's
         covariance_type = None
         gmm = MultinomialMixture(
             n_components, alpha=alpha, tol=tol, max_iter=max_iter, n_init=n_init,

@@ -5,7 +5,10 @@ The numerics are :mod:`dgmm.core.multinomial`'s (sparse x dense E-step,
 module adds what the engine needs: the parameters naming their family, the
 responsibility sources (an E-step, and random responsibilities for
 ``init_params="random"``), lockstep statistics from one read of a chunk,
-the re-seed policy for collapsed components, and the stored form.
+the re-seed policy for collapsed components, and the stored form. The
+sources of an E-step are :class:`MultinomialEStep`; the initialisation's are
+:class:`RandomMultinomialResp` and
+:class:`dgmm.core.multinomial_seeding.HellingerAssign`.
 
 Smoothing makes the M-step a MAP step: it maximises
 ``n * L(theta) + alpha * sum_kw log b_kw``, so the mean log-likelihood ``L``
@@ -26,6 +29,7 @@ import scipy.sparse as sp
 
 from dgmm.core import multinomial as mn
 from dgmm.core.family import FitConfig, ReseedEvent, register_family, rounding_tolerance
+from dgmm.core.multinomial_seeding import HellingerAssign
 from dgmm.errors import DegenerateComponentError, InvalidDataError, ModelFormatError
 
 __all__ = [
@@ -174,6 +178,9 @@ class MultinomialFamily:
         for source in sources:
             if isinstance(source, RandomMultinomialResp):
                 out.append(_random_stats(x, source, sample_weight, chunk_index))
+                continue
+            if isinstance(source, HellingerAssign):
+                out.append(source.stats(x, sample_weight))
                 continue
             out.append(
                 mn.chunk_stats(

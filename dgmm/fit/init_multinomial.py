@@ -10,18 +10,25 @@ method               cost
                      half and half with the uniform distribution, weights equal
 "random"             1 pass of random responsibilities (Dirichlet(1) per row),
                      then an M-step
+"kmeans"             k-means|| (Bahmani et al. 2012) on the L1-normalised rows in
+                     the Hellinger embedding sqrt(c / sum c): 1 gather (a first
+                     document), 5 sampling rounds (one pass each, 2K candidate
+                     documents a round, kept sparse), 1 pass weighting the
+                     candidates, weighted k-means (scikit-learn's KMeans, sparse)
+                     on the candidates in memory, then 1 pass assigning every
+                     document to its nearest centre and an M-step on those counts
 given arrays         ``feature_prob_init`` (and ``weights_init``): no pass
 ==================== ===============================================================
 
 ``weights_init`` alone replaces the weights the method found;
 ``feature_prob_init`` (K x V, rows summing to 1) replaces the word
-distributions, and with it no pass is made. k-means-style seeding
-(``"kmeans"``) is not offered for this family yet.
+distributions, and with it no pass is made.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from functools import partial
+from typing import Literal, get_args
 
 import dask
 import dask.array as da
@@ -30,6 +37,7 @@ import scipy.sparse as sp
 
 from dgmm import graph as _graph
 from dgmm.core import multinomial as mn
+from dgmm.core import multinomial_seeding as seeding
 from dgmm.core.multinomial_family import (
     MULTINOMIAL,
     MultinomialMixtureParams,
@@ -42,8 +50,10 @@ from dgmm.fit.spec import FitSpec
 __all__ = ["MULTINOMIAL_INIT_METHODS", "MultinomialInit", "init_arrays", "initialize"]
 
 #: How a mixture of multinomials may be initialised.
-MultinomialInit = Literal["random_from_data", "random"]
-MULTINOMIAL_INIT_METHODS: tuple[str, ...] = ("random_from_data", "random")
+MultinomialInit = Literal["kmeans", "random_from_data", "random"]
+MULTINOMIAL_INIT_METHODS: tuple[str, ...] = get_args(MultinomialInit)
+#: k-means|| sampling rounds, and candidates per round per component.
+KMEANS_ROUNDS, OVERSAMPLING = 5, 2.0
 #: Share of the uniform distribution in a word distribution seeded from one document.
 UNIFORM_SHARE = 0.5
 
@@ -120,6 +130,45 @@ def _from_documents(docs: sp.csr_matrix | np.ndarray) -> MultinomialMixtureParam
     return as_mixture_params(mn.MultinomialParams.from_probabilities(np.full(k, 1.0 / k), prob))
 
 
+def _kmeans_parallel(
+    x: da.Array, spec: FitSpec, sample_weight: da.Array | None, rngs: list[np.random.Generator]
+) -> list[MultinomialMixtureParams]:
+    """k-means|| in the Hellinger embedding, in lockstep for every restart (see the module docstring)."""
+    from sklearn.cluster import KMeans
+
+    k, n_rows = spec.n_components, x.shape[0]
+    first = _gather_documents(x, [np.asarray([rng.integers(n_rows)]) for rng in rngs])
+    candidates = [seeding.hellinger_rows(doc) for doc in first]
+    oversampling = max(1, int(round(OVERSAMPLING * k)))
+    for round_index in range(KMEANS_ROUNDS):
+        merged = _graph.map_chunks(
+            x, seeding.sample_candidates, partial(seeding.merge_candidates, oversampling=oversampling),
+            (candidates, oversampling, spec.seed, round_index),
+            sample_weight=sample_weight, split_every=spec.split_every,
+        )
+        candidates = [sp.vstack([c, m.points]).tocsr() for c, m in zip(candidates, merged)]
+    weights = _graph.map_chunks(
+        x, seeding.candidate_weights, seeding.sum_lists, candidates,
+        sample_weight=sample_weight, split_every=spec.split_every,
+    )
+    centers = []
+    for cand, w, rng in zip(candidates, weights, rngs):
+        keep = (w > 0) & (np.diff(cand.indptr) > 0)
+        cand, w = cand[keep], w[keep]
+        if cand.shape[0] == 0:  # every document is empty: any centre will do
+            cand, w = sp.csr_matrix(np.full((1, x.shape[1]), x.shape[1] ** -0.5)), np.ones(1)
+        if cand.shape[0] <= k:
+            # Fewer candidates than components: repeat them; EM re-seeds the duplicates.
+            centers.append(cand[np.arange(k) % cand.shape[0]].toarray())
+            continue
+        km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31)))
+        centers.append(np.asarray(km.fit(cand, sample_weight=w).cluster_centers_, dtype=np.float64))
+    stats = _graph.stats_pass(
+        x, tuple(seeding.HellingerAssign(c) for c in centers), sample_weight, split_every=spec.split_every
+    )
+    return [as_mixture_params(mn.m_step(s, spec.alpha).params) for s in stats]
+
+
 def initialize(
     x: da.Array,
     spec: FitSpec,
@@ -140,6 +189,8 @@ def initialize(
     if method == "random_from_data":
         index_sets = [np.sort(rng.choice(n_rows, size=k, replace=False)) for rng in rngs]
         params = [_from_documents(docs) for docs in _gather_documents(x, index_sets)]
+    elif method == "kmeans":
+        params = _kmeans_parallel(x, spec, sample_weight, rngs)
     elif method == "random":
         sources = tuple(RandomMultinomialResp(k, int(rng.integers(2**63))) for rng in rngs)
         stats = _graph.stats_pass(
