@@ -191,6 +191,36 @@ def test_a_fit_with_fixed_chunks_is_deterministic(corpus):
     assert a.lower_bounds_ == b.lower_bounds_
 
 
+def test_the_fit_is_bit_identical_on_one_worker_and_on_two(corpus):
+    from distributed import Client
+
+    x, _ = corpus
+    two = fitted(x, 5, n_init=2, chunks=60)  # the session's client: two workers
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0", set_as_default=False) as one_worker:
+        one = fitted(x, 5, n_init=2, chunks=60, client=one_worker)
+    assert one.params_.equals(two.params_)
+    assert one.lower_bounds_ == two.lower_bounds_
+
+
+def test_warm_start_continues_the_fit(corpus, start):
+    x, _ = corpus
+    six = fitted(x, 6, **start)
+    mm = fitted(x, 3, **start)
+    mm.set_params(warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mm.fit(x)
+    assert mm.params_.equals(six.params_)
+
+
+def test_float32_counts_run_float32_and_give_float64_log_probabilities(corpus, start):
+    x, _ = corpus
+    single = fitted(x.astype(np.float32), 4, **start)
+    double = fitted(x, 4, **start)
+    assert single.feature_log_prob_.dtype == np.float64
+    np.testing.assert_allclose(single.feature_log_prob_, double.feature_log_prob_, rtol=1e-4)
+
+
 def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, corpus):
     x, _ = corpus
     full = fitted(x, 6, n_init=2, chunks=100)
