@@ -305,9 +305,10 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
             check_feature_names(fitted, names, type(self).__name__)
         if n_features != self.params_.n_features:
             raise ShapeMismatchError(
-                f"X has {n_features} features (words), but {type(self).__name__} was fitted on "
-                f"{self.params_.n_features}. Build X with the vocabulary of the fit (the same "
-                "CountVectorizer, the same gene list, in the same order)."
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.params_.n_features} features as input (the words of the fit's vocabulary). "
+                "Build X with the vocabulary of the fit (the same CountVectorizer, the same gene "
+                "list, in the same order)."
             )
 
     def _predict(self, X: Any, what: str) -> Any:
@@ -471,6 +472,13 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         return {**state, "client": None} if state.get("client") is not None else state
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        tags.input_tags.allow_nan = False
+        return tags
 
 
 def _checked_counts(x: Any, block_info: dict[Any, Any] | None = None) -> Any:
