@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dgmm.core.params import GMMParams
     from dgmm.estimator import GaussianMixture
     from dgmm.fit.cluster import connect
-    from dgmm.io.sinks import write_array
+    from dgmm.fit.predict import write_array
     from dgmm.fit.data import open_dataset
 
 # public name -> (module, attribute or None for the module itself)
@@ -30,7 +30,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "load": ("dgmm._estimator_io", "load"),
     "MultinomialMixture": ("dgmm.multinomial_mixture", "MultinomialMixture"),
     "open_dataset": ("dgmm.fit.data", "open_dataset"),
-    "write_array": ("dgmm.io.sinks", "write_array"),
+    "write_array": ("dgmm.fit.predict", "write_array"),
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

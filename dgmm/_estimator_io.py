@@ -17,7 +17,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from dgmm.core.family import MixtureParams
 from dgmm.core.params import GMMParams
-from dgmm.errors import UnsupportedInputError
+from dgmm.core.lowrank import LowRankParams
+from dgmm.errors import UnsupportedInputError, UnsupportedModelError
 from dgmm.fit.spec import FitResult
 from dgmm.io import persistence
 from dgmm.io.codec import to_jsonable
@@ -40,7 +41,7 @@ _SKLEARN_PARAMS = (
 _SKLEARN_INITS = {"kmeans", "k-means++", "random", "random_from_data"}
 # Where and how a fit ran, not what the model is: an address or a checkpoint of
 # a past run would be wrong to reuse, and storage options may hold credentials.
-_NOT_SAVED = {"client", "scheduler_address", "checkpoint", "checkpoint_storage_options"}
+_NOT_SAVED = {"client", "scheduler_address", "scheduler", "checkpoint", "checkpoint_storage_options"}
 
 
 def _json_params(estimator: GaussianMixture) -> tuple[dict[str, Any], list[str]]:
@@ -143,6 +144,13 @@ def to_sklearn(estimator: GaussianMixture) -> SklearnGaussianMixture:
     from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
     params = estimator.params_
+    if isinstance(params, LowRankParams):
+        raise UnsupportedModelError(
+            f"to_sklearn cannot convert a covariance_type='lowrank' mixture (rank "
+            f"{params.rank}, {params.noise_type} noise): scikit-learn's GaussianMixture has "
+            "no low-rank covariance type, and its 'full' type would need K*D^2 numbers. Keep "
+            "the dgmm model (save/load), or fit covariance_type='full' or 'diag' to convert."
+        )
     kwargs = {name: getattr(estimator, name) for name in _SKLEARN_PARAMS}
     if estimator.init_params not in _SKLEARN_INITS:
         kwargs["init_params"] = "kmeans"  # 'split' is dgmm's; it only matters for a refit

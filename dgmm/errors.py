@@ -20,6 +20,7 @@ __all__ = [
     "ClusterLostError",
     "ConvergenceWarning",
     "DegenerateComponentError",
+    "DenseCovarianceTooLargeError",
     "DgmmError",
     "DgmmWarning",
     "FitInterrupted",
@@ -34,6 +35,8 @@ __all__ = [
     "TargetFormatError",
     "TargetNotWritableError",
     "ShapeMismatchError",
+    "UndefinedAttributeError",
+    "UnsupportedModelError",
     "InvalidSourceError",
     "SourceNotFoundError",
     "UnsupportedInputError",
@@ -84,6 +87,19 @@ class DegenerateComponentError(DgmmError, ValueError):
     Raised with ``on_degenerate="raise"``; scikit-learn raises a plain
     ``ValueError`` in the same place, which this subclasses.
     """
+
+
+class DenseCovarianceTooLargeError(DgmmError, MemoryError):
+    """Dense K x D x D covariances of a low-rank model would exceed the memory limit."""
+
+
+class UndefinedAttributeError(DgmmError, AttributeError):
+    """A fitted attribute that has no meaning for this model (``hasattr`` is False)."""
+
+
+class UnsupportedModelError(DgmmError, TypeError):
+    """The model cannot be converted or used where it was passed (e.g. a low-rank
+    mixture to scikit-learn, which has no such covariance type)."""
 
 
 class ModelFormatError(DgmmError, ValueError):

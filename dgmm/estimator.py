@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from numbers import Integral, Real
@@ -16,14 +15,27 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from dgmm.core.options import CovarianceType, DegeneratePolicy, InitMethod, PredictOutput
+from dgmm.core.family import family_of, information_criteria
+from dgmm.core.lowrank import DEFAULT_DENSE_BYTES, LowRankParams, dense_covariances
+from dgmm.core.options import (
+    CovarianceType,
+    DegeneratePolicy,
+    InitMethod,
+    LocalScheduler,
+    NoiseType,
+    PredictOutput,
+)
 from dgmm.core.params import GMMParams
-from dgmm.errors import InvalidOptionError
+from dgmm.errors import InvalidOptionError, UndefinedAttributeError
 from dgmm.fit import driver as _fit_driver
 from dgmm.fit import predict as _prediction
 from dgmm.fit.spec import DEFAULTS, PARAMETERS, FitResult, FitSpec, Param, WarmStart
 
 __all__ = ["GaussianMixture"]
+
+# Fitted attributes of each kind of parameters (the rest are the fit record's).
+_GAUSSIAN_ARRAYS = ("covariances_", "precisions_cholesky_", "precisions_")
+_LOWRANK_ARRAYS = ("factors_", "noise_variances_")
 
 # The signature's defaults are the table's (``dgmm.fit.spec.PARAMETERS``).
 _D = DEFAULTS
@@ -70,8 +82,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
-        Form of the covariance of each component.
+    covariance_type : {'full', 'tied', 'diag', 'spherical', 'lowrank'}, default='full'
+        Form of the covariance of each component. ``'lowrank'`` is
+        ``C_k = A_k A_k^T + Psi_k`` with ``rank`` factors ``A_k`` and noise
+        ``Psi_k`` (a mixture of factor analysers, or of probabilistic PCA):
+        no D x D matrix is ever formed, so D may run to tens of thousands.
+    rank : int, default=10
+        Number of factors per component of ``covariance_type='lowrank'``;
+        below n_features (0 is a diagonal mixture). Ignored otherwise.
+    noise_type : {'diag', 'spherical'}, default='diag'
+        Noise of ``covariance_type='lowrank'``: a variance per feature
+        (mixture of factor analysers) or one per component (mixture of
+        probabilistic PCA). Ignored otherwise.
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood per
         sample between iterations.
@@ -91,7 +113,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None
     precisions_init : array-like, default=None
-        User-given initial parameters, as in scikit-learn.
+        User-given initial parameters, as in scikit-learn (not for
+        ``covariance_type='lowrank'``).
+    factors_init : array-like of shape (n_components, n_features, rank), default=None
+    noise_variances_init : array-like of shape (n_components, n_features) or (n_components,), default=None
+        User-given initial factors and noise of ``covariance_type='lowrank'``;
+        with ``weights_init`` and ``means_init`` too, no initialisation pass
+        is made.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and re-seeding. The same seed, data and
         chunking give bit-identical results on any number of workers.
@@ -126,7 +154,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``'tls://host:8786'`` with the ``distributed.comm.tls.*`` Dask config)
         for each fit. Without either: the current default ``Client``, then
         Dask's ``scheduler-address`` config / ``DASK_SCHEDULER_ADDRESS``, then
-        a LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
+        this process for in-memory input (see ``scheduler``), then a
+        LocalCluster started for the fit. See :func:`dgmm.fit.cluster.connect`.
+    scheduler : {'threads', 'synchronous', 'processes'}, default=None
+        Where a fit (and ``predict_to``) runs without ``client`` or
+        ``scheduler_address``, named as in ``dask.compute(scheduler=...)``:
+        ``'threads'``, Dask's threaded scheduler in this process;
+        ``'synchronous'``, one thread in this process; ``'processes'``, a
+        LocalCluster of worker processes started for the fit. Given, it
+        wins over a current client and a configured address. By default
+        Dask's ``scheduler`` config when it names one of these; else input
+        already in memory (NumPy, pandas, xarray, Dask arrays of NumPy data)
+        runs in this process (synchronously up to 4096 rows, on threads
+        beyond) and stored sources (Zarr, Parquet, ``.npy``, URLs) on a
+        LocalCluster. BLAS runs one thread per Dask thread inside every
+        task, and the reduction tree is the same everywhere, so the result
+        does not depend on this choice (same chunks, same bits).
     checkpoint : str or os.PathLike, default=None
         Directory (local path or fsspec URL such as ``'s3://bucket/ckpt'``)
         where the fit writes the model and its whole loop state after
@@ -150,8 +193,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     covariances_ : ndarray
     precisions_ : ndarray
     precisions_cholesky_ : ndarray
-        As in scikit-learn, float64.
-    params_ : dgmm.core.params.GMMParams
+        As in scikit-learn, float64. For ``covariance_type='lowrank'``,
+        ``covariances_`` (n_components, n_features, n_features) is built on
+        demand from the factors and raises
+        :class:`dgmm.errors.DenseCovarianceTooLargeError` past 1 GiB; the
+        precisions are not defined (:class:`dgmm.errors.UndefinedAttributeError`,
+        an ``AttributeError``).
+    factors_ : ndarray of shape (n_components, n_features, rank)
+        ``A_k`` of ``covariance_type='lowrank'`` (only then).
+    noise_variances_ : ndarray of shape (n_components, n_features) or (n_components,)
+        ``Psi_k`` of ``covariance_type='lowrank'``: per feature for
+        ``noise_type='diag'``, one per component for ``'spherical'``.
+    params_ : dgmm.core.params.GMMParams or dgmm.core.lowrank.LowRankParams
         The fitted parameters as one object (read-only), what
         :mod:`dgmm.fit.predict`, the model files and :mod:`dgmm.demo` take.
     converged_ : bool
@@ -207,6 +260,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_components: int = _D["n_components"],
         *,
         covariance_type: CovarianceType = _D["covariance_type"],
+        rank: int = _D["rank"],
+        noise_type: NoiseType = _D["noise_type"],
         tol: float = _D["tol"],
         reg_covar: float = _D["reg_covar"],
         max_iter: int = _D["max_iter"],
@@ -215,6 +270,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         weights_init: Any = _D["weights_init"],
         means_init: Any = _D["means_init"],
         precisions_init: Any = _D["precisions_init"],
+        factors_init: Any = _D["factors_init"],
+        noise_variances_init: Any = _D["noise_variances_init"],
         random_state: int | np.random.RandomState | None = _D["random_state"],
         warm_start: bool = _D["warm_start"],
         verbose: int = _D["verbose"],
@@ -225,11 +282,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         on_degenerate: DegeneratePolicy = _D["on_degenerate"],
         client: Any = _D["client"],
         scheduler_address: str | None = _D["scheduler_address"],
+        scheduler: LocalScheduler | None = _D["scheduler"],
         checkpoint: str | os.PathLike[str] | None = _D["checkpoint"],
         checkpoint_storage_options: dict[str, Any] | None = _D["checkpoint_storage_options"],
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
+        self.rank = rank
+        self.noise_type = noise_type
         self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -238,6 +298,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
+        self.factors_init = factors_init
+        self.noise_variances_init = noise_variances_init
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
@@ -248,6 +310,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.on_degenerate = on_degenerate
         self.client = client
         self.scheduler_address = scheduler_address
+        self.scheduler = scheduler
         self.checkpoint = checkpoint
         self.checkpoint_storage_options = checkpoint_storage_options
 
@@ -314,12 +377,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # -- parameters -----------------------------------------------------------
 
     @property
-    def params_(self) -> GMMParams:
-        """The fitted parameters as one :class:`dgmm.core.params.GMMParams` (float64).
+    def params_(self) -> GMMParams | LowRankParams:
+        """The fitted parameters as one :class:`dgmm.core.params.GMMParams` (float64),
+        or :class:`dgmm.core.lowrank.LowRankParams` for ``covariance_type='lowrank'``.
 
         Raises :class:`sklearn.exceptions.NotFittedError` before ``fit``.
         """
         check_is_fitted(self, "means_")
+        if "factors_" in self.__dict__:
+            return LowRankParams(
+                np.asarray(self.weights_, dtype=np.float64),
+                np.asarray(self.means_, dtype=np.float64),
+                np.asarray(self.factors_, dtype=np.float64),
+                np.asarray(self.noise_variances_, dtype=np.float64),
+            )
         return GMMParams(
             np.asarray(self.weights_, dtype=np.float64),
             np.asarray(self.means_, dtype=np.float64),
@@ -345,20 +416,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         gmm : GaussianMixture
         """
         p = result.params
-        estimator = cls(
-            **{**params, "n_components": p.n_components, "covariance_type": p.covariance_type}
-        )
+        kind = {"n_components": p.n_components, "covariance_type": p.covariance_type}
+        if isinstance(p, LowRankParams):
+            kind.update(rank=p.rank, noise_type=p.noise_type)
+        estimator = cls(**{**params, **kind})
         estimator._apply_result(result)
         return estimator
 
     def _apply_result(self, result: FitResult) -> None:
         """Set the fitted attributes from ``result``."""
         p = result.params
+        # A refit may change the kind of parameters: drop the other kind's arrays.
+        for name in _GAUSSIAN_ARRAYS + _LOWRANK_ARRAYS:
+            self.__dict__.pop(name, None)
         self.weights_ = p.weights
         self.means_ = p.means
-        self.covariances_ = p.covariances
-        self.precisions_cholesky_ = p.precisions_cholesky
-        self.precisions_ = p.precisions
+        if isinstance(p, LowRankParams):
+            self.factors_ = p.factors
+            self.noise_variances_ = p.noise_variances
+        else:
+            self.covariances_ = p.covariances
+            self.precisions_cholesky_ = p.precisions_cholesky
+            self.precisions_ = p.precisions
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
         self.lower_bound_ = result.lower_bound
@@ -369,6 +448,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.feature_names_in_ = result.feature_names_in
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_  # fitted again on data without names, as scikit-learn
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for attributes not found otherwise: the Gaussian arrays of a
+        # low-rank model, which are built on demand or have no meaning.
+        if name in _GAUSSIAN_ARRAYS and "factors_" in self.__dict__:
+            if name == "covariances_":
+                return dense_covariances(self.params_, DEFAULT_DENSE_BYTES)
+            raise UndefinedAttributeError(
+                f"{name} has no meaning for covariance_type='lowrank': its covariances "
+                "A_k A_k^T + Psi_k are never inverted as D x D matrices (the densities use "
+                "the Woodbury identity). Use factors_ and noise_variances_, score_samples "
+                "for densities, or covariances_ (dense, for small n_features)."
+            )
+        # Anything else: the normal lookup's own error (a property's NotFittedError,
+        # itself an AttributeError, must not turn into a plain "no attribute").
+        return object.__getattribute__(self, name)
 
     # -- prediction -------------------------------------------------------------
 
@@ -460,7 +555,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             storage_options=storage_options, format=format,
             feature_names_in=getattr(self, "feature_names_in_", None),
             estimator_name=type(self).__name__,
-            client=self.client, scheduler_address=self.scheduler_address,
+            client=self.client, scheduler_address=self.scheduler_address, scheduler=self.scheduler,
         )
 
     def score(self, X: Any, y: Any = None) -> float:
@@ -491,7 +586,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _n_parameters(self) -> int:
         """Number of free parameters of the model."""
-        return self.params_.n_parameters()
+        params = self.params_
+        return family_of(params).n_parameters(params)
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better).
@@ -507,7 +603,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         bic : float
         """
         total, n_rows = self._total_log_likelihood(X)
-        return -2.0 * total + self._n_parameters() * math.log(n_rows)
+        return information_criteria(total, self._n_parameters(), n_rows)[0]
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better).
@@ -522,8 +618,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         aic : float
         """
-        total, _ = self._total_log_likelihood(X)
-        return -2.0 * total + 2.0 * self._n_parameters()
+        total, n_rows = self._total_log_likelihood(X)
+        return information_criteria(total, self._n_parameters(), n_rows)[1]
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (in memory).
@@ -540,17 +636,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
                 "least one sample."
             )
-        rng = np.random.default_rng(self._seed())
-        counts = rng.multinomial(n_samples, params.weights / params.weights.sum())
-        model = params.model
-        X = np.vstack(
-            [
-                model.sample_component(rng, params.means[k], params.covariances, k, int(c))
-                for k, c in enumerate(counts)
-            ]
-        )
-        y = np.repeat(np.arange(params.n_components), counts)
-        return X, y
+        return family_of(params).sample(params, int(n_samples), np.random.default_rng(self._seed()))
 
     # -- model files and scikit-learn ------------------------------------------
 
@@ -603,7 +689,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         Its ``predict``, ``predict_proba`` and ``score_samples`` agree with
         this model's to rounding. ``init_params='split'`` (dgmm's own)
-        becomes ``'kmeans'``, which matters only if it is refitted.
+        becomes ``'kmeans'``, which matters only if it is refitted. A
+        ``covariance_type='lowrank'`` model raises
+        :class:`dgmm.errors.UnsupportedModelError` (scikit-learn has no such type).
         """
         from dgmm._estimator_io import to_sklearn
 

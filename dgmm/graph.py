@@ -21,7 +21,12 @@ prediction come from the family of the sources or parameters
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import concurrent.futures
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -59,21 +64,64 @@ def chunk_offsets(x: da.Array) -> list[int]:
     return [0, *np.cumsum(x.chunks[0])[:-1].tolist()]
 
 
-def _client() -> Any:
-    """The distributed client dask.compute would use, or None."""
+def current_client() -> Any:
+    """The distributed client a pass runs on now, or None: dgmm's one client lookup.
+
+    The current default ``distributed.Client`` while it is running, unless
+    Dask's ``scheduler`` config names a local scheduler (threads,
+    synchronous), which wins as it does for ``dask.compute``.
+    """
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return None
     try:
         from distributed import default_client
     except ImportError:  # pragma: no cover - distributed is a core dependency
         return None
     try:
-        return default_client()
+        client = default_client()
     except ValueError:
         return None
+    return client if client.status == "running" else None
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS: dict[str, Any] = {"tasks": 0, "limiter": None, "controller": None}
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while any dgmm task runs in this process (threadpoolctl).
+
+    Whatever OMP/OPENBLAS_NUM_THREADS say, each Dask thread gets one BLAS
+    thread. Counted across threads: the first task in sets the limit and the
+    last one out restores it, so a task never has the limit lifted under it.
+    """
+    with _BLAS_LOCK:
+        if _BLAS["tasks"] == 0:
+            if _BLAS["controller"] is None:  # found once per process: ~0.25 ms
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS["controller"] = ThreadpoolController()
+            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["tasks"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["tasks"] -= 1
+            if _BLAS["tasks"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+
+
+def _pinned(kernel: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``kernel(*args, **kwargs)`` with one BLAS thread (the task of every per-chunk kernel)."""
+    with _one_blas_thread():
+        return kernel(*args, **kwargs)
 
 
 def broadcast(obj: Any) -> Any:
     """One handle to ``obj`` that every task of a pass can depend on."""
-    client = _client()
+    client = current_client()
     if client is not None:
         # hash=False: a new key every pass, so no stale object is reused.
         return client.scatter(obj, hash=False)
@@ -151,7 +199,7 @@ def _map_reduce(
 ) -> Any:
     handle = broadcast(shared)
     parts = [
-        delayed(kernel, pure=True)(block, handle, w, chunk_index=i, row_offset=offset)
+        delayed(_pinned, pure=True)(kernel, block, handle, w, chunk_index=i, row_offset=offset)
         for i, (block, w, offset) in enumerate(
             zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
         )
@@ -210,7 +258,8 @@ def map_chunks(
 
 def _predict_block(x: Any, params: MixtureParams, what: PredictWhat) -> np.ndarray:
     """``what`` of one block's rows, from one E-step of the params' family."""
-    log_norm, log_resp = family_of(params).log_prob_resp(x, params)
+    with _one_blas_thread():
+        log_norm, log_resp = family_of(params).log_prob_resp(x, params)
     if what == "labels":
         return log_resp.argmax(axis=1)
     if what == "proba":
@@ -253,7 +302,8 @@ def lazy_predict(x: da.Array, params: MixtureParams, what: PredictWhat) -> da.Ar
 
 def _predict_record(x: Any, params: MixtureParams, outputs: tuple[PredictOutput, ...]) -> np.ndarray:
     """The requested outputs of one chunk side by side (n_rows, width), x's dtype: one E-step."""
-    log_norm, log_resp = family_of(params).log_prob_resp(x, params)
+    with _one_blas_thread():
+        log_norm, log_resp = family_of(params).log_prob_resp(x, params)
     parts = {
         "labels": lambda: log_resp.argmax(axis=1)[:, None],
         "log_density": lambda: log_norm[:, None],
@@ -306,3 +356,72 @@ def scatter_rows(client: Any, rows: np.ndarray, row_chunks: tuple[int, ...]) -> 
     x = client.persist(da.concatenate(blocks, axis=0))
     wait(x)
     return x
+
+
+# -- tasks run for their side effects (writing outputs) --------------------------------------
+
+# Seconds to wait, after a write task failed, for the others still writing.
+_DRAIN_TIMEOUT = 120.0
+
+
+def run_tasks(out: da.Array, name: str) -> int:
+    """Compute ``out`` (one int64 count per chunk, layer ``name``); returns the sum.
+
+    Runs on the current client, else on a thread pool here. If a task fails,
+    raises only once no task is running any more, so the caller can remove
+    what they were writing for good (Dask's own schedulers raise at once and
+    leave the others running).
+    """
+    client = current_client()
+    if client is None:
+        return _run_threads(out)
+    return _run_distributed(client, out, name)
+
+
+def _run_threads(out: da.Array) -> int:
+    pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1)
+    try:
+        (counts,) = dask.compute(out, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return int(np.sum(counts))
+
+
+def _run_distributed(client: Any, out: da.Array, name: str) -> int:
+    from distributed import as_completed, futures_of
+
+    persisted = client.persist(out)
+    futures = futures_of(persisted)
+    total = 0
+    try:
+        for future in as_completed(futures):
+            if future.status != "finished":
+                future.result()  # raises the task's exception with its traceback
+            total += int(future.result()[0])
+    except BaseException:
+        client.cancel(futures)
+        _drain(client, name)
+        raise
+    finally:
+        del persisted, futures
+    return total
+
+
+def _executing(name: str, dask_worker: Any = None) -> int:
+    """Tasks of layer ``name`` a worker's threads are still running."""
+    state = dask_worker.state
+    running = set(state.executing) | set(getattr(state, "long_running", ()))
+    return sum(1 for ts in running if isinstance(ts.key, tuple) and ts.key[0] == name)
+
+
+def _drain(client: Any, name: str) -> None:
+    """Wait until no worker is running a task of layer ``name``."""
+    deadline = time.monotonic() + _DRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            counts = client.run(_executing, name)
+        except Exception:  # the cluster itself is failing: nothing more to wait for
+            return
+        if not any(counts.values()):
+            return
+        time.sleep(0.05)

@@ -426,7 +426,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
     ) -> Any:
         """Write predictions of every document of ``X`` to Zarr or Parquet, chunk by chunk
         (as :meth:`dgmm.GaussianMixture.predict_to`)."""
-        from dgmm.io.sinks import write_array
+        from dgmm.fit.predict import write_array
 
         params = self.params_
         outputs = [output] if isinstance(output, str) else list(output)
@@ -435,7 +435,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
                 f"output must be one of {list(PREDICT_OUTPUTS)} or a list of distinct ones; "
                 f"got {output!r}. For example output=['labels', 'log_density']."
             )
-        with connect(client=self.client, scheduler_address=self.scheduler_address) as client:
+        with connect(client=self.client, scheduler_address=self.scheduler_address, data=X) as client:
             data = open_for_fit(X, chunks=None, client=client)
             self._check_vocabulary(data.array.shape[1], data.feature_names)
             x = data.array.map_blocks(_checked_counts, dtype=data.array.dtype, meta=data.array._meta)

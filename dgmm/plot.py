@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from dgmm.core.kernels import estimate_log_prob_resp
+from dgmm.core.lowrank import DEFAULT_DENSE_BYTES, LowRankParams, dense_covariances
 from dgmm.core.params import GMMParams
-from dgmm.errors import OptionalDependencyError
+from dgmm.errors import InvalidOptionError, OptionalDependencyError, ShapeMismatchError
 
-__all__ = ["ellipse_geometry", "plot_fit", "principal_axes", "project_components"]
+__all__ = ["ellipse_geometry", "parse_image_shape", "plot_components", "plot_fit", "principal_axes",
+           "project_components"]
 
 FIGSIZE = (11.0, 4.5)
 DPI = 100
@@ -139,7 +141,14 @@ def _model_params(model: Any) -> GMMParams:
     if isinstance(model, GMMParams):
         return model
     if isinstance(getattr(type(model), "params_", None), property):
-        return model.params_  # a dgmm GaussianMixture (NotFittedError before fit)
+        params = model.params_  # a dgmm GaussianMixture (NotFittedError before fit)
+        if isinstance(params, LowRankParams):
+            # The 2-D view needs covariances: dense, for a small n_features only
+            # (DenseCovarianceTooLargeError says to use plot_components otherwise).
+            return GMMParams.from_covariances(
+                params.weights, params.means, dense_covariances(params, DEFAULT_DENSE_BYTES), "full"
+            )
+        return params
     try:
         return GMMParams(
             np.asarray(model.weights_, dtype=np.float64),
@@ -359,3 +368,101 @@ def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[st
     buffer = io.BytesIO()
     figure.savefig(buffer, format=suffix, dpi=DPI)
     fsio.replace_file(fsio.resolve(target, storage_options), buffer.getvalue(), what="the figure")
+
+
+# -- components as images ------------------------------------------------------------
+
+
+def parse_image_shape(text: str, n_features: int) -> tuple[int, ...]:
+    """``"H,W"`` or ``"H,W,C"`` as a shape whose product is ``n_features``."""
+    try:
+        shape = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3) or any(v < 1 for v in shape):
+        raise InvalidOptionError(
+            f"image shape must be H,W or H,W,C with positive integers (e.g. 64,64,3); got "
+            f"{text!r}. Pass the shape the features were flattened from."
+        )
+    if int(np.prod(shape)) != n_features:
+        raise ShapeMismatchError(
+            f"image shape {text!r} holds {int(np.prod(shape))} values, but the model has "
+            f"{n_features} features; expected a shape whose product is {n_features}."
+        )
+    return shape
+
+
+def _to_image(values: np.ndarray, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+    image = np.clip((values - low) / max(high - low, 1e-300), 0.0, 1.0).reshape(shape)
+    return image if len(shape) == 2 or shape[2] in (3, 4) else image.mean(axis=2)
+
+
+def plot_components(
+    model: Any,
+    image_shape: tuple[int, ...] | str,
+    *,
+    n_components: int = 16,
+    n_factors: int = 3,
+    path: str | os.PathLike[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A grid of component means as images, heaviest first, with their factor directions.
+
+    Row k shows ``mu_k`` and, for a low-rank model, ``mu_k + A_k^(j)`` and
+    ``mu_k - A_k^(j)`` for its first ``n_factors`` factors (the columns of
+    ``factors_``); other covariance types show the means alone. Every image
+    shares one grey/colour scale (the range of everything shown).
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        A fitted dgmm mixture, e.g. from :func:`dgmm.load`.
+    image_shape : tuple of int or str
+        ``(H, W)`` or ``(H, W, C)`` (or ``"64,64,3"``), product n_features.
+    n_components : int, default=16
+        Components shown at most (the heaviest).
+    n_factors : int, default=3
+        Factors shown per component at most.
+    path : str or path-like, default=None
+        Also write the figure there (as :func:`plot_fit`).
+    storage_options : mapping, default=None
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+    """
+    Figure, FigureCanvasAgg, _ = _matplotlib()
+    params = model.params_ if isinstance(getattr(type(model), "params_", None), property) else model
+    shape = parse_image_shape(image_shape, params.n_features) if isinstance(image_shape, str) else (
+        parse_image_shape(",".join(map(str, image_shape)), params.n_features)
+    )
+    order = np.argsort(-params.weights, kind="stable")[:n_components]
+    factors = params.factors if isinstance(params, LowRankParams) else np.zeros((params.n_components, params.n_features, 0))
+    n_f = min(n_factors, factors.shape[2])
+    rows = []
+    for k in order:
+        images = [params.means[k]]
+        for j in range(n_f):
+            images += [params.means[k] + factors[k, :, j], params.means[k] - factors[k, :, j]]
+        rows.append(images)
+    shown = np.asarray(rows)
+    low, high = float(shown.min()), float(shown.max())
+    n_cols = 1 + 2 * n_f
+    figure = Figure(figsize=(1.3 * n_cols + 0.6, 1.3 * len(order) + 0.4), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = np.asarray(figure.subplots(len(order), n_cols, squeeze=False))
+    titles = ["mean"] + [f"{sign}A{j + 1}" for j in range(n_f) for sign in ("+", "-")]
+    for r, (k, images) in enumerate(zip(order, rows)):
+        for c, values in enumerate(images):
+            ax = axes[r, c]
+            image = _to_image(values, shape, low, high)
+            ax.imshow(image, cmap=None if image.ndim == 3 else "gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{k}: w={params.weights[k]:.3f}", fontsize=7)
+    if path is not None:
+        _save(figure, path, storage_options)
+    return figure

@@ -36,9 +36,8 @@ FORBIDDEN_THIRD_PARTY = {
     # The cluster is the graph's and the fit's business: readers never scatter or look up a client.
     "io": {"distributed"},
 }
-# Known exceptions, to shrink: sinks still runs its write tasks on the client
-# itself (as_completed, cancel, drain); that runner belongs in dgmm.graph.
-FORBIDDEN_EXEMPT = {("dgmm.io.sinks", "distributed")}
+# Known exceptions, to shrink (none now: the write-task runner moved to dgmm.graph).
+FORBIDDEN_EXEMPT: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

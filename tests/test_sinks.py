@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from dgmm import GaussianMixture, open_dataset
+from dgmm import GaussianMixture, graph, open_dataset
 from dgmm.errors import (
     InvalidDataError,
     ShapeMismatchError,
@@ -24,8 +24,8 @@ from dgmm.errors import (
     TargetFormatError,
     TargetNotWritableError,
 )
+from dgmm.fit.predict import write_array
 from dgmm.io import sinks
-from dgmm.io.sinks import write_array
 
 # Per-chunk call counts of the functions below. Test-module functions are
 # pickled by reference, so the in-process workers update this very object.
@@ -86,7 +86,7 @@ def _read_zarr_tree(path) -> dict[str, bytes]:
 def scheduler(request, monkeypatch) -> str:
     """Both ways of running the write tasks: the session's cluster, or local threads."""
     if request.param == "threads":
-        monkeypatch.setattr(sinks, "_client", lambda: None)
+        monkeypatch.setattr(graph, "current_client", lambda: None)
     return request.param
 
 

@@ -17,7 +17,7 @@ import pytest
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from dgmm.cli import cli
-from dgmm.core.options import COVARIANCE_TYPE_NAMES, DEGENERATE_POLICIES, INIT_METHODS
+from dgmm.core.options import COVARIANCE_TYPE_NAMES, DEGENERATE_POLICIES, INIT_METHODS, LOCAL_SCHEDULERS
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.estimator import GaussianMixture
 from dgmm.fit.init import InitConfig
@@ -28,7 +28,8 @@ from ._helpers import random_params
 # CLI option name -> table name, per command.
 CLI_NAMES = {
     "fit": {
-        "n_components": "n_components", "covariance_type": "covariance_type", "max_iter": "max_iter",
+        "n_components": "n_components", "covariance_type": "covariance_type", "rank": "rank",
+        "noise_type": "noise_type", "max_iter": "max_iter",
         "tol": "tol", "init": "init_params", "n_init": "n_init", "seed": "random_state",
         "reg_covar": "reg_covar", "checkpoint": "checkpoint",
     },
@@ -58,10 +59,11 @@ def test_table_choices_are_the_literal_aliases():
     assert PARAMETERS["covariance_type"].choices == COVARIANCE_TYPE_NAMES
     assert PARAMETERS["init_params"].choices == INIT_METHODS
     assert PARAMETERS["on_degenerate"].choices == DEGENERATE_POLICIES
+    assert PARAMETERS["scheduler"].choices == LOCAL_SCHEDULERS
     for p in PARAMETERS.values():
         assert p.help and "\n" not in p.help, p.name
         if p.kind == "choice":
-            assert p.default in p.choices, p.name
+            assert p.default in p.choices or (p.optional and p.default is None), p.name
 
 
 def test_parameter_constraints_are_the_table():
@@ -86,7 +88,9 @@ def test_parameter_constraints_are_the_table():
         pytest.param("tol", -1e-9, id="tol-negative"),
         pytest.param("max_iter", -1, id="max_iter-negative"),
         pytest.param("split_every", 1, id="split_every-below-2"),
-        pytest.param("covariance_type", "lowrank", id="covariance_type-unknown"),
+        pytest.param("covariance_type", "banded", id="covariance_type-unknown"),
+        pytest.param("noise_type", "full", id="noise_type-unknown"),
+        pytest.param("rank", -1, id="rank-negative"),
         pytest.param("on_degenerate", "ignore", id="on_degenerate-unknown"),
         pytest.param("random_state", 2**32, id="random_state-too-large"),
     ],

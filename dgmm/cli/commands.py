@@ -30,15 +30,16 @@ from dgmm.cli.common import (
     CLUSTER_KEYS,
     SOURCE_KEYS,
     DgmmGroup,
-    bic,
     check_features,
     check_target,
     cluster,
     cluster_options,
     common_options,
     connect_args,
+    criteria,
     load_model,
     logger,
+    n_parameters,
     on_cluster,
     one_line,
     open_source,
@@ -113,6 +114,8 @@ def cli() -> None:
 @click.argument("source")
 @param_option("n_components", "-k", "--n-components", required=True)
 @param_option("covariance_type", "--covariance-type")
+@param_option("rank", "--rank")
+@param_option("noise_type", "--noise-type")
 @param_option("max_iter", "--max-iter")
 @param_option("tol", "--tol")
 @param_option("init_params", "--init")
@@ -140,7 +143,8 @@ def cli() -> None:
 )
 @common_options
 def fit(
-    source: str, n_components: int, covariance_type: str, max_iter: int, tol: float, init: str,
+    source: str, n_components: int, covariance_type: str, rank: int, noise_type: str,
+    max_iter: int, tol: float, init: str,
     n_init: int, seed: int | None, reg_covar: float, model_family: str, alpha: float,
     checkpoint: str | None, output: str, overwrite: bool, progress: bool | None, **kw: Any,
 ) -> dict[str, Any]:
@@ -174,6 +178,8 @@ def fit(
         gmm = GaussianMixture(
             n_components,
             covariance_type=covariance_type,
+            rank=rank,
+            noise_type=noise_type,
             tol=tol,
             reg_covar=reg_covar,
             max_iter=max_iter,
@@ -200,10 +206,11 @@ def fit(
         "n_components": n_components,
         "model": model_family,
         "covariance_type": covariance_type,
+        **_lowrank_info(gmm),
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": float(gmm.lower_bound_),
-        "bic": bic(gmm.lower_bound_ * n_samples, _n_parameters(gmm), n_samples),
+        "bic": criteria(gmm, gmm.lower_bound_ * n_samples, n_samples)["bic"],
         "seconds": seconds,
         "checkpoint": checkpoint,
     }
@@ -282,15 +289,14 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
     with cluster(cluster_args) as client:
         x = on_cluster(data, client)
         total = float(gmm.score_samples(x).sum(dtype=np.float64).compute())
-    n_samples, n_parameters = int(x.shape[0]), _n_parameters(gmm)
+    n_samples = int(x.shape[0])
     return {
         "command": "score",
         "model": model,
         "source": source,
         "n_samples": n_samples,
         "log_likelihood": total / n_samples,
-        "bic": bic(total, n_parameters, n_samples),
-        "aic": -2.0 * total + 2.0 * n_parameters,
+        **criteria(gmm, total, n_samples),
         "seconds": time.perf_counter() - start,
     }
 
@@ -313,7 +319,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
             "converged": bool(getattr(gmm, "converged_", False)),
             "n_iter": int(getattr(gmm, "n_iter_", 0)),
             "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
-            "n_parameters": _n_parameters(gmm),
+            "n_parameters": n_parameters(gmm),
             "weights": gmm.weights_,
             **{
                 f"component {k}": f"weight {w:.4g}; top features: "
@@ -328,20 +334,21 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
         "n_features": int(gmm.n_features_in_),
         "feature_names": _names(gmm),
         "covariance_type": gmm.covariance_type,
+        **_lowrank_info(gmm),
         "converged": bool(getattr(gmm, "converged_", False)),
         "n_iter": int(getattr(gmm, "n_iter_", 0)),
         "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
-        "n_parameters": int(gmm.params_.n_parameters()),
+        "n_parameters": n_parameters(gmm),
         "weights": gmm.weights_,
         "means": gmm.means_,
     }
 
 
-def _n_parameters(estimator: Any) -> int:
-    """Free parameters of a fitted estimator of any family (BIC)."""
-    from dgmm.core.family import family_of
-
-    return int(family_of(estimator.params_).n_parameters(estimator.params_))
+def _lowrank_info(gmm: Any) -> dict[str, Any]:
+    """``rank`` and ``noise_type`` of a low-rank model (nothing for the other types)."""
+    if getattr(gmm, "covariance_type", None) != "lowrank":
+        return {}
+    return {"rank": int(gmm.rank), "noise_type": gmm.noise_type}
 
 
 def _names(gmm: Any) -> list[str] | None:
@@ -352,7 +359,7 @@ def _names(gmm: Any) -> list[str] | None:
 
 def _write(arrays: list[tuple[Any, str | None]], overwrite: bool, storage_options: Any) -> None:
     """Each lazy array to its target (skipped when None), chunk by chunk and atomically."""
-    from dgmm.io.sinks import write_array
+    from dgmm.fit.predict import write_array
 
     for array, target in arrays:
         if target is not None:
@@ -496,6 +503,11 @@ def generate(
 )
 @click.option("--seed", type=_SEED, default=0, show_default=True, help="Seed of the row sample.")
 @click.option(
+    "--image-shape", default=None, metavar="H,W[,C]",
+    help="Draw the components as images of this shape instead: means (heaviest first) and, "
+    "for covariance type lowrank, mean +- each factor.",
+)
+@click.option(
     "-o", "--output", required=True, metavar="FIG", help="Image to write (.png, .svg, .pdf)."
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing FIG.")
@@ -503,16 +515,21 @@ def generate(
 @cluster_options
 @common_options
 def plot(
-    model: str, data: str | None, sample_rows: int, seed: int, output: str, overwrite: bool,
-    **kw: Any,
+    model: str, data: str | None, sample_rows: int, seed: int, image_shape: str | None,
+    output: str, overwrite: bool, **kw: Any,
 ) -> dict[str, Any]:
-    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses."""
-    from dgmm.plot import plot_fit
+    """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses
+    (or, with --image-shape, its components as images)."""
+    from dgmm.plot import plot_components, plot_fit
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
     gmm = load_model(model, storage_options)
     check_target(output, overwrite, storage_options, "figure")
+    if image_shape is not None:
+        plot_components(gmm, image_shape, path=output, storage_options=storage_options)
+        return {"command": "plot", "model": model, "data": None, "output": output, "rows_shown": 0,
+                "image_shape": image_shape}
     rows = None
     if data is not None:
         opened = open_source(data, **source_kw)
@@ -620,7 +637,7 @@ def demo(
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": total / n_samples,
-        "bic": bic(total, gmm.params_.n_parameters(), n_samples),
+        "bic": criteria(gmm, total, n_samples)["bic"],
         "seconds": seconds,
         "label_agreement": agreement,
         "data": paths["data.zarr"],

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import sys
 import traceback
 import warnings
@@ -26,8 +25,8 @@ logger = logging.getLogger("dgmm")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 CLUSTER_KEYS = (
-    "scheduler", "workers", "threads_per_worker", "memory_limit", "tls_ca_file", "tls_cert",
-    "tls_key",
+    "scheduler", "local_scheduler", "workers", "threads_per_worker", "memory_limit",
+    "tls_ca_file", "tls_cert", "tls_key",
 )
 SOURCE_KEYS = ("key", "columns", "storage_options")
 
@@ -297,6 +296,13 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "$DASK_SCHEDULER_ADDRESS or Dask's config, else a LocalCluster for the job.",
         ),
         click.option(
+            "--local-scheduler", type=click.Choice(["threads", "synchronous", "processes"]),
+            default=None,
+            help="Without --scheduler: 'processes' (default) starts a LocalCluster for the job; "
+            "'threads' or 'synchronous' run it in this process on Dask's scheduler of that "
+            "name (same results; no worker processes).",
+        ),
+        click.option(
             "--workers", type=click.IntRange(min=1), default=None,
             help="Worker processes of the LocalCluster (default: one per core).",
         ),
@@ -318,6 +324,7 @@ def connect_args(
     *,
     scheduler: str | None,
     workers: int | None,
+    local_scheduler: str | None = None,
     threads_per_worker: int | None,
     memory_limit: Any,
     tls_ca_file: str | None,
@@ -335,6 +342,16 @@ def connect_args(
             f"--scheduler connects to a running cluster; {', '.join(given)} size a "
             "LocalCluster. Pass one or the other."
         )
+    if local_scheduler is not None and scheduler is not None:
+        raise click.UsageError(
+            f"--scheduler connects to a running cluster; --local-scheduler {local_scheduler} "
+            "chooses how to run without one. Pass one or the other."
+        )
+    if local_scheduler in ("threads", "synchronous") and given:
+        raise click.UsageError(
+            f"--local-scheduler {local_scheduler} runs in this process; {', '.join(given)} "
+            "size a LocalCluster. Drop them or use --local-scheduler processes."
+        )
     tls = (tls_ca_file, tls_cert, tls_key)
     security = None
     if any(v is not None for v in tls):
@@ -348,6 +365,7 @@ def connect_args(
         )
     return {
         "scheduler_address": scheduler,
+        "scheduler": local_scheduler,
         "n_workers": workers,
         "threads_per_worker": threads_per_worker or 1,
         "memory_limit": memory_limit if memory_limit is not None else "auto",
@@ -418,9 +436,19 @@ def check_features(gmm: Any, x: Any, model: str, source: str) -> None:
         )
 
 
-def bic(total_log_likelihood: float, n_parameters: int, n_samples: int) -> float:
-    """``-2 log L + n_parameters log n_samples``, as scikit-learn."""
-    return -2.0 * total_log_likelihood + n_parameters * math.log(n_samples)
+def criteria(gmm: Any, total_log_likelihood: float, n_samples: int) -> dict[str, float]:
+    """``{"bic": ..., "aic": ...}`` of a fitted model whose rows sum to ``total_log_likelihood``."""
+    from dgmm.core.family import information_criteria
+
+    bic, aic = information_criteria(total_log_likelihood, n_parameters(gmm), n_samples)
+    return {"bic": bic, "aic": aic}
+
+
+def n_parameters(gmm: Any) -> int:
+    """Free parameters of a fitted model (its family counts them)."""
+    from dgmm.core.family import family_of
+
+    return int(family_of(gmm.params_).n_parameters(gmm.params_))
 
 
 def row_sample(x: Any, n_rows: int, seed: int) -> Any:

@@ -36,6 +36,7 @@ This module is numpy-only, as the whole core.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypedDict, TypeVar, get_args, runtime_checkable
 
@@ -59,6 +60,7 @@ __all__ = [
     "family_names",
     "family_of",
     "get_family",
+    "information_criteria",
     "merge",
     "register_family",
     "rounding_tolerance",
@@ -222,7 +224,11 @@ class MixtureFamily(Protocol):
 _FAMILIES: dict[str, MixtureFamily] = {}
 # Families of dgmm itself, imported on first use so importing this module
 # stays cheap and free of cycles (a family module imports this one).
-_BUILTIN = {"gaussian": "dgmm.core.gaussian", "multinomial": "dgmm.core.multinomial_family"}
+_BUILTIN = {
+    "gaussian": "dgmm.core.gaussian",
+    "lowrank": "dgmm.core.lowrank_family",
+    "multinomial": "dgmm.core.multinomial_family",
+}
 
 _F = TypeVar("_F", bound=MixtureFamily)
 
@@ -263,6 +269,23 @@ def merge(stats: Sequence[_S]) -> _S:
     for s in stats[1:]:
         total = total + s
     return total
+
+
+def information_criteria(total_loglik: float, n_parameters: int, n_samples: int) -> tuple[float, float]:
+    """``(bic, aic)`` of a model with ``n_parameters`` free parameters, as scikit-learn.
+
+    BIC = -2 log L + n_parameters log n_samples; AIC = -2 log L + 2 n_parameters,
+    with ``total_loglik`` = log L summed over the ``n_samples`` rows.
+
+    Examples
+    --------
+    >>> information_criteria(-100.0, 3, 50)[1]
+    206.0
+    """
+    return (
+        -2.0 * total_loglik + n_parameters * math.log(n_samples),
+        -2.0 * total_loglik + 2.0 * n_parameters,
+    )
 
 
 def rounding_tolerance(dtype: np.dtype, lower_bound: float) -> float:

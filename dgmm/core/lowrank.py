@@ -60,13 +60,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.linalg
 
 from dgmm.core.covariance import Scratch
-from dgmm.errors import DgmmError, InvalidDataError, ShapeMismatchError
+from dgmm.core.options import NoiseType
+from dgmm.errors import DenseCovarianceTooLargeError, InvalidDataError, ShapeMismatchError
 
 __all__ = [
     "DenseCovarianceTooLargeError",
@@ -90,8 +91,6 @@ __all__ = [
     "weighted_log_prob",
 ]
 
-NoiseType = Literal["diag", "spherical"]
-
 LOG_2PI = math.log(2.0 * math.pi)
 DEFAULT_DENSE_BYTES = 1 << 30
 # Bytes of a block's largest temporaries: the design [1, x - c0, extra] and
@@ -99,10 +98,6 @@ DEFAULT_DENSE_BYTES = 1 << 30
 DEFAULT_BLOCK_BYTES = 32 << 20
 # exp() below these underflows onto libm's / numpy's slow path (as kernels.py).
 _EXP_FLOOR = {8: -500.0, 4: -80.0}
-
-
-class DenseCovarianceTooLargeError(DgmmError, MemoryError):
-    """Dense K x D x D covariances of a low-rank model would exceed the memory limit."""
 
 
 # -- parameters ---------------------------------------------------------------
@@ -145,6 +140,9 @@ class LowRankParams:
     means: np.ndarray
     factors: np.ndarray
     noise_variances: np.ndarray
+    #: The model family (:mod:`dgmm.core.lowrank_family`) and covariance type.
+    family: ClassVar[str] = "lowrank"
+    covariance_type: ClassVar[str] = "lowrank"
 
     def __post_init__(self) -> None:
         weights = _float_array("weights", self.weights, 1)
@@ -212,6 +210,20 @@ class LowRankParams:
     def center(self) -> np.ndarray:
         """The mixture's mean ``sum_k w_k mu_k``: the kernels' centre c0."""
         return (self.weights / self.weights.sum()) @ self.means
+
+    def n_parameters(self) -> int:
+        """Free parameters (BIC / AIC); see :func:`n_parameters`."""
+        return n_parameters(self.n_components, self.n_features, self.rank, self.noise_type)
+
+    def equals(self, other: Any) -> bool:
+        """Bit-for-bit equality of every array (determinism tests)."""
+        return isinstance(other, LowRankParams) and all(
+            a.shape == b.shape and np.array_equal(a, b)
+            for a, b in zip(
+                (self.weights, self.means, self.factors, self.noise_variances),
+                (other.weights, other.means, other.factors, other.noise_variances),
+            )
+        )
 
 
 def n_parameters(n_components: int, n_features: int, rank: int, noise_type: NoiseType) -> int:

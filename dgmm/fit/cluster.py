@@ -1,12 +1,21 @@
-"""Where a fit runs: a given client, the current one, a scheduler address, or
-a LocalCluster of our own.
+"""Where a fit runs: a given client, the current one, a scheduler address,
+this process, or a LocalCluster of our own.
 
 ``connect`` picks, in this order: an explicit ``client``; an explicit
-``scheduler_address``; the current default ``distributed.Client``; Dask's
-``scheduler-address`` config (``DASK_SCHEDULER_ADDRESS``); else a LocalCluster
-that dgmm starts and closes. Explicit arguments win over ambient state, so a
-``scheduler_address=`` given in code is never silently replaced by a client
-created elsewhere in the session.
+``scheduler_address``; an explicit ``scheduler`` name (or Dask's
+``scheduler`` config set to one); the current default ``distributed.Client``;
+Dask's ``scheduler-address`` config (``DASK_SCHEDULER_ADDRESS``); input already
+in this process's memory runs here, on Dask's threaded scheduler
+(synchronously when it is too small to split); else (stored sources) a
+LocalCluster that dgmm starts and closes. Explicit arguments win over ambient
+state, so a ``scheduler_address=`` given in code is never silently replaced by
+a client created elsewhere in the session.
+
+In this process the passes build the same graph (same chunks, same fixed
+reduction tree, same kernels, BLAS pinned to one thread inside every task by
+``dgmm.graph``), so the result is bit-identical to the same fit on a cluster.
+Nothing is scattered or persisted, no worker can be lost, and the yielded
+client is ``None``: every helper here accepts it.
 
 A LocalCluster that dgmm starts has one worker process per core, one thread
 each; distributed's nanny sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in the workers
@@ -22,17 +31,23 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import dask.array as da
-from distributed import Client, LocalCluster, default_client, wait
+import numpy as np
+from distributed import Client, LocalCluster, wait
 
+from dgmm import graph
 from dgmm.errors import ClusterConnectionError, ClusterLostError
+from dgmm.io.sources import is_in_memory
 
 __all__ = [
+    "SCHEDULERS",
+    "Scheduler",
     "WorkerWatch",
     "connect",
+    "placement",
     "fit_client",
     "maybe_persist",
     "recoverable",
@@ -47,13 +62,27 @@ PERSIST_FRACTION = 0.5
 # Fits redone after losing data that only the client holds (scattered chunks).
 MAX_RECOVERIES = 3
 
+Scheduler = Literal["threads", "synchronous", "processes"]
+SCHEDULERS: tuple[str, ...] = ("threads", "synchronous", "processes")
+# Dask's other names of the same schedulers (``dask.config.set(scheduler=...)``).
+_ALIASES = {
+    "threading": "threads", "sync": "synchronous", "single-threaded": "synchronous",
+    "multiprocessing": "processes",
+}
+# In-memory input of at most this many rows runs synchronously: default
+# chunking gives it one chunk (``MIN_CHUNK_ROWS``), so there is nothing for a
+# thread pool to split (benchmarks/README.md, "Small data, in process").
+SYNCHRONOUS_MAX_ROWS = 4096
+# In-memory input of more bytes than this goes to a LocalCluster instead of
+# this process's threads. None: never (on 2 cores, threads beat a LocalCluster,
+# start-up included, at 1e5 x 8 and 1e6 x 16; not settled at 4e5 x 16 under
+# heavy load; benchmarks/README.md, "Small data, in process").
+IN_PROCESS_MAX_BYTES: int | None = None
+
 
 def _current_client() -> Client | None:
-    try:
-        client = default_client()
-    except ValueError:
-        return None
-    return client if client.status == "running" else None
+    """The running default client (:func:`dgmm.graph.current_client`, the one lookup)."""
+    return graph.current_client()
 
 
 def _configured_address() -> str | None:
@@ -132,6 +161,74 @@ def _open_client(
         ) from exc
 
 
+def _named(scheduler: str | None) -> str | None:
+    """``scheduler`` (or an alias Dask accepts) as one of ``SCHEDULERS``; None for anything else."""
+    if not isinstance(scheduler, str):
+        return None
+    name = _ALIASES.get(scheduler.lower(), scheduler.lower())
+    return name if name in SCHEDULERS else None
+
+
+# Modules whose task functions read storage: a Dask array built on them is not in memory.
+_READER_MODULES = ("dgmm.io", "zarr", "pyarrow", "fsspec", "h5py", "netCDF4", "tifffile", "xarray.backends")
+# Dask graphs with more nodes than this are not walked (taken as not in memory).
+_MAX_GRAPH_NODES = 20_000
+
+
+def _memory_only_graph(x: da.Array) -> bool:
+    """Whether every value of ``x``'s graph is a NumPy array, a scalar or a task of no reader module."""
+    from dask._task_spec import DataNode, GraphNode, Task
+
+    graph = x.__dask_graph__()
+    if len(graph) > _MAX_GRAPH_NODES:
+        return False
+    for value in graph.values():
+        if isinstance(value, DataNode):
+            value = value.value
+        elif isinstance(value, Task):
+            module = getattr(value.func, "__module__", None) or ""
+            if module.startswith(_READER_MODULES):
+                return False
+            continue
+        elif isinstance(value, GraphNode):
+            continue
+        if not isinstance(value, (np.ndarray, np.generic, int, float, str, bytes, tuple, type(None))):
+            return False  # a zarr.Array, an h5py dataset, a file handle: storage
+    return True
+
+
+def placement(data: Any = None, scheduler: str | None = None) -> Scheduler | None:
+    """Where a fit of ``data`` runs when no client or address is given or current.
+
+    ``scheduler`` (or Dask's ``scheduler`` config naming one of
+    ``SCHEDULERS``) decides when given. Otherwise input in this process's
+    memory (NumPy, pandas, xarray of NumPy, a Dask array whose graph holds
+    only NumPy data) runs here: ``"synchronous"`` up to
+    ``SYNCHRONOUS_MAX_ROWS`` rows, ``"threads"`` beyond (and up to
+    ``IN_PROCESS_MAX_BYTES``); stored sources get ``"processes"`` (a
+    LocalCluster). ``None`` when a client or address takes precedence
+    (``connect`` decides).
+    """
+    named = _named(scheduler) or _named(dask.config.get("scheduler", None))
+    if named is not None:
+        return named
+    if _current_client() is not None or _configured_address() is not None:
+        return None
+    in_memory = data is not None and is_in_memory(data)
+    if not in_memory and isinstance(data, da.Array):
+        in_memory = _memory_only_graph(data)
+    if not in_memory:
+        return "processes"
+    shape = getattr(data, "shape", None)
+    if shape is None:
+        shape = np.shape(data)
+    n_rows = int(shape[0]) if len(shape) else 0
+    nbytes = getattr(data, "nbytes", None)
+    if IN_PROCESS_MAX_BYTES is not None and nbytes is not None and nbytes > IN_PROCESS_MAX_BYTES:
+        return "processes"
+    return "synchronous" if n_rows <= SYNCHRONOUS_MAX_ROWS else "threads"
+
+
 @contextlib.contextmanager
 def _as_current(client: Client) -> Iterator[Client]:
     """Make ``client`` the one dask.compute and dgmm's graph layer use, for the block."""
@@ -141,8 +238,28 @@ def _as_current(client: Client) -> Iterator[Client]:
             f"(scheduler {getattr(client.scheduler, 'address', None)!r}). Pass an open "
             "Client, or no client to let dgmm find or start a cluster."
         )
-    with client.as_current():
+    # dask.compute takes Dask's scheduler config before the current client.
+    with client.as_current(), dask.config.set(scheduler="dask.distributed"):
         yield client
+
+
+@contextlib.contextmanager
+def _in_process(scheduler: str) -> Iterator[None]:
+    """Dask's threaded (or synchronous) scheduler for the block; nothing started."""
+    threads = 1 if scheduler == "synchronous" else _pool_size()
+    logger.info(
+        "dgmm runs in this process on Dask's %s scheduler (%d thread(s)); no cluster started",
+        scheduler, threads,
+    )
+    with dask.config.set(scheduler=scheduler):
+        yield None
+
+
+def _pool_size() -> int:
+    """Threads of Dask's threaded scheduler (``num_workers`` config, else the cores)."""
+    from dask.system import CPU_COUNT
+
+    return max(1, int(dask.config.get("num_workers", None) or CPU_COUNT))
 
 
 @contextlib.contextmanager
@@ -150,13 +267,15 @@ def connect(
     *,
     client: Client | None = None,
     scheduler_address: str | None = None,
+    scheduler: str | None = None,
+    data: Any = None,
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
     security: Any = None,
     timeout: float | str | None = None,
-) -> Iterator[Client]:
-    """The Dask client a fit runs on, current for the duration of the block.
+) -> Iterator[Client | None]:
+    """The Dask client a fit runs on (None in this process), current for the block.
 
     Parameters
     ----------
@@ -165,6 +284,14 @@ def connect(
     scheduler_address : str, optional
         Connect to this scheduler (``tcp://host:8786``, ``tls://host:8786``);
         the connection is closed on exit.
+    scheduler : {"threads", "synchronous", "processes"}, optional
+        Without ``client`` or ``scheduler_address``: run in this process on
+        Dask's threaded or synchronous scheduler, or on a LocalCluster of
+        worker processes started here. Default: Dask's ``scheduler`` config
+        when it names one of these, else decided by ``data`` (:func:`placement`).
+    data : any source ``open_dataset`` accepts, optional
+        What the block will compute on, to decide where it runs. None (the
+        CLI, which reads stored data): a LocalCluster.
     n_workers : int, optional
         Worker processes of a LocalCluster started here (default: one per core).
     threads_per_worker : int, default=1
@@ -180,24 +307,66 @@ def connect(
 
     Yields
     ------
-    client : distributed.Client
+    client : distributed.Client or None
         In order of precedence: ``client``; a connection to
-        ``scheduler_address``; the current default client; a connection to
-        Dask's ``scheduler-address`` config or ``DASK_SCHEDULER_ADDRESS``; a
-        client of a LocalCluster started here, closed on exit (its dashboard
-        link is logged on the ``dgmm`` logger).
+        ``scheduler_address``; None with ``scheduler`` "threads" or
+        "synchronous" (Dask's local scheduler set for the block); the current
+        default client; a connection to Dask's ``scheduler-address`` config
+        or ``DASK_SCHEDULER_ADDRESS``; None for in-memory ``data``; a client
+        of a LocalCluster started here, closed on exit (its dashboard link is
+        logged on the ``dgmm`` logger).
 
     Raises
     ------
+    ValueError
+        ``scheduler`` together with ``client`` or ``scheduler_address``.
     ClusterConnectionError
         No scheduler answered at the address, or TLS refused the connection.
     """
+    from threadpoolctl import threadpool_limits
+
+    # This process runs the M-step (and, in process, the tasks): one BLAS
+    # thread, whatever OMP/OPENBLAS_NUM_THREADS say. OpenBLAS's threads cost
+    # milliseconds per call on K small (d x d) triangular solves on busy cores.
+    with threadpool_limits(limits=1, user_api="blas"), _connect(
+        client=client, scheduler_address=scheduler_address, scheduler=scheduler, data=data,
+        n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        security=security, timeout=timeout,
+    ) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def _connect(
+    *,
+    client: Client | None,
+    scheduler_address: str | None,
+    scheduler: str | None,
+    data: Any,
+    n_workers: int | None,
+    threads_per_worker: int,
+    memory_limit: str | float | None,
+    security: Any,
+    timeout: float | str | None,
+) -> Iterator[Client | None]:
+    """``connect`` without the BLAS limit."""
+    if scheduler is not None and (client is not None or scheduler_address is not None):
+        given = "client" if client is not None else "scheduler_address"
+        raise ValueError(
+            f"scheduler={scheduler!r} chooses where a fit runs without a cluster, but "
+            f"{given}= was given too. Pass one or the other."
+        )
     if client is not None:
         with _as_current(client):
             yield client
         return
     address, source = scheduler_address, "scheduler_address argument"
-    if address is None:
+    where = None if address is not None else placement(data, scheduler)
+    if where in ("threads", "synchronous"):
+        with _in_process(where):
+            yield None
+        return
+    if address is None and where is None:
         current = _current_client()
         if current is not None:
             with _as_current(current):
@@ -305,8 +474,10 @@ class WorkerWatch:
         self.events = []
 
 
-def recoverable(client: Client, exc: BaseException, attempt: int, watch: WorkerWatch | None = None) -> bool:
+def recoverable(client: Client | None, exc: BaseException, attempt: int, watch: WorkerWatch | None = None) -> bool:
     """Whether a fit that raised ``exc`` should be redone on the same cluster.
+
+    In this process (``client`` None) no worker can be lost: always False.
 
     True when data the cluster held was lost with a worker (Dask cancels the
     pass with "lost dependencies" or "already forgotten": scattered in-memory
@@ -317,6 +488,8 @@ def recoverable(client: Client, exc: BaseException, attempt: int, watch: WorkerW
     """
     from concurrent.futures import CancelledError
 
+    if client is None:
+        return False
     lost_scheduler = client.status not in ("running", "connecting") or "scheduler-connection-lost" in str(exc)
     if not lost_scheduler and isinstance(exc, OSError):
         # A comm error on a live-looking client: ask the scheduler whether it is still there.
@@ -366,8 +539,14 @@ def _workers(client: Client) -> dict[str, Any]:
     return dict(info.get("workers", {}))
 
 
-def total_threads(client: Client) -> int:
-    """Threads across the cluster's workers (at least 1)."""
+def total_threads(client: Client | None) -> int:
+    """Threads across the cluster's workers, or of this process's Dask pool (at least 1).
+
+    Synchronous runs count the pool too: default chunks are then the same
+    whichever way in-memory input runs here, and so are the results.
+    """
+    if client is None:
+        return _pool_size()
     return max(1, sum(w.get("nthreads", 1) for w in _workers(client).values()))
 
 
@@ -388,12 +567,15 @@ def total_memory(client: Client) -> float:
     return free
 
 
-def maybe_persist(x: da.Array, client: Client) -> da.Array:
+def maybe_persist(x: da.Array, client: Client | None) -> da.Array:
     """Persist ``x`` once when it fits comfortably in the workers' memory.
 
-    Either way the EM passes run the same graph code; a persisted array just
+    In this process (``client`` None) there are no workers: ``x`` unchanged,
+    read from its source every pass. Either way the EM passes run the same graph code; a persisted array just
     has no storage reads in it.
     """
+    if client is None:
+        return x
     memory = total_memory(client)
     if memory and x.nbytes <= PERSIST_FRACTION * memory:
         x = client.persist(x)

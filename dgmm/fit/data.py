@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 import dask.array as da
-from distributed import Client, default_client
+from distributed import Client
 
 from dgmm import graph
 from dgmm.fit.cluster import total_threads
@@ -25,20 +25,19 @@ __all__ = ["on_cluster", "open_dataset", "open_for_fit", "scatter_to"]
 
 
 def _current_threads() -> int:
-    """Threads of the current client's workers, else this machine's cores."""
+    """Threads of the current client's workers, else this process's Dask pool."""
     try:
-        client = default_client()
-    except ValueError:  # no client: chunking only
-        return os.cpu_count() or 1
-    try:
-        return total_threads(client)
+        return total_threads(graph.current_client())
     except Exception:  # noqa: BLE001 - a client shutting down: chunking only
         return os.cpu_count() or 1
 
 
-def scatter_to(client: Client) -> Scatter:
-    """``scatter(rows, row_chunks)`` onto ``client``'s workers, for :func:`dgmm.io.sources.open_data`."""
-    return partial(graph.scatter_rows, client)
+def scatter_to(client: Client | None) -> Scatter | None:
+    """``scatter(rows, row_chunks)`` onto ``client``'s workers, for :func:`dgmm.io.sources.open_data`.
+
+    None when the fit runs in this process (no client): in-memory rows stay here.
+    """
+    return None if client is None else partial(graph.scatter_rows, client)
 
 
 def on_cluster(data: Dataset, client: Client) -> da.Array:
@@ -49,11 +48,11 @@ def on_cluster(data: Dataset, client: Client) -> da.Array:
     return default_chunks(data, total_threads(client)).opened()
 
 
-def open_for_fit(X: Any, *, chunks: int | None, client: Client) -> Dataset:
-    """``X`` as the Dataset of a fit or prediction on ``client``.
+def open_for_fit(X: Any, *, chunks: int | None, client: Client | None) -> Dataset:
+    """``X`` as the Dataset of a fit or prediction on ``client`` (None: in this process).
 
-    Default chunks are sized by the cluster's threads; in-memory rows are
-    scattered to its workers (``Dataset.in_memory``).
+    Default chunks are sized by the cluster's threads (or this process's
+    pool); in-memory rows are scattered to the workers (``Dataset.in_memory``).
     """
     return open_data(X, chunks=chunks, n_threads=total_threads(client), scatter=scatter_to(client))
 

@@ -25,11 +25,11 @@ from dgmm.core.family import MixtureParams, family_of
 from dgmm.errors import InvalidDataError, ShapeMismatchError, UnsupportedInputError
 from dgmm.fit import init_multinomial
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
+from dgmm.fit.data import open_for_fit, scatter_to
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
-from dgmm.fit.data import open_for_fit, scatter_to
 from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
 
 __all__ = ["fit"]
@@ -56,7 +56,9 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         data's feature count and names.
     """
     names = None
-    with connect(client=spec.client, scheduler_address=spec.scheduler_address) as client:
+    with connect(
+        client=spec.client, scheduler_address=spec.scheduler_address, scheduler=spec.scheduler, data=X,
+    ) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:
@@ -154,6 +156,8 @@ def _fingerprint(
             "split_every": spec.split_every,
             "block_size": spec.block_size,
             **({} if spec.family == "gaussian" else {"family": spec.family, "alpha": spec.alpha}),
+            # Only for "lowrank", so the Gaussian types' fingerprints stay what they were.
+            **({"rank": spec.rank, "noise_type": spec.noise_type} if spec.covariance_type == "lowrank" else {}),
         },
     }
 
@@ -212,8 +216,12 @@ def _fit(
         loop = LoopCheckpoint(
             store, _fingerprint(spec, x, weight, digests), spec.seed, {"max_iter": spec.max_iter}
         )
-        resumed = loop.load(spec.max_iter)
     try:
+        if loop is not None:
+            # The writer's lease first: a second fit on this checkpoint (a scheduled
+            # job overlapping its previous run) is refused before any pass over the data.
+            loop.store.acquire()
+            resumed = loop.load(spec.max_iter)
         with stop_on_interrupt(loop is not None) as interrupt:
             if resumed is not None:
                 start, restarts = resumed
@@ -268,9 +276,9 @@ def _chain(*callbacks: IterationCallback | None) -> IterationCallback | None:
 
 
 def _params_digest(params: MixtureParams) -> str:
-    """One digest of all the parameter arrays (the family's stored form, in its order)."""
-    _, arrays = family_of(params).to_arrays(params)
-    return content_digest(np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays.values()]))
+    """One digest of all the parameter arrays (those of the params' family)."""
+    arrays = family_of(params).to_arrays(params)[1].values()
+    return content_digest(np.concatenate([np.ravel(a) for a in arrays]))
 
 
 class _progress:

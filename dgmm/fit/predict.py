@@ -16,14 +16,16 @@ import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.kernels import require_finite
-from dgmm.core.options import PREDICT_OUTPUTS, PredictOutput
+from dgmm.core.options import PREDICT_OUTPUTS, LocalScheduler, PredictOutput
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit.cluster import connect
 from dgmm.fit.data import open_for_fit
+from dgmm.io import sinks
+from dgmm.io.sinks import WriteResult
 from dgmm.io.sources import as_float_array, check_feature_names, feature_names, is_in_memory, open_data
 
-__all__ = ["Prediction", "predict", "predict_to"]
+__all__ = ["Prediction", "predict", "predict_to", "write_array"]
 
 #: What ``predict`` computes per row: the label, the component probabilities, log p(x).
 Prediction = Literal["labels", "proba", "score_samples"]
@@ -109,18 +111,17 @@ def predict_to(
     estimator_name: str = "GaussianMixture",
     client: Any = None,
     scheduler_address: str | None = None,
+    scheduler: LocalScheduler | None = None,
 ) -> Any:
     """Write the predictions of X under ``params`` to ``target`` (see ``GaussianMixture.predict_to``).
 
-    One E-step per chunk serves every output in ``output``; ``client`` and
-    ``scheduler_address`` say where it runs (:func:`dgmm.fit.cluster.connect`).
+    One E-step per chunk serves every output in ``output``; ``client``,
+    ``scheduler_address`` and ``scheduler`` say where it runs (:func:`dgmm.fit.cluster.connect`).
 
     Returns
     -------
     result : dgmm.io.sinks.WriteResult
     """
-    from dgmm.io.sinks import write_array
-
     outputs = [output] if isinstance(output, str) else list(output)
     unknown = [o for o in outputs if o not in PREDICT_OUTPUTS]
     if not outputs or unknown or len(set(outputs)) != len(outputs):
@@ -128,8 +129,10 @@ def predict_to(
             f"output must be one of {list(PREDICT_OUTPUTS)} or a list of distinct ones; "
             f"got {output!r}. For example output=['labels', 'log_density']."
         )
-    with connect(client=client, scheduler_address=scheduler_address) as client:
-        # In-memory X is scattered to the workers; stored X stays lazy.
+    with connect(
+        client=client, scheduler_address=scheduler_address, scheduler=scheduler, data=X,
+    ) as client:
+        # In-memory X is scattered to the workers (or stays here, client None); stored X stays lazy.
         data = open_for_fit(X, chunks=None, client=client)
         x = data.array
         _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)
@@ -141,6 +144,18 @@ def predict_to(
         return write_array(
             arrays, target, format=format, overwrite=overwrite, storage_options=storage_options
         )
+
+
+def write_array(x: Any, target: str, **kwargs: Any) -> WriteResult:
+    """Write a Dask array, or several named ones with the same rows, to Zarr or Parquet.
+
+    :func:`dgmm.io.sinks.write_array` (its parameters and guarantees), with
+    the write tasks run on the current Dask client, else on threads here
+    (:func:`dgmm.graph.run_tasks`). Each input chunk is computed and written
+    by one task; nothing is gathered on the client; nothing appears under
+    ``target`` unless every chunk was written.
+    """
+    return sinks.write_array(x, target, run=_graph.run_tasks, **kwargs)
 
 
 def _checked_finite(x: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:

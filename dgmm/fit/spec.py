@@ -3,7 +3,7 @@
 ``PARAMETERS`` is the single source of every hyper-parameter's default,
 range or choices and one-line help: ``GaussianMixture.__init__``'s defaults
 and its ``_parameter_constraints``, and the CLI's options, are built from it
-(``tests/test_fit_driver.py`` checks the three agree).
+(``tests/test_spec.py`` checks the three agree).
 
 A fit is ``FitSpec`` in (built once by ``GaussianMixture.fit_spec`` from the
 validated parameters: seed drawn, initial arrays converted, warm start
@@ -28,12 +28,16 @@ from dgmm.core.options import (
     COVARIANCE_TYPE_NAMES,
     DEGENERATE_POLICIES,
     INIT_METHODS,
+    LOCAL_SCHEDULERS,
+    NOISE_TYPES,
     CovarianceType,
     DegeneratePolicy,
     InitMethod,
+    LocalScheduler,
+    NoiseType,
 )
 from dgmm.core.family import MixtureParams
-from dgmm.errors import InvalidDataError, ShapeMismatchError
+from dgmm.errors import InvalidDataError, InvalidOptionError, ShapeMismatchError
 
 __all__ = [
     "DEFAULTS",
@@ -81,6 +85,16 @@ _TABLE = (
         choices=COVARIANCE_TYPE_NAMES,
     ),
     Param(
+        "rank", 10, "int",
+        "Factors per component of covariance_type='lowrank' (C_k = A_k A_k^T + Psi_k); below n_features.",
+        low=0,
+    ),
+    Param(
+        "noise_type", "diag", "choice",
+        "Noise Psi_k of covariance_type='lowrank': per feature (factor analysers) or one variance (PPCA).",
+        choices=NOISE_TYPES,
+    ),
+    Param(
         "tol", 1e-3, "float",
         "Convergence threshold on the change of the mean log-likelihood per row.", low=0.0,
     ),
@@ -100,6 +114,16 @@ _TABLE = (
     Param(
         "precisions_init", None, "array",
         "Initial precisions, shaped as covariance_type's covariances.", optional=True,
+    ),
+    Param(
+        "factors_init", None, "array",
+        "Initial factors of covariance_type='lowrank', shape (n_components, n_features, rank).",
+        optional=True,
+    ),
+    Param(
+        "noise_variances_init", None, "array",
+        "Initial noise of covariance_type='lowrank', shape (n_components, n_features) or (n_components,).",
+        optional=True,
     ),
     # NumPy's RandomState (scikit-learn's check_random_state) takes seeds in [0, 2**32 - 1].
     Param(
@@ -131,6 +155,12 @@ _TABLE = (
     Param(
         "scheduler_address", None, "str", "Otherwise connect to this Dask scheduler.",
         optional=True,
+    ),
+    Param(
+        "scheduler", None, "choice",
+        "Without a cluster: Dask's threads or synchronous scheduler in this process, or "
+        "processes (a LocalCluster); default: this process for in-memory input.",
+        choices=LOCAL_SCHEDULERS, optional=True,
     ),
     Param(
         "checkpoint", None, "path",
@@ -181,7 +211,11 @@ _INIT_SHAPES = {
     "weights_init": "(n_components,)",
     "means_init": "(n_components, n_features)",
     "precisions_init": "that of covariance_type's precisions",
+    "factors_init": "(n_components, n_features, rank)",
+    "noise_variances_init": "(n_components, n_features) for noise_type='diag', (n_components,) for 'spherical'",
 }
+# The initial arrays of covariance_type="lowrank" alone.
+_LOWRANK_INITS = ("factors_init", "noise_variances_init")
 
 
 def _float_array(name: str, value: Any) -> np.ndarray | None:
@@ -216,6 +250,8 @@ class FitSpec:
     n_components: int
     covariance_type: CovarianceType | None
     seed: int
+    rank: int = DEFAULTS["rank"]
+    noise_type: NoiseType = DEFAULTS["noise_type"]
     tol: float = DEFAULTS["tol"]
     reg_covar: float = DEFAULTS["reg_covar"]
     max_iter: int = DEFAULTS["max_iter"]
@@ -225,6 +261,8 @@ class FitSpec:
     weights_init: np.ndarray | None = None
     means_init: np.ndarray | None = None
     precisions_init: np.ndarray | None = None
+    factors_init: np.ndarray | None = None
+    noise_variances_init: np.ndarray | None = None
     warm_start: WarmStart | None = None
     chunks: int | None = None
     block_size: int | None = None
@@ -236,6 +274,7 @@ class FitSpec:
     verbose_interval: int = DEFAULTS["verbose_interval"]
     client: Any = None
     scheduler_address: str | None = None
+    scheduler: LocalScheduler | None = None
     family: str = "gaussian"
     alpha: float = 1.0
     feature_prob_init: np.ndarray | None = None
@@ -267,6 +306,8 @@ class FitSpec:
             n_components=int(p["n_components"]),
             covariance_type=p["covariance_type"],
             seed=int(seed),
+            rank=int(p["rank"]),
+            noise_type=p["noise_type"],
             tol=float(p["tol"]),
             reg_covar=float(p["reg_covar"]),
             max_iter=int(p["max_iter"]),
@@ -284,6 +325,7 @@ class FitSpec:
             verbose_interval=int(p["verbose_interval"]),
             client=p["client"],
             scheduler_address=p["scheduler_address"],
+            scheduler=p["scheduler"],
             **inits,
         )
 
@@ -305,15 +347,27 @@ class FitSpec:
         """``weights_init``, ``means_init``, ``precisions_init`` checked for data of ``n_features``.
 
         Shapes, finiteness, weights in [0, 1] summing to 1, positive definite
-        precisions; each failure names the parameter and the remedy.
+        precisions; each failure names the parameter and the remedy. With
+        ``covariance_type="lowrank"`` also ``factors_init`` and
+        ``noise_variances_init`` (positive), and ``rank < n_features``.
         """
         k = self.n_components
-        model = get_covariance_model(self.covariance_type)
-        shapes = {
-            "weights_init": (k,),
-            "means_init": (k, n_features),
-            "precisions_init": model.shape(k, n_features),
-        }
+        if self.covariance_type == "lowrank":
+            shapes = self._lowrank_shapes(n_features)
+        else:
+            given = [name for name in _LOWRANK_INITS if getattr(self, name) is not None]
+            if given:
+                raise InvalidOptionError(
+                    f"{' and '.join(given)} apply to covariance_type='lowrank' only; this fit "
+                    f"has covariance_type={self.covariance_type!r}. Pass covariance_type='lowrank', "
+                    "or leave them None."
+                )
+            model = get_covariance_model(self.covariance_type)
+            shapes = {
+                "weights_init": (k,),
+                "means_init": (k, n_features),
+                "precisions_init": model.shape(k, n_features),
+            }
         out: dict[str, np.ndarray | None] = {}
         for name, shape in shapes.items():
             array = getattr(self, name)
@@ -344,7 +398,14 @@ class FitSpec:
                     "The parameter 'weights_init' should be normalized (sum to 1), but got "
                     f"sum(weights) = {np.sum(w):.5f}. Divide it by its sum."
                 )
-        p = out["precisions_init"]
+        noise = out.get("noise_variances_init")
+        if noise is not None and np.any(noise <= 0):
+            raise InvalidDataError(
+                f"The parameter 'noise_variances_init' must be positive; got min value "
+                f"{noise.min():.5g}. Pass positive noise variances, or None to let "
+                "init_params choose them."
+            )
+        p = out.get("precisions_init")
         if p is not None:
             bad = model.is_positive_definite(p)
             if bad.size:
@@ -354,6 +415,30 @@ class FitSpec:
                     "of valid covariance matrices, or None to let init_params choose them."
                 )
         return out
+
+    def _lowrank_shapes(self, n_features: int) -> dict[str, tuple[int, ...]]:
+        """The initial arrays of a low-rank fit and their shapes; checks rank and precisions_init."""
+        k = self.n_components
+        if not 0 <= self.rank < n_features:
+            raise InvalidOptionError(
+                f"rank must be in [0, n_features - 1] = [0, {n_features - 1}] for data with "
+                f"{n_features} features; got rank={self.rank}. A rank of n_features or more "
+                "is a full covariance with unidentifiable factors: pass a smaller rank, or "
+                "covariance_type='full'."
+            )
+        if self.precisions_init is not None:
+            raise InvalidOptionError(
+                "precisions_init has no meaning for covariance_type='lowrank' (its covariances "
+                "are A_k A_k^T + Psi_k); got an array. Pass factors_init and "
+                "noise_variances_init instead, or None."
+            )
+        noise = (k, n_features) if self.noise_type == "diag" else (k,)
+        return {
+            "weights_init": (k,),
+            "means_init": (k, n_features),
+            "factors_init": (k, n_features, self.rank),
+            "noise_variances_init": noise,
+        }
 
 
 @dataclass(frozen=True)

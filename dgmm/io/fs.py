@@ -92,10 +92,16 @@ class Location:
 
 
 def is_local(fs: Any) -> bool:
-    """Whether ``fs`` is the local filesystem (the one rule dgmm uses)."""
+    """Whether ``fs`` is the local filesystem (the one rule dgmm uses).
+
+    fsspec's ``LocalFileSystem`` under its own protocol (``file``/``local``): a
+    subclass registered under another protocol (a wrapper that counts, caches
+    or fakes requests) is reached through fsspec's calls, never around them.
+    """
     from fsspec.implementations.local import LocalFileSystem
 
-    return isinstance(fs, LocalFileSystem)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return isinstance(fs, LocalFileSystem) and bool({"file", "local"} & set(protocols))
 
 
 def resolve(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Location:

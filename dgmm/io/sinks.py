@@ -39,16 +39,13 @@ temporary sibling is moved into place by :func:`dgmm.io.fs.commit_dir`:
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import os
 import posixpath
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -61,10 +58,6 @@ FORMATS = ("zarr", "parquet")
 
 # Objects a Zarr reader opens first: copied last on object storage.
 _ZARR_ROOT_METADATA = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
-
-# Seconds to wait for tasks still writing after another chunk failed.
-_DRAIN_TIMEOUT = 120.0
-
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -92,10 +85,17 @@ class WriteResult:
     columns: tuple[str, ...]
 
 
+#: ``run(out, name) -> rows``: computes the write tasks (layer ``name``) of ``out``,
+#: one int64 row count per chunk, and raises only once none is running any more
+#: (the graph layer's :func:`dgmm.graph.run_tasks`).
+TaskRunner = Callable[[da.Array, str], int]
+
+
 def write_array(
     x: Any,
     target: str,
     *,
+    run: TaskRunner,
     format: str | None = None,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
@@ -114,6 +114,10 @@ def write_array(
         Later arrays are re-chunked to the first one's row chunks.
     target : str
         Local path or fsspec URL (``s3://bucket/out.zarr``).
+    run : callable
+        Runs the write tasks (:data:`TaskRunner`); the public
+        :func:`dgmm.write_array` passes the graph layer's, which runs them on
+        the current client or on threads here.
     format : {'zarr', 'parquet'}, default=None
         By default from the suffix: ``.zarr`` is Zarr; ``.parquet``, ``.pq``,
         a trailing ``/`` or no suffix is a Parquet dataset (a directory with
@@ -178,7 +182,7 @@ def write_array(
         writer = _ParquetWriter(fs, tmp, len(row_chunks), kwargs)
     try:
         columns = writer.prepare(arrays)
-        n_rows = _run_chunks(arrays, writer, f"dgmm-write-{token}")
+        n_rows = _run_chunks(arrays, writer, f"dgmm-write-{token}", run)
     except BaseException:
         fsio.remove_quietly(fs, tmp, local)
         raise
@@ -359,7 +363,7 @@ def _write_task(writer: _Writer, names: tuple[str, ...], bounds: np.ndarray, *bl
 
 # -- running the chunks -----------------------------------------------------------
 
-def _run_chunks(arrays: dict[str, da.Array], writer: _Writer, name: str) -> int:
+def _run_chunks(arrays: dict[str, da.Array], writer: _Writer, name: str, run: TaskRunner) -> int:
     """One write task per row chunk; returns the rows written.
 
     If a chunk fails, returns (by raising) only once no task is writing any
@@ -379,69 +383,4 @@ def _run_chunks(arrays: dict[str, da.Array], writer: _Writer, name: str) -> int:
         align_arrays=False, concatenate=True, adjust_chunks={"i": 1},
         dtype=np.int64, meta=np.empty((0,), dtype=np.int64), name=name,
     )
-    client = _client()
-    if client is None:
-        return _run_threads(out)
-    return _run_distributed(client, out, name)
-
-
-def _client() -> Any:
-    try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover - distributed is a core dependency
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
-
-
-def _run_threads(out: da.Array) -> int:
-    # Our own pool, so that after a failure we can wait for the tasks still
-    # running (dask's local scheduler raises at once and leaves them running).
-    pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1)
-    try:
-        (counts,) = dask.compute(out, scheduler="threads", pool=pool)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return int(np.sum(counts))
-
-
-def _run_distributed(client: Any, out: da.Array, name: str) -> int:
-    from distributed import as_completed, futures_of
-
-    persisted = client.persist(out)
-    futures = futures_of(persisted)
-    total = 0
-    try:
-        for future in as_completed(futures):
-            if future.status != "finished":
-                future.result()  # raises the task's exception with its traceback
-            total += int(future.result()[0])
-    except BaseException:
-        client.cancel(futures)
-        _drain(client, name)
-        raise
-    finally:
-        del persisted, futures
-    return total
-
-
-def _executing(name: str, dask_worker: Any = None) -> int:
-    """Tasks of layer ``name`` a worker's threads are still running."""
-    state = dask_worker.state
-    running = set(state.executing) | set(getattr(state, "long_running", ()))
-    return sum(1 for ts in running if isinstance(ts.key, tuple) and ts.key[0] == name)
-
-
-def _drain(client: Any, name: str) -> None:
-    """Wait until no worker is running a write task of layer ``name``."""
-    deadline = time.monotonic() + _DRAIN_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            counts = client.run(_executing, name)
-        except Exception:  # the cluster itself is failing: nothing more to wait for
-            return
-        if not any(counts.values()):
-            return
-        time.sleep(0.05)
+    return run(out, name)

@@ -1,0 +1,467 @@
+"""``GaussianMixture(covariance_type="lowrank")`` end to end: the estimator, the
+family behind the engine, initialisation, model files, checkpoints and errors.
+
+The numerics alone are tests/test_lowrank.py's; here every check goes through
+the estimator (or the family interface the engine uses), with oracles written
+independently: dense scipy densities, the generating parameters of the data,
+the ``diag`` type from the same start.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score
+
+import dgmm
+from dgmm.core.family import get_family
+from dgmm.core.lowrank import LowRankParams
+from dgmm.errors import (
+    DegenerateComponentError,
+    DenseCovarianceTooLargeError,
+    InvalidOptionError,
+    ShapeMismatchError,
+    UndefinedAttributeError,
+    UnsupportedModelError,
+)
+from dgmm.fit import loop as em
+from dgmm import graph as _graph
+from dgmm.fit.spec import FitResult
+from dgmm.io.checkpoint import Checkpoint
+
+from ._helpers import ReadCounter
+
+
+def fit_quietly(gmm: dgmm.GaussianMixture, X, **kwargs) -> dgmm.GaussianMixture:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return gmm.fit(X, **kwargs)
+
+
+def make_mfa(
+    rng: np.random.Generator, n_samples: int = 4000, n_features: int = 8, n_components: int = 3,
+    rank: int = 2, noise_type: str = "diag", separation: float = 6.0,
+) -> tuple[np.ndarray, np.ndarray, LowRankParams]:
+    """Rows drawn from a known mixture of factor analysers, their labels, the truth."""
+    shape = (n_components, n_features) if noise_type == "diag" else (n_components,)
+    truth = LowRankParams(
+        rng.dirichlet(np.full(n_components, 5.0)),
+        rng.normal(0.0, separation, (n_components, n_features)),
+        rng.normal(0.0, 1.0, (n_components, n_features, rank)),
+        rng.uniform(0.2, 1.0, shape),
+    )
+    X, labels = get_family("lowrank").sample(truth, n_samples, rng)
+    order = rng.permutation(n_samples)
+    return X[order], labels[order], truth
+
+
+def dense_log_density(X: np.ndarray, params: LowRankParams) -> np.ndarray:
+    """log p(x) with dense covariances A A^T + Psi and scipy (small D only)."""
+    noise = params.noise_variances
+    parts = []
+    for k in range(params.n_components):
+        psi = noise[k] if noise.ndim == 2 else np.full(params.n_features, noise[k])
+        cov = params.factors[k] @ params.factors[k].T + np.diag(psi)
+        parts.append(
+            np.log(params.weights[k]) + scipy.stats.multivariate_normal(params.means[k], cov).logpdf(X)
+        )
+    return np.logaddexp.reduce(np.stack(parts, axis=1), axis=1)
+
+
+def start_from(truth: LowRankParams, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """User-given initial arrays near the truth (no initialisation pass is made)."""
+    return {
+        "weights_init": np.full(truth.n_components, 1.0 / truth.n_components),
+        "means_init": truth.means + rng.normal(0.0, 0.3, truth.means.shape),
+        "factors_init": 0.5 * rng.normal(size=truth.factors.shape),
+        "noise_variances_init": np.ones(truth.noise_variances.shape),
+    }
+
+
+@pytest.fixture(scope="module")
+def mfa():
+    return make_mfa(np.random.default_rng(3))
+
+
+_FITS: dict[str, dgmm.GaussianMixture] = {}
+
+
+@pytest.fixture(scope="module", params=["diag", "spherical"])
+def fitted(request):
+    """A fit from the default initialisation (k-means as diag, then PCA) per noise type."""
+    noise_type = request.param
+    X, labels, truth = make_mfa(np.random.default_rng(7), noise_type=noise_type)
+    if noise_type not in _FITS:
+        _FITS[noise_type] = fit_quietly(
+            dgmm.GaussianMixture(
+                3, covariance_type="lowrank", rank=2, noise_type=noise_type, tol=1e-6,
+                max_iter=300, random_state=0, chunks=1000,
+            ),
+            X,
+        )
+    return _FITS[noise_type], X, labels, truth
+
+
+# -- what the fit finds --------------------------------------------------------
+
+
+def test_fit_reaches_the_truth_and_recovers_the_labels(fitted):
+    gmm, X, labels, truth = fitted
+    # EM's optimum is at least as likely as the generating parameters (up to the
+    # tolerance of stopping early); labels are the generating components.
+    true_mean = float(dense_log_density(X, truth).mean())
+    assert gmm.score(X) >= true_mean - 1e-3
+    assert adjusted_rand_score(labels, gmm.predict(X)) >= 0.95
+    assert gmm.converged_
+
+
+def test_fitted_attributes_have_the_documented_shapes(fitted):
+    gmm, X, _, truth = fitted
+    k, d = 3, X.shape[1]
+    assert gmm.factors_.shape == (k, d, 2)
+    assert gmm.noise_variances_.shape == truth.noise_variances.shape
+    assert gmm.means_.shape == (k, d) and gmm.weights_.shape == (k,)
+    assert np.all(gmm.noise_variances_ > 0)
+    assert gmm.weights_.sum() == pytest.approx(1.0)
+    assert isinstance(gmm.params_, LowRankParams)
+
+
+def test_score_samples_equals_dense_scipy(fitted):
+    gmm, X, _, _ = fitted
+    np.testing.assert_allclose(gmm.score_samples(X[:500]), dense_log_density(X[:500], gmm.params_), rtol=1e-10)
+
+
+def test_covariances_are_built_on_demand(fitted):
+    gmm, X, _, _ = fitted
+    cov = gmm.covariances_
+    noise = gmm.noise_variances_
+    for k in range(3):
+        psi = noise[k] if noise.ndim == 2 else np.full(X.shape[1], noise[k])
+        np.testing.assert_allclose(cov[k], gmm.factors_[k] @ gmm.factors_[k].T + np.diag(psi), rtol=1e-12)
+
+
+def test_predict_proba_and_lazy_prediction_agree(fitted):
+    gmm, X, _, _ = fitted
+    proba = gmm.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    x = da.from_array(X, chunks=(700, -1))
+    lazy = gmm.predict_proba(x)
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_allclose(lazy.compute(), proba, rtol=1e-10, atol=1e-12)
+    assert np.array_equal(gmm.predict(x).compute(), proba.argmax(axis=1))
+    np.testing.assert_allclose(gmm.score_samples(x).compute(), gmm.score_samples(X), rtol=1e-12)
+
+
+def test_bic_counts_the_issue_parameters(fitted):
+    gmm, X, _, _ = fitted
+    n, d, k, l = X.shape[0], X.shape[1], 3, 2
+    noise = k * d if gmm.noise_type == "diag" else k
+    p = (k - 1) + k * d + k * (d * l - l * (l - 1) // 2) + noise
+    total = float(gmm.score_samples(X).sum())
+    assert gmm.bic(X) == pytest.approx(-2 * total + p * math.log(n), rel=1e-12)
+    assert gmm.aic(X) == pytest.approx(-2 * total + 2 * p, rel=1e-12)
+
+
+def test_sample_has_the_model_moments(fitted):
+    gmm, X, _, _ = fitted
+    gmm.random_state = 0
+    S, y = gmm.sample(20000)
+    assert S.shape == (20000, X.shape[1]) and y.shape == (20000,)
+    heaviest = int(np.argmax(gmm.weights_))
+    np.testing.assert_allclose(S[y == heaviest].mean(axis=0), gmm.means_[heaviest], atol=0.15)
+
+
+def test_rank_zero_is_the_diag_type_from_the_same_start(mfa):
+    X, _, truth = mfa
+    rng = np.random.default_rng(0)
+    means = truth.means + rng.normal(0.0, 0.3, truth.means.shape)
+    variances = np.ones((3, X.shape[1]))
+    common = dict(tol=0.0, max_iter=8, reg_covar=1e-6, chunks=1000, weights_init=np.full(3, 1 / 3), means_init=means)
+    low = fit_quietly(
+        dgmm.GaussianMixture(3, covariance_type="lowrank", rank=0, factors_init=np.zeros((3, X.shape[1], 0)),
+                             noise_variances_init=variances, **common),
+        X,
+    )
+    diag = fit_quietly(dgmm.GaussianMixture(3, covariance_type="diag", precisions_init=1 / variances, **common), X)
+    np.testing.assert_allclose(low.means_, diag.means_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(low.noise_variances_, diag.covariances_, rtol=1e-9)
+    np.testing.assert_allclose(low.lower_bounds_, diag.lower_bounds_, rtol=1e-10)
+
+
+# -- the engine: reads, chunking, lockstep ---------------------------------------
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_one_read_per_iteration(mfa, streamed, n_init):
+    X, _, truth = mfa
+    source = ReadCounter(X, rows=600)
+    gmm = dgmm.GaussianMixture(
+        3, covariance_type="lowrank", rank=2, max_iter=5, tol=0.0, n_init=n_init,
+        **start_from(truth, np.random.default_rng(1)),
+    )
+    fit_quietly(gmm, source.array)
+    assert gmm.n_iter_ == 5
+    assert dict(source.counts) == {i: 5 for i in range(source.n_chunks)}
+
+
+def test_lockstep_restarts_read_like_one(mfa, streamed):
+    X, _, _ = mfa
+    reads = {}
+    for n_init in (1, 3):
+        source = ReadCounter(X, rows=600)
+        fit_quietly(
+            dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, n_init=n_init, max_iter=4, tol=0.0,
+                                 init_params="random", random_state=2),
+            source.array,
+        )
+        reads[n_init] = sum(source.counts.values())
+    assert reads[3] == reads[1]
+
+
+@pytest.mark.parametrize("chunks, split_every", [(250, 2), (999, 3), (4000, 8)])
+def test_result_does_not_depend_on_chunking(mfa, chunks, split_every):
+    X, _, truth = mfa
+    kw = dict(covariance_type="lowrank", rank=2, max_iter=8, tol=0.0, **start_from(truth, np.random.default_rng(4)))
+    ref = fit_quietly(dgmm.GaussianMixture(3, chunks=4000, **kw), X)
+    got = fit_quietly(dgmm.GaussianMixture(3, chunks=chunks, split_every=split_every, **kw), X)
+    # Sums in another order: agreement to rounding, stated as rtol 1e-9.
+    for name in ("weights_", "means_", "factors_", "noise_variances_"):
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-9, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(got.lower_bounds_, ref.lower_bounds_, rtol=1e-12)
+
+
+def test_float32_data_far_from_the_origin(mfa):
+    X, labels, truth = mfa
+    far = (X + 1e4).astype(np.float32)
+    gmm = fit_quietly(dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, random_state=0, max_iter=100), far)
+    assert adjusted_rand_score(labels, gmm.predict(far)) >= 0.95
+    assert gmm.score(far) >= float(dense_log_density(X, truth).mean()) - 0.05
+
+
+# -- re-seeding ------------------------------------------------------------------
+
+
+def _far_component_start(truth: LowRankParams, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    start = start_from(truth, rng)
+    start["means_init"] = start["means_init"].copy()
+    start["means_init"][2] = 1e3  # no row anywhere near it: its weight collapses
+    return start
+
+
+def test_collapsed_component_is_reseeded_with_a_typed_event(mfa):
+    X, _, truth = mfa
+    gmm = fit_quietly(
+        dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, max_iter=30, tol=1e-6, random_state=0,
+                             **_far_component_start(truth, np.random.default_rng(5))),
+        X,
+    )
+    events = [e for h in gmm.history_ for e in h["events"] if e["event"] == "reseed"]
+    assert events and events[0]["component"] == 2 and events[0]["reason"] == "weight_collapsed"
+    assert np.all(gmm.weights_ > 0.05)
+
+
+def test_collapsed_component_raises_with_on_degenerate_raise(mfa):
+    X, _, truth = mfa
+    gmm = dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, max_iter=5, on_degenerate="raise",
+                               **_far_component_start(truth, np.random.default_rng(5)))
+    with pytest.raises(DegenerateComponentError, match=r"\[2\]"):
+        fit_quietly(gmm, X)
+
+
+# -- model files, checkpoints, resume ---------------------------------------------
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    gmm, X, _, _ = fitted
+    gmm.save(tmp_path / "m")
+    back = dgmm.GaussianMixture.load(tmp_path / "m")
+    assert (back.covariance_type, back.rank, back.noise_type) == ("lowrank", 2, gmm.noise_type)
+    for name in ("weights_", "means_", "factors_", "noise_variances_"):
+        assert np.array_equal(getattr(back, name), getattr(gmm, name)), name
+    assert np.array_equal(back.predict(X), gmm.predict(X))
+    assert back.history_ == gmm.history_
+
+
+class Crash(Exception):
+    """Stands for the process dying in the middle of an EM pass."""
+
+
+class PassHook:
+    """``dgmm.fit.loop``'s view of ``_graph`` that crashes at the start of EM pass ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __getattr__(self, name: str):
+        return getattr(_graph, name)
+
+    def stats_pass(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            raise Crash
+        return _graph.stats_pass(*args, **kwargs)
+
+
+@pytest.mark.parametrize("noise_type, k", [("diag", 0), ("diag", 3), ("spherical", 2)])
+def test_resume_after_k_iterations_is_bit_identical(mfa, tmp_path, monkeypatch, noise_type, k):
+    X, _, _ = mfa
+    kw = dict(n_components=3, covariance_type="lowrank", rank=2, noise_type=noise_type, n_init=2,
+              init_params="random_from_data", tol=0.0, max_iter=6, random_state=5, chunks=500)
+    want = fit_quietly(dgmm.GaussianMixture(**kw), X)
+    path = str(tmp_path / "ck")
+    with monkeypatch.context() as m:
+        m.setattr(em, "_graph", PassHook(k + 1))
+        with pytest.raises(Crash):
+            fit_quietly(dgmm.GaussianMixture(**kw, checkpoint=path), X)
+    assert Checkpoint(path).read().iteration == k
+    got = fit_quietly(dgmm.GaussianMixture(**kw, checkpoint=path), X)
+    for name in ("weights_", "means_", "factors_", "noise_variances_"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert np.array_equal(got.lower_bounds_, want.lower_bounds_)
+    assert (got.n_iter_, got.converged_) == (want.n_iter_, want.converged_)
+
+
+def test_a_checkpoint_of_another_rank_is_not_resumed(mfa, tmp_path):
+    X, _, truth = mfa
+    path = str(tmp_path / "ck")
+    kw = dict(covariance_type="lowrank", max_iter=2, tol=0.0, random_state=0, init_params="random_from_data")
+    fit_quietly(dgmm.GaussianMixture(3, rank=2, checkpoint=path, **kw), X)
+    with pytest.raises(dgmm.errors.CheckpointMismatchError, match="rank"):
+        fit_quietly(dgmm.GaussianMixture(3, rank=1, checkpoint=path, **kw), X)
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def _tiny_model(n_features: int = 4, rank: int = 1) -> dgmm.GaussianMixture:
+    params = LowRankParams(np.array([1.0]), np.zeros((1, n_features)), np.ones((1, n_features, rank)),
+                           np.ones((1, n_features)))
+    result = FitResult(params, True, 1, 0.0, (0.0,), (), n_features)
+    return dgmm.GaussianMixture.from_result(result)
+
+
+@pytest.mark.parametrize("name", ["precisions_cholesky_", "precisions_"])
+def test_precisions_are_undefined(name):
+    gmm = _tiny_model()
+    with pytest.raises(UndefinedAttributeError, match="lowrank"):
+        getattr(gmm, name)
+    assert not hasattr(gmm, name)  # an AttributeError: hasattr says no
+
+
+def test_to_sklearn_is_refused():
+    with pytest.raises(UnsupportedModelError, match="lowrank"):
+        _tiny_model().to_sklearn()
+
+
+def test_dense_covariances_too_large_raise_a_memory_error():
+    gmm = _tiny_model(n_features=12_000)
+    with pytest.raises(DenseCovarianceTooLargeError, match="factors_") as info:
+        gmm.covariances_
+    assert isinstance(info.value, MemoryError)
+
+
+def test_refit_as_another_type_drops_the_low_rank_arrays(mfa):
+    X, _, _ = mfa
+    gmm = fit_quietly(dgmm.GaussianMixture(3, covariance_type="lowrank", rank=1, max_iter=3, random_state=0), X)
+    gmm.set_params(covariance_type="diag")
+    fit_quietly(gmm, X)
+    assert not hasattr(gmm, "factors_") and gmm.precisions_cholesky_.shape == (3, X.shape[1])
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        pytest.param(dict(rank=8), InvalidOptionError, "rank", id="rank-equals-n_features"),
+        pytest.param(dict(rank=20), InvalidOptionError, "rank", id="rank-above-n_features"),
+        pytest.param(dict(rank=-1), ValueError, "rank", id="rank-negative"),
+        pytest.param(dict(rank=1.5), ValueError, "rank", id="rank-not-an-integer"),
+        pytest.param(dict(noise_type="full"), ValueError, "noise_type", id="noise_type-unknown"),
+        pytest.param(dict(init_params="split"), InvalidOptionError, "split", id="split-init"),
+        pytest.param(dict(precisions_init=np.ones((3, 8))), InvalidOptionError, "precisions_init",
+                     id="precisions_init"),
+        pytest.param(dict(factors_init=np.ones((3, 8, 1))), ShapeMismatchError, "factors_init",
+                     id="factors_init-wrong-rank"),
+        pytest.param(dict(noise_variances_init=-np.ones((3, 8))), ValueError, "positive",
+                     id="noise_variances_init-negative"),
+    ],
+)
+def test_bad_low_rank_settings_raise_typed_errors(mfa, params, error, match):
+    X, _, _ = mfa
+    gmm = dgmm.GaussianMixture(3, **{"covariance_type": "lowrank", "rank": 2, "max_iter": 2, **params})
+    with pytest.raises(error, match=match):
+        fit_quietly(gmm, X)
+
+
+def test_factors_init_for_another_type_is_refused(mfa):
+    X, _, _ = mfa
+    gmm = dgmm.GaussianMixture(3, covariance_type="full", factors_init=np.ones((3, 8, 2)))
+    with pytest.raises(InvalidOptionError, match="lowrank"):
+        fit_quietly(gmm, X)
+
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+def test_cli_fits_and_describes_a_low_rank_model(mfa, tmp_path):
+    import json
+
+    from ._helpers import invoke
+
+    X, labels, _ = mfa
+    np.save(tmp_path / "x.npy", X)
+    fit = invoke("fit", "x.npy", "-k", 3, "--covariance-type", "lowrank", "--rank", 2, "--noise-type",
+                 "spherical", "--seed", 0, "-o", "model", "--json", cwd=tmp_path)
+    assert fit.exit_code == 0, fit.output
+    summary = json.loads(fit.stdout.strip().splitlines()[-1])
+    assert (summary["covariance_type"], summary["rank"], summary["noise_type"]) == ("lowrank", 2, "spherical")
+    model = dgmm.load(tmp_path / "model")
+    assert model.factors_.shape == (3, X.shape[1], 2) and model.noise_variances_.shape == (3,)
+    assert adjusted_rand_score(labels, model.predict(X)) >= 0.95
+    info = invoke("info", "model", "--json", cwd=tmp_path)
+    assert info.exit_code == 0, info.output
+    described = json.loads(info.stdout.strip().splitlines()[-1])
+    assert (described["rank"], described["noise_type"]) == (2, "spherical")
+    assert described["n_parameters"] == model.params_.n_parameters()
+
+
+def test_cli_rank_at_least_n_features_fails_in_one_line(mfa, tmp_path):
+    # Refused once the data's n_features is known: a data error (exit 1), one line, no traceback.
+    X, _, _ = mfa
+    np.save(tmp_path / "x.npy", X)
+    from ._helpers import invoke
+
+    out = invoke("fit", "x.npy", "-k", 3, "--covariance-type", "lowrank", "--rank", 8, "-o", "model", cwd=tmp_path)
+    assert out.exit_code == 1 and "rank must be in [0, n_features - 1]" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_plot_draws_components_as_images(mfa, tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from ._helpers import invoke
+
+    X, _, _ = mfa
+    gmm = fit_quietly(dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, max_iter=5, random_state=0), X)
+    gmm.save(tmp_path / "model")
+    out = invoke("plot", "model", "--image-shape", "2,4", "-o", "components.png", "--json", cwd=tmp_path)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.strip().splitlines()[-1])["image_shape"] == "2,4"
+    assert (tmp_path / "components.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = invoke("plot", "model", "--image-shape", "3,3", "-o", "bad.png", cwd=tmp_path)
+    assert bad.exit_code != 0 and "8 features" in bad.output and not (tmp_path / "bad.png").exists()
+
+
+def test_principal_axes_view_of_a_low_rank_model(fitted):
+    pytest.importorskip("matplotlib")
+    from dgmm.plot import plot_fit
+
+    gmm, X, _, _ = fitted
+    figure = plot_fit(gmm, X[:500])
+    assert len(figure.axes) == 2
