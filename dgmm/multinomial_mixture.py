@@ -26,7 +26,14 @@ from sklearn.utils.validation import check_is_fitted
 from dgmm import graph as _graph
 from dgmm.core import multinomial as mn
 from dgmm.core.multinomial_family import MULTINOMIAL, MultinomialMixtureParams
-from dgmm.core.options import DEGENERATE_POLICIES, PREDICT_OUTPUTS, DegeneratePolicy, PredictOutput
+from dgmm.core.options import (
+    DEGENERATE_POLICIES,
+    LOCAL_SCHEDULERS,
+    PREDICT_OUTPUTS,
+    DegeneratePolicy,
+    LocalScheduler,
+    PredictOutput,
+)
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit import driver as _fit_driver
 from dgmm.fit.cluster import connect
@@ -94,7 +101,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         A component whose weight collapses is re-seeded from a split of the
         heaviest component (recorded in ``history_``), or raises
         :class:`dgmm.errors.DegenerateComponentError`.
-    client, scheduler_address, checkpoint, checkpoint_storage_options
+    client, scheduler_address, scheduler, checkpoint, checkpoint_storage_options
         As :class:`dgmm.GaussianMixture`'s.
 
     Attributes
@@ -146,6 +153,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         "on_degenerate": [StrOptions(set(DEGENERATE_POLICIES))],
         "client": [HasMethods(["scatter", "submit"]), None],
         "scheduler_address": [str, None],
+        "scheduler": [StrOptions(set(LOCAL_SCHEDULERS)), None],
         "checkpoint": [str, os.PathLike, None],
         "checkpoint_storage_options": [dict, None],
     }
@@ -171,6 +179,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         on_degenerate: DegeneratePolicy = _D["on_degenerate"],
         client: Any = None,
         scheduler_address: str | None = None,
+        scheduler: LocalScheduler | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         checkpoint_storage_options: dict[str, Any] | None = None,
     ) -> None:
@@ -192,6 +201,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         self.on_degenerate = on_degenerate
         self.client = client
         self.scheduler_address = scheduler_address
+        self.scheduler = scheduler
         self.checkpoint = checkpoint
         self.checkpoint_storage_options = checkpoint_storage_options
 
@@ -256,6 +266,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
             verbose_interval=int(self.verbose_interval),
             client=self.client,
             scheduler_address=self.scheduler_address,
+            scheduler=self.scheduler,
             family="multinomial",
             alpha=float(self.alpha),
             **inits,
@@ -435,7 +446,9 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
                 f"output must be one of {list(PREDICT_OUTPUTS)} or a list of distinct ones; "
                 f"got {output!r}. For example output=['labels', 'log_density']."
             )
-        with connect(client=self.client, scheduler_address=self.scheduler_address, data=X) as client:
+        with connect(
+            client=self.client, scheduler_address=self.scheduler_address, scheduler=self.scheduler, data=X
+        ) as client:
             data = open_for_fit(X, chunks=None, client=client)
             self._check_vocabulary(data.array.shape[1], data.feature_names)
             x = data.array.map_blocks(_checked_counts, dtype=data.array.dtype, meta=data.array._meta)

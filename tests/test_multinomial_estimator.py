@@ -231,6 +231,8 @@ def test_the_fit_is_bit_identical_on_one_worker_and_on_two(corpus):
         one = fitted(x, 5, n_init=2, chunks=60, client=one_worker)
     assert one.params_.equals(two.params_)
     assert one.lower_bounds_ == two.lower_bounds_
+    here = fitted(x, 5, n_init=2, chunks=60, scheduler="synchronous")  # no cluster at all
+    assert here.params_.equals(two.params_)
 
 
 def test_warm_start_continues_the_fit(corpus, start):
