@@ -409,3 +409,5 @@ def test_cli_fits_an_anndata_store_and_describes_the_model(tmp_path, corpus):
     predicted = invoke("predict", "model", "cells.zarr", "-o", "labels.zarr", "--key", "X", cwd=tmp_path)
     assert predicted.exit_code == 0, predicted.output
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "labels.zarr"), mode="r")["label"][:], mm.predict(x))
+    refused = invoke("sample", "model", "-n", 10, "-o", "drawn.zarr", cwd=tmp_path)
+    assert refused.exit_code == 1 and "mixture of multinomials" in refused.output

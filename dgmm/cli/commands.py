@@ -344,6 +344,19 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _gaussian_only(gmm: Any, model: str, command: str) -> Any:
+    """``gmm``, or UnsupportedModelError when it is a mixture of multinomials (not drawn or plotted yet)."""
+    if hasattr(gmm, "top_features"):
+        from dgmm.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{model!r} is a mixture of multinomials; 'dgmm {command}' handles Gaussian mixtures "
+            "only for now. Use 'dgmm info' for its components' top features, or "
+            "dgmm.load(model).sample(n) / .top_features(n) in Python."
+        )
+    return gmm
+
+
 def _lowrank_info(gmm: Any) -> dict[str, Any]:
     """``rank`` and ``noise_type`` of a low-rank model (nothing for the other types)."""
     if getattr(gmm, "covariance_type", None) != "lowrank":
@@ -392,7 +405,7 @@ def sample(
     from dgmm.demo import sample_mixture
 
     cluster_args = connect_args(**kw)
-    gmm = load_model(model, storage_options)
+    gmm = _gaussian_only(load_model(model, storage_options), model, "sample")
     for what, target in (("output", output), ("labels output", labels)):
         if target is not None:
             check_target(target, overwrite, storage_options, what)
@@ -524,7 +537,7 @@ def plot(
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
-    gmm = load_model(model, storage_options)
+    gmm = _gaussian_only(load_model(model, storage_options), model, "plot")
     check_target(output, overwrite, storage_options, "figure")
     if image_shape is not None:
         plot_components(gmm, image_shape, path=output, storage_options=storage_options)
