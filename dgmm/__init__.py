@@ -18,8 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dgmm.core.params import GMMParams
     from dgmm.estimator import GaussianMixture
     from dgmm.fit.cluster import connect
-    from dgmm.fit.predict import write_array
     from dgmm.fit.data import open_dataset
+    from dgmm.fit.predict import write_array
 
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {

@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from dgmm.core.family import MixtureParams
-from dgmm.core.params import GMMParams
 from dgmm.core.lowrank import LowRankParams
+from dgmm.core.params import GMMParams
 from dgmm.errors import UnsupportedInputError, UnsupportedModelError
 from dgmm.fit.spec import FitResult
 from dgmm.io import persistence

@@ -52,7 +52,8 @@ class InvalidDataError(DgmmError, ValueError):
 
 
 class UnsupportedInputError(DgmmError, TypeError):
-    """The input is a kind of container dgmm cannot fit (a sparse matrix)."""
+    """An input of a kind or type dgmm cannot use: a container it cannot fit, column
+    names of mixed types, a target that is not a path, a value that is not JSON data."""
 
 
 class InvalidDtypeError(InvalidDataError, TypeError):

@@ -44,9 +44,13 @@ from dgmm.errors import InvalidDataError, InvalidOptionError
 __all__ = [
     "DEFAULT_SPLIT_EVERY",
     "chunk_offsets",
+    "current_client",
     "lazy_predict",
     "lazy_predict_many",
     "map_chunks",
+    "predict_block",
+    "run_tasks",
+    "scatter_rows",
     "stats_pass",
     "tree_reduce",
 ]
@@ -256,7 +260,7 @@ def map_chunks(
 
 # -- prediction, lazily ------------------------------------------------------
 
-def _predict_block(x: Any, params: MixtureParams, what: PredictWhat) -> np.ndarray:
+def predict_block(x: Any, params: MixtureParams, what: PredictWhat) -> np.ndarray:
     """``what`` of one block's rows, from one E-step of the params' family."""
     with _one_blas_thread():
         log_norm, log_resp = family_of(params).log_prob_resp(x, params)
@@ -290,11 +294,11 @@ def lazy_predict(x: da.Array, params: MixtureParams, what: PredictWhat) -> da.Ar
     if what in ("labels", "score_samples"):
         dtype = np.int64 if what == "labels" else x.dtype
         return da.map_blocks(
-            _predict_block, x, handle, what, drop_axis=1, dtype=dtype, name=name,
+            predict_block, x, handle, what, drop_axis=1, dtype=dtype, name=name,
             meta=np.empty((0,), dtype=dtype),
         )
     return da.map_blocks(
-        _predict_block, x, handle, what,
+        predict_block, x, handle, what,
         chunks=(x.chunks[0], (params.n_components,)), dtype=x.dtype, name=name,
         meta=np.empty((0, 0), dtype=x.dtype),
     )

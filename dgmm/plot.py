@@ -25,7 +25,13 @@ import numpy as np
 from dgmm.core.kernels import estimate_log_prob_resp
 from dgmm.core.lowrank import DEFAULT_DENSE_BYTES, LowRankParams, dense_covariances
 from dgmm.core.params import GMMParams
-from dgmm.errors import InvalidOptionError, OptionalDependencyError, ShapeMismatchError
+from dgmm.errors import (
+    InvalidOptionError,
+    OptionalDependencyError,
+    ShapeMismatchError,
+    TargetFormatError,
+    UnsupportedInputError,
+)
 
 __all__ = ["ellipse_geometry", "parse_image_shape", "plot_components", "plot_fit", "principal_axes",
            "project_components"]
@@ -79,7 +85,7 @@ def principal_axes(
         spread = means - center
         covariance = (spread.T * w) @ spread + _weighted_covariance(params)
     else:
-        raise ValueError("principal_axes needs X_sample or params; both were None.")
+        raise InvalidOptionError("principal_axes needs X_sample or params; both were None.")
     values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1][: min(2, covariance.shape[0])]
     axes = vectors[:, order].T
@@ -158,7 +164,7 @@ def _model_params(model: Any) -> GMMParams:
             str(model.covariance_type),
         )
     except AttributeError:
-        raise TypeError(
+        raise UnsupportedInputError(
             f"plot_fit expects a fitted GaussianMixture, got {type(model).__name__} without "
             "fitted parameters (weights_, means_, covariances_). Fit it, or load one with "
             "dgmm.load(path)."
@@ -361,7 +367,7 @@ def _save(figure: Any, path: str | os.PathLike[str], storage_options: Mapping[st
     suffix = os.path.splitext(target)[1].lstrip(".").lower() or "png"
     supported = figure.canvas.get_supported_filetypes()
     if suffix not in supported:
-        raise ValueError(
+        raise TargetFormatError(
             f"Cannot tell the figure format from {target!r}: {suffix!r} is not one of "
             f"{', '.join(sorted(supported))}. Use a path ending in .png, .svg or .pdf."
         )

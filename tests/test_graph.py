@@ -48,7 +48,7 @@ def test_lazy_predictions_are_chunked_like_the_input(rng, what, shape):
     lazy = _graph.lazy_predict(da.from_array(X, chunks=(300, -1)), params, what)
     assert isinstance(lazy, da.Array) and lazy.shape == shape
     assert lazy.chunks[0] == (300, 300, 300, 100)
-    np.testing.assert_allclose(lazy.compute(), _graph._predict_block(X, params, what))
+    np.testing.assert_allclose(lazy.compute(), _graph.predict_block(X, params, what))
 
 
 def test_parameters_are_one_key_shared_by_every_task(rng):
@@ -68,8 +68,8 @@ def test_two_models_predicted_together_keep_their_own_answers(rng, what):
     X = rng.normal(0, 3, size=(600, first.n_features))
     x = da.from_array(X, chunks=(200, -1))
     a, b = dask.compute(_graph.lazy_predict(x, first, what), _graph.lazy_predict(x, second, what))
-    np.testing.assert_allclose(a, _graph._predict_block(X, first, what))
-    np.testing.assert_allclose(b, _graph._predict_block(X, second, what))
+    np.testing.assert_allclose(a, _graph.predict_block(X, first, what))
+    np.testing.assert_allclose(b, _graph.predict_block(X, second, what))
 
 
 def test_predict_many_matches_each_prediction_from_one_record(rng):
@@ -81,10 +81,10 @@ def test_predict_many_matches_each_prediction_from_one_record(rng):
     assert all(a.chunks[0] == x.chunks[0] for a in many.values())
     assert many["labels"].dtype == np.int64
     got = dask.compute(many)[0]
-    np.testing.assert_array_equal(got["labels"], _graph._predict_block(X, params, "labels"))
-    np.testing.assert_allclose(got["proba"], _graph._predict_block(X, params, "proba"), rtol=1e-12)
+    np.testing.assert_array_equal(got["labels"], _graph.predict_block(X, params, "labels"))
+    np.testing.assert_allclose(got["proba"], _graph.predict_block(X, params, "proba"), rtol=1e-12)
     np.testing.assert_allclose(
-        got["log_density"], _graph._predict_block(X, params, "score_samples"), rtol=1e-12
+        got["log_density"], _graph.predict_block(X, params, "score_samples"), rtol=1e-12
     )
     other = _graph.lazy_predict_many(x, random_params(rng, "diag"), ["labels"])
     assert other["labels"].name != many["labels"].name

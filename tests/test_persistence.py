@@ -161,7 +161,7 @@ def test_failed_overwrite_leaves_old_model(tmp_path, rng, monkeypatch, exchange)
         assert _siblings(tmp_path / "m") == ["m"]
         first = persistence.load_model(tmp_path / "m")[0]
     calls = []
-    real = fsio._write_file
+    real = fsio.write_file
 
     def failing(path, data):
         calls.append(path)
@@ -169,7 +169,7 @@ def test_failed_overwrite_leaves_old_model(tmp_path, rng, monkeypatch, exchange)
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(fsio, "_write_file", failing)
+    monkeypatch.setattr(fsio, "write_file", failing)
     with pytest.raises(TargetNotWritableError, match="No space left"):
         persistence.save_model(tmp_path / "m", make_params("diag", rng), overwrite=True)
     assert persistence.load_model(tmp_path / "m")[0].equals(first)
@@ -180,7 +180,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, rng, monkeypatch):
     def interrupted(path, data):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fsio, "_write_file", interrupted)
+    monkeypatch.setattr(fsio, "write_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         persistence.save_model(tmp_path / "m", make_params("full", rng))
     assert list(tmp_path.iterdir()) == []

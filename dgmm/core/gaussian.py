@@ -18,7 +18,13 @@ import numpy as np
 
 from dgmm.core.covariance import COVARIANCE_TYPES, get_covariance_model
 from dgmm.core.family import FitConfig, ReseedEvent, register_family
-from dgmm.core.kernels import EStep, Responsibilities, chunk_stats, estimate_log_prob_resp, require_finite_rows
+from dgmm.core.kernels import (
+    EStep,
+    Responsibilities,
+    chunk_stats,
+    estimate_log_prob_resp,
+    require_finite_rows,
+)
 from dgmm.core.mstep import MStepConfig, decrease_tolerance, em_update
 from dgmm.core.params import GMMParams
 from dgmm.core.suffstats import SuffStats

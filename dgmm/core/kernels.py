@@ -35,6 +35,7 @@ __all__ = [
     "block_rows_for",
     "chunk_stats",
     "estimate_log_prob_resp",
+    "float64_components",
     "kernel_frame",
     "require_finite_rows",
 ]
@@ -78,6 +79,82 @@ def frame_shifts(params: GMMParams | np.ndarray, dtype: np.dtype) -> np.ndarray:
     return c0 + shifts_c
 
 
+# When float32 statistics are not enough. Summed in float32 within a block,
+# a component's moments carry errors of about eps32 * sigma_i sigma_j per
+# entry (and eps32 * (c_k - c0)^2 where the type takes them about c0 and
+# shifts them: diag, spherical), so its computed covariance is indefinite
+# once its smallest eigenvalue, relative to those scales, nears eps32 * D.
+# That is the data's doing only in part: a component of fewer rows than
+# features (3 cells in 50 dimensions) has a covariance of rank < D plus
+# reg_covar, a condition number of variance / reg_covar (1e8 on scanpy's
+# pbmc68k_reduced PCA); float32 moments make it indefinite and EM re-seeds
+# it, where float64 keeps it. Such components get their statistics in
+# float64 (``chunk_stats``); the rest stay in float32 at twice the speed.
+#
+# The test, per component of the parameters that enter the pass:
+#   eps32 * (sum_d Sigma_dd P_dd + max_d (c_k - c0)_d^2 P_dd)  >  _FLOAT64_BELOW
+# with P = Sigma^-1. sum_d Sigma_dd P_dd = tr(R^-1) for the correlation
+# matrix R of Sigma bounds 1 / lambda_min(R) within a factor D and costs
+# only diagonals. Well-conditioned components score about eps32 * D (5e-5 on
+# 16-d blobs, 4e-5 to 2e-4 on the 50-d PCA); every rank-deficient one scores
+# above 1 (eps32 * D * variance / reg_covar); the bound leaves a margin for a
+# component that tightens between two iterations.
+_FLOAT64_BELOW = 1e-3
+# Rows whose responsibilities for every such component are at most this
+# keep their (tiny) part of its statistics in float32: their rounding,
+# eps32 * r * |x - c_k|^2 per row, is far below reg_covar * N_k. A small,
+# tight component then costs float64 work on its own few rows only.
+_FLOAT64_MIN_RESP = 1e-12
+
+
+def float64_components(params: GMMParams, dtype: np.dtype) -> np.ndarray:
+    """Components whose statistics ``chunk_stats`` accumulates in float64 (indices).
+
+    None for float64 data. For float32 data, the components whose covariance
+    float32 moments may not resolve (see ``_FLOAT64_BELOW``); for a shared
+    (tied) covariance, all of them or none.
+    """
+    if np.dtype(dtype) != np.float32:
+        return np.zeros(0, dtype=np.intp)
+    model = params.model
+    _, shifts_c = kernel_frame(params, dtype)
+    diagonals = _variances_and_precisions(params)
+    if diagonals is None:
+        # A type without diagonals here: the coarser bound
+        # largest variance * tr(P) >= condition number.
+        extremes = model.variance_extremes(params.covariances, params.precisions_cholesky)
+        if extremes is None:
+            return np.zeros(0, dtype=np.intp)
+        traces = model.precision_traces(params.precisions_cholesky, params.n_components, params.n_features)
+        score = (extremes[1] + (shifts_c**2).max(axis=1)) * traces
+    else:
+        variances, precisions = diagonals
+        score = np.sum(variances * precisions, axis=1) + np.max(shifts_c**2 * precisions, axis=1)
+    flagged = np.flatnonzero(float(np.finfo(np.float32).eps) * score > _FLOAT64_BELOW)
+    if model.shared and flagged.size:
+        return np.arange(params.n_components)
+    return flagged
+
+
+def _variances_and_precisions(params: GMMParams) -> tuple[np.ndarray, np.ndarray] | None:
+    """Diagonals of every covariance and precision, each (n_components, n_features)."""
+    cov, chol = params.covariances, params.precisions_cholesky
+    shape = (params.n_components, params.n_features)
+    kind = params.covariance_type
+    if kind == "full":
+        return np.diagonal(cov, axis1=1, axis2=2), np.einsum("kdj,kdj->kd", chol, chol)
+    if kind == "tied":
+        return (
+            np.broadcast_to(np.diagonal(cov), shape),
+            np.broadcast_to(np.einsum("dj,dj->d", chol, chol), shape),
+        )
+    if kind == "diag":
+        return cov, chol**2
+    if kind == "spherical":
+        return np.broadcast_to(cov[:, None], shape), np.broadcast_to(chol[:, None] ** 2, shape)
+    return None
+
+
 class Responsibilities(Protocol):
     """A source of responsibilities for ``chunk_stats``."""
 
@@ -86,6 +163,14 @@ class Responsibilities(Protocol):
     n_components: int
 
     def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]: ...
+
+    #: Also accumulate in float64, per block of float32 data, the components
+    #: holding few rows of it (``_small_components``).
+    float64_small: bool
+
+    def float64_components(self, dtype: np.dtype) -> np.ndarray:
+        """Components whose statistics are accumulated in float64 (indices)."""
+        ...
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object: ...
 
@@ -142,6 +227,7 @@ class EStep:
 
     params: GMMParams
     family: ClassVar[str] = "gaussian"
+    float64_small: ClassVar[bool] = False
 
     @property
     def covariance_type(self) -> CovarianceType:
@@ -153,6 +239,9 @@ class EStep:
 
     def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         return kernel_frame(self.params, dtype)
+
+    def float64_components(self, dtype: np.dtype) -> np.ndarray:
+        return float64_components(self.params, dtype)
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object:
         c0, shifts_c = self.frame(dtype)
@@ -175,6 +264,10 @@ class HardAssign:
     centers: np.ndarray
     covariance_type: CovarianceType
     family: ClassVar[str] = "gaussian"
+    # The pass that gives initial covariances has none to test yet; a cluster
+    # of fewer rows than features is as unresolved in float32 here as in the
+    # E-step, and its few rows make float64 cheap.
+    float64_small: ClassVar[bool] = True
 
     @property
     def n_components(self) -> int:
@@ -182,6 +275,9 @@ class HardAssign:
 
     def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         return kernel_frame(self.centers, dtype)
+
+    def float64_components(self, dtype: np.dtype) -> np.ndarray:
+        return np.zeros(0, dtype=np.intp)
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> tuple[np.ndarray, np.ndarray]:
         c0, shifts_c = self.frame(dtype)
@@ -216,10 +312,14 @@ class RandomResp:
     seed: int
     center: np.ndarray = field(repr=False)
     family: ClassVar[str] = "gaussian"
+    float64_small: ClassVar[bool] = False
 
     def frame(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         c0 = self.center.astype(dtype).astype(np.float64)
         return c0, np.zeros((self.n_components, c0.shape[0]))
+
+    def float64_components(self, dtype: np.dtype) -> np.ndarray:
+        return np.zeros(0, dtype=np.intp)
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, chunk_index])
@@ -322,7 +422,10 @@ def chunk_stats(
                 shifts_c=shifts_c,
                 design=design,
                 scratch=Scratch(),
+                scratch64=Scratch(),
                 state=source.start_chunk(dtype, chunk_index),
+                precise=source.float64_components(dtype),
+                small=source.float64_small and dtype == np.float32,
                 moments=np.zeros((n_components, design.shape[1])),
                 sum_xx=model.zero_sum_xx(n_components, n_features),
                 loglik=0.0,
@@ -342,6 +445,11 @@ def chunk_stats(
             else:
                 a["loglik"] += float(np.dot(wb.astype(np.float64), score.astype(np.float64)))
                 resp *= wb.astype(dtype)[:, None]
+            comps = a["precise"]
+            if a["small"]:
+                comps = np.union1d(comps, _small_components(resp, n_features))
+            if comps.size:
+                _float64_stats(xb, resp, comps, a)
             # One GEMM: nk, sum r (x - c0) and the type's extra moments. Summed
             # in the data's dtype within the block, in float64 across blocks.
             moments = (resp.T @ design).astype(np.float64)
@@ -357,6 +465,42 @@ def chunk_stats(
             SuffStats(nk, sum_rxc - nk[:, None] * a["shifts_c"], a["sum_xx"], a["loglik"], weight, n_rows)
         )
     return tuple(stats)
+
+
+def _float64_stats(xb: np.ndarray, resp: np.ndarray, comps: np.ndarray, a: dict) -> None:
+    """Add the statistics of components ``comps`` over the block's rows they
+    hold, in float64, to ``a``; zero those responsibilities so the float32
+    GEMM that follows counts the other rows only.
+
+    ``xb`` (rows, D) is the block as read and ``resp`` (rows, K) its weighted
+    responsibilities. Runs on the block already in memory: no second read.
+    Only rows with a responsibility above ``_FLOAT64_MIN_RESP`` for one of
+    ``comps`` are converted: a small component costs its own rows.
+    """
+    model = a["model"]
+    sub = resp[:, comps]
+    rows = np.flatnonzero(sub.max(axis=1) > _FLOAT64_MIN_RESP)
+    if rows.size == 0:
+        return
+    r64 = sub[rows].astype(np.float64)
+    xc = xb[rows].astype(np.float64)
+    xc -= a["c0"].astype(np.float64)  # exact: c0 is a float32 value
+    design = model.design(xc)
+    moments = r64.T @ design
+    part = model.zero_sum_xx(comps.size, xb.shape[1])
+    model.block_sum_xx(design, r64, moments, a["shifts_c"][comps], part, a["scratch64"])
+    a["moments"][comps] += moments
+    if model.shared:
+        a["sum_xx"] += part
+    else:
+        a["sum_xx"][comps] += part
+    resp[np.ix_(rows, comps)] = 0.0
+
+
+def _small_components(resp: np.ndarray, n_features: int) -> np.ndarray:
+    """Components holding some but at most ``2 * n_features`` rows (weight) of a block."""
+    held = resp.sum(axis=0)
+    return np.flatnonzero((held > 0) & (held <= 2 * n_features))
 
 
 def estimate_log_prob_resp(

@@ -47,7 +47,13 @@ from dgmm.core.family import FitConfig, ReseedEvent, ReseedReason, register_fami
 from dgmm.core.kernels import require_finite_rows
 from dgmm.core.lowrank import LowRankParams, LowRankStats
 from dgmm.core.options import NOISE_TYPES
-from dgmm.errors import DegenerateComponentError, InvalidDataError, ModelFormatError, ShapeMismatchError, degenerate_message
+from dgmm.errors import (
+    DegenerateComponentError,
+    InvalidDataError,
+    ModelFormatError,
+    ShapeMismatchError,
+    degenerate_message,
+)
 
 __all__ = ["LOWRANK", "LowRankEStep", "LowRankFamily", "leading_direction", "split_component"]
 

@@ -39,7 +39,7 @@ import numpy as np
 from distributed import Client, LocalCluster, wait
 
 from dgmm import graph
-from dgmm.errors import ClusterConnectionError, ClusterLostError
+from dgmm.errors import ClusterConnectionError, ClusterLostError, InvalidOptionError
 from dgmm.io.sources import is_in_memory
 
 __all__ = [
@@ -352,7 +352,7 @@ def _connect(
     """``connect`` without the BLAS limit."""
     if scheduler is not None and (client is not None or scheduler_address is not None):
         given = "client" if client is not None else "scheduler_address"
-        raise ValueError(
+        raise InvalidOptionError(
             f"scheduler={scheduler!r} chooses where a fit runs without a cluster, but "
             f"{given}= was given too. Pass one or the other."
         )

@@ -65,7 +65,7 @@ def predict(
         array = as_float_array(X, "X")
         _check_features(params, feature_names_in, estimator_name, array.shape[1], feature_names(X))
         require_finite(array)
-        return _graph._predict_block(array, params, what)
+        return _graph.predict_block(array, params, what)
     data = open_data(X)  # one read of a store's metadata: the array and its names
     x = data.array
     _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)

@@ -24,6 +24,7 @@ import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.covariance import get_covariance_model
+from dgmm.core.lowrank import LowRankParams
 from dgmm.core.options import (
     COVARIANCE_TYPE_NAMES,
     DEGENERATE_POLICIES,

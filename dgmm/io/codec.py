@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from dgmm.errors import UnsupportedInputError
+
 __all__ = ["FLOAT_TAG", "dumps", "loads", "to_jsonable"]
 
 FLOAT_TAG = "$float"
@@ -92,7 +94,7 @@ def to_jsonable(value: Any) -> Any:
         return value if math.isfinite(value) else _tag(value)
     if value is None or isinstance(value, str):
         return value
-    raise TypeError(
+    raise UnsupportedInputError(
         f"{type(value).__name__} is not JSON data; expected mappings, lists, numbers, "
         "strings, None or numpy arrays and scalars."
     )

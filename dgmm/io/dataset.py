@@ -34,6 +34,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from dgmm.errors import UnsupportedInputError
 from dgmm.io.stores import StoredArray
 
 __all__ = ["Dataset", "OpenedArray", "Origin", "memory_array", "string_names"]
@@ -90,7 +91,7 @@ def string_names(labels: Any) -> np.ndarray | None:
         return None
     types = sorted(t.__qualname__ for t in set(type(v) for v in names))
     if len(types) > 1 and "str" in types:
-        raise TypeError(
+        raise UnsupportedInputError(
             "Feature names are only supported if all input features have string names, "
             f"but your input has {types} as feature name / column name types. "
             "If you want feature names to be stored and validated, you must convert "

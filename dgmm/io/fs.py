@@ -58,6 +58,7 @@ __all__ = [
     "replace_file",
     "resolve",
     "unwritable",
+    "write_file",
 ]
 
 
@@ -208,7 +209,7 @@ def check_target(
 # -- durable local writes -------------------------------------------------------
 
 
-def _write_file(path: str, data: bytes) -> None:
+def write_file(path: str, data: bytes) -> None:
     """Write ``data`` to a local ``path`` and fsync it."""
     with open(path, "wb") as f:
         f.write(data)
@@ -266,7 +267,7 @@ def replace_file(location: Location, data: bytes, *, what: str = "the file") -> 
             return
         tmp = location.sibling("tmp")
         try:
-            _write_file(tmp, data)
+            write_file(tmp, data)
             os.replace(tmp, location.path)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -45,6 +45,7 @@ from dgmm.errors import (
     ModelNotFoundError,
     TargetExistsError,
     TargetNotWritableError,
+    UnsupportedInputError,
 )
 from dgmm.io import fs as fsio
 from dgmm.io.codec import dumps
@@ -233,7 +234,7 @@ def _with_manifest(
     if MANIFEST in files:
         meta = loads(files[MANIFEST], f"the {MANIFEST} given to write_dir")
         if not isinstance(meta, dict):
-            raise TypeError(f"{MANIFEST} must hold a JSON object, got {type(meta).__name__}.")
+            raise UnsupportedInputError(f"{MANIFEST} must hold a JSON object, got {type(meta).__name__}.")
     else:
         meta = {}
     meta.setdefault("format", FORMAT_NAME)
@@ -346,7 +347,7 @@ def write_dir(
     """
     for name in files:
         if not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"File names must be plain names without '/', got {name!r}.")
+            raise InvalidOptionError(f"File names must be plain names without '/', got {name!r}.")
     location = fsio.resolve(url, storage_options)
     if location.local:
         _write_local(location, files, overwrite)
@@ -392,8 +393,8 @@ def _write_local(location: fsio.Location, files: Mapping[str, bytes], overwrite:
         _, meta_bytes = _with_manifest(files, {name: name for name in files})
         for name, data in files.items():
             if name != MANIFEST:
-                fsio._write_file(os.path.join(tmp, name), data)
-        fsio._write_file(os.path.join(tmp, MANIFEST), meta_bytes)
+                fsio.write_file(os.path.join(tmp, name), data)
+        fsio.write_file(os.path.join(tmp, MANIFEST), meta_bytes)
         fsio.fsync_path(tmp)
     except OSError as exc:
         fsio.remove_quietly(location.fs, tmp, True)

@@ -49,7 +49,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from dgmm.errors import ShapeMismatchError, TargetFormatError
+from dgmm.errors import ShapeMismatchError, TargetFormatError, UnsupportedInputError
 from dgmm.io import fs as fsio
 
 __all__ = ["FORMATS", "WriteResult", "write_array"]
@@ -201,7 +201,7 @@ def _choose_format(target: str, format: str | None) -> str:
             )
         return format
     if not isinstance(target, (str, os.PathLike)):
-        raise TypeError(
+        raise UnsupportedInputError(
             f"target must be a path or URL string; got {type(target).__name__}. "
             "Pass e.g. 'labels.zarr' or 's3://bucket/labels.parquet'."
         )
@@ -226,7 +226,7 @@ def _as_named_arrays(x: Any, name: str | None, *, single_at_root: bool) -> dict[
             raise ShapeMismatchError("Nothing to write: the mapping of arrays is empty.")
         items = list(x.items())
         if name is not None:
-            raise TypeError("name= applies to a single array; a mapping already names its arrays.")
+            raise UnsupportedInputError("name= applies to a single array; a mapping already names its arrays.")
     else:
         # "" marks the single array written at the root of a Zarr target.
         items = [("" if single_at_root else (name or "x"), x)]

@@ -309,7 +309,7 @@ def check_feature_names(fitted: np.ndarray | None, names: np.ndarray | None, est
         message += "Feature names seen at fit time, yet now missing:\n" + listed(missing)
     if not unexpected and not missing:
         message += "Feature names must be in the same order as they were in fit.\n"
-    raise ValueError(message)
+    raise ShapeMismatchError(message)
 
 
 def open_data(

@@ -6,13 +6,12 @@ plus its line in ``COVARIANCE_TYPES``.
 
 from __future__ import annotations
 
-from dgmm.errors import InvalidOptionError
-
 from dgmm.core.covariance.base import CovarianceModel, Scratch
 from dgmm.core.covariance.diag import Diag
 from dgmm.core.covariance.full import Full
 from dgmm.core.covariance.spherical import Spherical
 from dgmm.core.covariance.tied import Tied
+from dgmm.errors import InvalidOptionError
 
 __all__ = [
     "COVARIANCE_TYPES",

@@ -1,0 +1,150 @@
+"""float32 data fits as well as float64 where float32 rounding, not the data,
+would make a covariance indefinite (see ``dgmm.core.kernels._FLOAT64_BELOW``).
+
+The case is scanpy's ``pbmc68k_reduced`` PCA (700 x 50 float32): a cluster of
+a few cells in 50 dimensions has a covariance of rank < 50 plus ``reg_covar``,
+a condition number near 1e8. Summed in float32 its moments made it indefinite,
+EM re-seeded it and the fit ended nats per sample below the float64 fit. The
+data here reproduce that shape without the dataset.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dgmm.core.kernels import EStep, HardAssign, chunk_stats, float64_components, frame_shifts
+from dgmm.core.mstep import em_update, params_from_stats
+from dgmm.core.params import GMMParams
+
+N_FEATURES = 50
+REG_COVAR = 1e-6
+SEED_HARD = 0
+
+
+def _tiny_cluster_data(
+    rng: np.random.Generator, n_tiny: int = 4, rank: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Three broad clusters of 300 rows and one of ``n_tiny`` rows spread along
+    ``rank`` axes (covariance of rank < 50 + reg_covar: condition ~1e7-1e8), far
+    from the origin as PCA scores are. Rows (900 + n_tiny, 50) float64, labels."""
+    scales = np.linspace(6.0, 1.0, N_FEATURES)
+    parts, labels = [], []
+    for k in range(3):
+        center = rng.normal(scale=8.0, size=N_FEATURES)
+        parts.append(center + rng.normal(size=(300, N_FEATURES)) * scales)
+        labels.append(np.full(300, k))
+    axes = np.linalg.qr(rng.normal(size=(N_FEATURES, rank)))[0]
+    center = rng.normal(scale=8.0, size=N_FEATURES) + 20.0
+    parts.append(center + rng.normal(scale=5.0, size=(n_tiny, rank)) @ axes.T)
+    labels.append(np.full(n_tiny, 3))
+    return np.vstack(parts), np.concatenate(labels)
+
+
+def _params_from_labels(x: np.ndarray, labels: np.ndarray, covariance_type: str) -> GMMParams:
+    """Each component's weight, mean and covariance (+ reg_covar) of its rows, in float64."""
+    n_components = int(labels.max()) + 1
+    weights = np.bincount(labels) / labels.size
+    means = np.stack([x[labels == k].mean(axis=0) for k in range(n_components)])
+    if covariance_type == "full":
+        covs = np.stack(
+            [np.cov(x[labels == k].T, bias=True) + REG_COVAR * np.eye(x.shape[1]) for k in range(n_components)]
+        )
+    else:
+        covs = np.stack([x[labels == k].var(axis=0) + REG_COVAR for k in range(n_components)])
+    return GMMParams.from_covariances(weights, means, covs, covariance_type)
+
+
+def _em(x: np.ndarray, params: GMMParams, n_iter: int) -> tuple[list[float], list[dict]]:
+    config = SimpleNamespace(covariance_type=params.covariance_type, reg_covar=REG_COVAR, on_degenerate="reseed")
+    rng = np.random.default_rng(0)
+    bounds, events = [], []
+    for _ in range(n_iter):
+        (stats,) = chunk_stats(x, (EStep(params),), block_rows=128)
+        bounds.append(stats.mean_loglik)
+        params, new_events = em_update(params, stats, config, x.dtype, rng)
+        events += new_events
+    return bounds, events
+
+
+@pytest.fixture
+def tiny_cluster() -> tuple[np.ndarray, np.ndarray]:
+    return _tiny_cluster_data(np.random.default_rng(7))
+
+
+def test_the_data_reproduce_the_collapse(tiny_cluster: tuple[np.ndarray, np.ndarray]) -> None:
+    """The premise: the tiny cluster's float64 covariance is PD but so ill-conditioned
+    that float32 moments cannot resolve it (the test below would pass vacuously otherwise)."""
+    x, labels = tiny_cluster
+    params = _params_from_labels(x, labels, "full")
+    assert np.linalg.cond(params.covariances[3]) > 1e7
+    assert float64_components(params, np.float32).tolist() == [3]
+    assert float64_components(params, np.float64).size == 0
+
+
+def test_float32_fit_keeps_a_tiny_ill_conditioned_component(tiny_cluster: tuple[np.ndarray, np.ndarray]) -> None:
+    """From identical starting parameters, float32 EM keeps the component float64
+    keeps (no re-seed) and follows float64's lower bound."""
+    x, labels = tiny_cluster
+    start = _params_from_labels(x, labels, "full")
+    bounds64, events64 = _em(x, start, 5)
+    bounds32, events32 = _em(x.astype(np.float32), start, 5)
+    assert events64 == []
+    assert events32 == []
+    # float32 kernels: the E-step's rounding, eps32 per nat and row, not a re-seed.
+    np.testing.assert_allclose(bounds32, bounds64, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_hard_assignment_statistics_of_a_tiny_cluster_are_float64(
+    covariance_type: str
+) -> None:
+    """The initialisation's hard-assignment pass on float32 data gives the tiny
+    cluster a positive definite covariance, as on float64 data."""
+    # 13 cells in 50 dimensions, as the cluster k-means found in pbmc68k_reduced.
+    x, labels = _tiny_cluster_data(np.random.default_rng(SEED_HARD), n_tiny=13, rank=12)
+    centers = np.stack([x[labels == k].mean(axis=0) for k in range(4)])
+    config = SimpleNamespace(covariance_type=covariance_type, reg_covar=REG_COVAR, on_degenerate="raise")
+    for dtype in (np.float64, np.float32):
+        (stats,) = chunk_stats(x.astype(dtype), (HardAssign(centers, covariance_type),), block_rows=128)
+        params, events = params_from_stats(
+            stats, frame_shifts(centers, dtype), config, dtype, np.random.default_rng(0)
+        )
+        assert events == []
+        assert np.all(np.isfinite(params.precisions_cholesky))
+
+
+def test_well_conditioned_components_stay_float32() -> None:
+    """Blobs: no component needs float64, so float32 kernels keep their speed."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16)) + np.repeat(rng.normal(scale=10.0, size=(4, 16)), 500, axis=0)
+    labels = np.repeat(np.arange(4), 500)
+    for covariance_type in ("full", "diag"):
+        params = _params_from_labels(x, labels, covariance_type)
+        assert float64_components(params, np.float32).size == 0
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_float64_statistics_of_some_components_equal_a_float64_pass(covariance_type: str) -> None:
+    """The float64 route of a component gives its float64 statistics: on float32
+    data, the components routed through it agree with a float64 pass of the
+    same values far better than float32 summation could."""
+    rng = np.random.default_rng(3)
+    x, labels = _tiny_cluster_data(rng)
+    x32 = x.astype(np.float32)
+    base = "diag" if covariance_type == "spherical" else covariance_type
+    params = _params_from_labels(x32.astype(np.float64), labels, base)
+    if covariance_type == "spherical":
+        # A tight last component, as a spherical fit of the tiny cluster converges to.
+        variances = params.covariances.mean(axis=1)
+        variances[3] = 1e-4
+        params = GMMParams.from_covariances(params.weights, params.means, variances, "spherical")
+    (s32,) = chunk_stats(x32, (EStep(params),), block_rows=100)
+    (s64,) = chunk_stats(x32.astype(np.float64), (EStep(params),), block_rows=100)
+    precise = float64_components(params, np.float32)
+    assert precise.size > 0
+    np.testing.assert_allclose(s32.nk[precise], s64.nk[precise], rtol=1e-6, atol=1e-9 * x.shape[0])
+    scale = np.abs(s64.sum_xx).max()
+    np.testing.assert_allclose(s32.sum_xx[precise], s64.sum_xx[precise], rtol=0, atol=1e-9 * scale)
