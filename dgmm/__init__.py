@@ -28,6 +28,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "connect": ("dgmm.fit.cluster", "connect"),
     "errors": ("dgmm.errors", None),
     "load": ("dgmm._estimator_io", "load"),
+    "MultinomialMixture": ("dgmm.multinomial_mixture", "MultinomialMixture"),
     "open_dataset": ("dgmm.fit.data", "open_dataset"),
     "write_array": ("dgmm.fit.predict", "write_array"),
 }

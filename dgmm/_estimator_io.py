@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from dgmm.core.family import MixtureParams
 from dgmm.core.lowrank import LowRankParams
 from dgmm.core.params import GMMParams
 from dgmm.errors import UnsupportedInputError, UnsupportedModelError
@@ -70,7 +71,7 @@ def save(
     fit = {name: getattr(estimator, name) for name in _FIT_FIELDS if hasattr(estimator, name)}
     if hasattr(estimator, "feature_names_in_"):
         fit["feature_names_in_"] = [str(n) for n in estimator.feature_names_in_]
-    meta = {"estimator": "dgmm.GaussianMixture", "params": hyper, "fit": fit}
+    meta = {"estimator": f"dgmm.{type(estimator).__name__}", "params": hyper, "fit": fit}
     if dropped:
         meta["params_not_saved"] = dropped
     persistence.save_model(
@@ -79,11 +80,15 @@ def save(
     )
 
 
-def estimator_from_model(params: GMMParams | LowRankParams, meta: Mapping[str, Any]) -> GaussianMixture:
-    """A fitted ``GaussianMixture`` from loaded parameters and ``model.json``."""
-    from dgmm.estimator import GaussianMixture
+def estimator_from_model(params: MixtureParams, meta: Mapping[str, Any]) -> Any:
+    """A fitted estimator of the parameters' family (``GaussianMixture``,
+    ``MultinomialMixture``) from loaded parameters and ``model.json``."""
+    if params.family == "multinomial":
+        from dgmm.multinomial_mixture import MultinomialMixture as estimator_class
+    else:
+        from dgmm.estimator import GaussianMixture as estimator_class
 
-    accepted = GaussianMixture().get_params(deep=False)
+    accepted = estimator_class().get_params(deep=False)
     hyper = {k: v for k, v in dict(meta.get("params") or {}).items() if k in accepted}
     # The arrays are authoritative (a model saved by save_model alone has no "params"):
     # from_result takes n_components and covariance_type from them.
@@ -100,12 +105,14 @@ def estimator_from_model(params: GMMParams | LowRankParams, meta: Mapping[str, A
         feature_names_in=None if names is None else np.asarray(names, dtype=object),
         dtype=persistence.attributes_dtype(meta),
     )
-    return GaussianMixture.from_result(result, **hyper)
+    return estimator_class.from_result(result, **hyper)
 
 def load(
     path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
-) -> GaussianMixture:
-    """Load a model directory as a fitted :class:`dgmm.GaussianMixture`.
+) -> Any:
+    """Load a model directory as a fitted :class:`dgmm.GaussianMixture` (or
+    :class:`dgmm.MultinomialMixture` for a mixture of multinomials: the
+    estimator of the family ``model.json`` names).
 
     Parameters
     ----------

@@ -22,9 +22,12 @@ import pytest
 from click.testing import CliRunner
 from fsspec.implementations.local import LocalFileSystem
 from sklearn.exceptions import ConvergenceWarning
+from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
+from sklearn.naive_bayes import MultinomialNB
 
 from dgmm.cli import cli
+from dgmm.core import multinomial as mn
 from dgmm.core.params import GMMParams
 from dgmm.core.suffstats import SuffStats
 
@@ -113,13 +116,35 @@ def initial_params(X, n_components, covariance_type, seed=0):
     return {"weights_init": sk.weights_ / sk.weights_.sum(), "means_init": sk.means_, "precisions_init": sk.precisions_}
 
 
+# -- mixtures of multinomials ---------------------------------------------------------------
+
+
+def zipf_topics(rng: np.random.Generator, n_components: int, n_features: int, s: float = 1.1) -> np.ndarray:
+    """(K, V) word distributions: Zipf frequencies over a different random order of the words per topic."""
+    base = 1.0 / np.arange(1, n_features + 1) ** s
+    base /= base.sum()
+    return np.stack([base[rng.permutation(n_features)] for _ in range(n_components)])
+
+
+def reference_step(x_dense, params, alpha, sample_weight=None):
+    """One EM step of a mixture of multinomials written from scikit-learn: a dense E-step, and
+    the M-step of ``MultinomialNB`` fitted on the rows repeated once per component with
+    ``sample_weight`` = responsibilities (times the rows' weights)."""
+    wlp = np.log(params.weights) + x_dense @ params.feature_log_prob.T
+    resp = np.exp(wlp - logsumexp(wlp, axis=1, keepdims=True))
+    n, k = resp.shape
+    weight = resp if sample_weight is None else resp * sample_weight[:, None]
+    nb = MultinomialNB(alpha=alpha).fit(np.repeat(x_dense, k, axis=0), np.tile(np.arange(k), n), sample_weight=weight.ravel())
+    return mn.MultinomialParams(np.exp(nb.class_log_prior_), nb.feature_log_prob_)
+
+
 # Shared with the in-process workers (threads of this process); the graph
 # itself only carries the counter's name.
 _READS: dict[str, Counter[int]] = {}
 _LOCK = threading.Lock()
 
 
-def _counted_read(block: np.ndarray, name: str, block_info=None) -> np.ndarray:
+def _counted_read(block: Any, name: str, block_info=None) -> Any:
     with _LOCK:
         _READS[name][block_info[0]["chunk-location"][0]] += 1
     return block
@@ -128,12 +153,12 @@ def _counted_read(block: np.ndarray, name: str, block_info=None) -> np.ndarray:
 class ReadCounter:
     """A Dask array over numpy data that counts every chunk it hands out."""
 
-    def __init__(self, X: np.ndarray, rows: int):
+    def __init__(self, X: np.ndarray | da.Array, rows: int | None = None):
+        """``X`` in chunks of ``rows`` rows, or a Dask array (sparse chunks too) as chunked."""
         self.name = f"reads-{id(self)}-{len(_READS)}"
         _READS[self.name] = Counter()
-        self.array = da.map_blocks(
-            _counted_read, da.from_array(X, chunks=(rows, -1)), self.name, dtype=X.dtype, meta=X[:0]
-        )
+        source = X if isinstance(X, da.Array) else da.from_array(X, chunks=(rows, -1))
+        self.array = da.map_blocks(_counted_read, source, self.name, dtype=X.dtype, meta=source._meta)
 
     @property
     def counts(self) -> Counter[int]:

@@ -10,17 +10,11 @@ import pytest
 import scipy.sparse as sp
 from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
-from sklearn.naive_bayes import MultinomialNB
 
 from dgmm.core import multinomial as mn
 from dgmm.errors import InvalidDataError, InvalidDtypeError, ShapeMismatchError
 
-
-def zipf_topics(rng: np.random.Generator, n_components: int, n_features: int, s: float = 1.1) -> np.ndarray:
-    """(K, V) word distributions: Zipf frequencies over a different random order of the words per topic."""
-    base = 1.0 / np.arange(1, n_features + 1) ** s
-    base /= base.sum()
-    return np.stack([base[rng.permutation(n_features)] for _ in range(n_components)])
+from ._helpers import reference_step, zipf_topics
 
 
 @pytest.fixture
@@ -45,16 +39,6 @@ def em_step(x, params, alpha, block_rows, sample_weight=None, kind="auto"):
         s = mn.chunk_stats(x[start : start + 97], prepared, w, kind=kind, block_rows=block_rows, row_offset=start)
         total = s if total is None else total + s
     return mn.m_step(total, alpha).params, total
-
-
-def reference_step(x_dense, params, alpha, sample_weight=None):
-    """Dense E-step; M-step by MultinomialNB on rows repeated per component, weighted by r."""
-    wlp = np.log(params.weights) + x_dense @ params.feature_log_prob.T
-    resp = np.exp(wlp - logsumexp(wlp, axis=1, keepdims=True))
-    n, k = resp.shape
-    weight = resp if sample_weight is None else resp * sample_weight[:, None]
-    nb = MultinomialNB(alpha=alpha).fit(np.repeat(x_dense, k, axis=0), np.tile(np.arange(k), n), sample_weight=weight.ravel())
-    return mn.MultinomialParams(np.exp(nb.class_log_prior_), nb.feature_log_prob_)
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])

@@ -122,6 +122,14 @@ def cli() -> None:
 @param_option("n_init", "--n-init")
 @param_option("random_state", "--seed")
 @param_option("reg_covar", "--reg-covar")
+@click.option(
+    "--model", "model_family", type=click.Choice(["gaussian", "multinomial"]), default="gaussian",
+    show_default=True, help="Mixture of Gaussians, or of multinomials (counts, sparse matrices).",
+)
+@click.option(
+    "--alpha", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+    help="--model multinomial: additive smoothing of the word distributions (MultinomialNB's).",
+)
 @source_options
 @cluster_options
 @param_option("checkpoint", "--checkpoint", metavar="DIR")
@@ -137,10 +145,13 @@ def cli() -> None:
 def fit(
     source: str, n_components: int, covariance_type: str, rank: int, noise_type: str,
     max_iter: int, tol: float, init: str,
-    n_init: int, seed: int | None, reg_covar: float, checkpoint: str | None, output: str,
-    overwrite: bool, progress: bool | None, **kw: Any,
+    n_init: int, seed: int | None, reg_covar: float, model_family: str, alpha: float,
+    checkpoint: str | None, output: str, overwrite: bool, progress: bool | None, **kw: Any,
 ) -> dict[str, Any]:
     """Fit a mixture to SOURCE (Zarr, Parquet, .npy; a path or URL) and save it as MODEL.
+
+    --model multinomial fits a mixture of multinomials to counts: also a
+    scipy .npz file or an AnnData store's sparse group (--key X).
 
     The log-likelihood (mean per row) and the BIC reported are those of the
     last E-step, as scikit-learn's lower_bound_: no extra pass over the data.
@@ -154,20 +165,30 @@ def fit(
     extra: dict[str, Any] = {}
     if checkpoint is not None:
         extra.update(checkpoint=checkpoint, checkpoint_storage_options=storage_options)
-    gmm = GaussianMixture(
-        n_components,
-        covariance_type=covariance_type,
-        rank=rank,
-        noise_type=noise_type,
-        tol=tol,
-        reg_covar=reg_covar,
-        max_iter=max_iter,
-        n_init=n_init,
-        init_params=init,
-        random_state=seed,
-        verbose=int(sys.stderr.isatty() if progress is None else progress),
-        **extra,
-    )
+    verbose = int(sys.stderr.isatty() if progress is None else progress)
+    if model_family == "multinomial":
+        from dgmm.multinomial_mixture import MultinomialMixture
+
+        covariance_type = None
+        gmm = MultinomialMixture(
+            n_components, alpha=alpha, tol=tol, max_iter=max_iter, n_init=n_init,
+            init_params=init, random_state=seed, verbose=verbose, **extra,
+        )
+    else:
+        gmm = GaussianMixture(
+            n_components,
+            covariance_type=covariance_type,
+            rank=rank,
+            noise_type=noise_type,
+            tol=tol,
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init,
+            random_state=seed,
+            verbose=verbose,
+            **extra,
+        )
     start = time.perf_counter()
     with cluster(cluster_args) as client:
         x = on_cluster(data, client)  # the cluster's threads size the default chunks
@@ -183,6 +204,7 @@ def fit(
         "n_features": int(x.shape[1]),
         "feature_names": _names(gmm),
         "n_components": n_components,
+        "model": model_family,
         "covariance_type": covariance_type,
         **_lowrank_info(gmm),
         "n_iter": int(gmm.n_iter_),
@@ -284,8 +306,27 @@ def score(model: str, source: str, **kw: Any) -> dict[str, Any]:
 @storage_options_option
 @common_options
 def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    """Describe a saved MODEL: shapes, fit summary, weights (--json: also the means)."""
+    """Describe a saved MODEL: shapes, fit summary, weights (--json: also the means);
+    for a mixture of multinomials each component's weight and top features."""
     gmm = load_model(model, storage_options)
+    if hasattr(gmm, "top_features"):
+        return {
+            "command": "info",
+            "model": model,
+            "family": "multinomial",
+            "n_components": int(gmm.n_components),
+            "n_features": int(gmm.n_features_in_),
+            "converged": bool(getattr(gmm, "converged_", False)),
+            "n_iter": int(getattr(gmm, "n_iter_", 0)),
+            "log_likelihood": float(getattr(gmm, "lower_bound_", float("nan"))),
+            "n_parameters": n_parameters(gmm),
+            "weights": gmm.weights_,
+            **{
+                f"component {k}": f"weight {w:.4g}; top features: "
+                + ", ".join(f"{name} ({p:.3g})" for name, p in top)
+                for k, (w, top) in enumerate(zip(gmm.weights_, gmm.top_features(10)))
+            },
+        }
     return {
         "command": "info",
         "model": model,
@@ -303,9 +344,22 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _gaussian_only(gmm: Any, model: str, command: str) -> Any:
+    """``gmm``, or UnsupportedModelError when it is a mixture of multinomials (not drawn or plotted yet)."""
+    if hasattr(gmm, "top_features"):
+        from dgmm.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{model!r} is a mixture of multinomials; 'dgmm {command}' handles Gaussian mixtures "
+            "only for now. Use 'dgmm info' for its components' top features, or "
+            "dgmm.load(model).sample(n) / .top_features(n) in Python."
+        )
+    return gmm
+
+
 def _lowrank_info(gmm: Any) -> dict[str, Any]:
     """``rank`` and ``noise_type`` of a low-rank model (nothing for the other types)."""
-    if gmm.covariance_type != "lowrank":
+    if getattr(gmm, "covariance_type", None) != "lowrank":
         return {}
     return {"rank": int(gmm.rank), "noise_type": gmm.noise_type}
 
@@ -351,7 +405,7 @@ def sample(
     from dgmm.demo import sample_mixture
 
     cluster_args = connect_args(**kw)
-    gmm = load_model(model, storage_options)
+    gmm = _gaussian_only(load_model(model, storage_options), model, "sample")
     for what, target in (("output", output), ("labels output", labels)):
         if target is not None:
             check_target(target, overwrite, storage_options, what)
@@ -483,7 +537,7 @@ def plot(
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
-    gmm = load_model(model, storage_options)
+    gmm = _gaussian_only(load_model(model, storage_options), model, "plot")
     check_target(output, overwrite, storage_options, "figure")
     if image_shape is not None:
         plot_components(gmm, image_shape, path=output, storage_options=storage_options)

@@ -224,7 +224,11 @@ class MixtureFamily(Protocol):
 _FAMILIES: dict[str, MixtureFamily] = {}
 # Families of dgmm itself, imported on first use so importing this module
 # stays cheap and free of cycles (a family module imports this one).
-_BUILTIN = {"gaussian": "dgmm.core.gaussian", "lowrank": "dgmm.core.lowrank_family"}
+_BUILTIN = {
+    "gaussian": "dgmm.core.gaussian",
+    "lowrank": "dgmm.core.lowrank_family",
+    "multinomial": "dgmm.core.multinomial_family",
+}
 
 _F = TypeVar("_F", bound=MixtureFamily)
 

@@ -262,9 +262,13 @@ def as_count_block(
         else:
             row, col = (int(i) for i in np.argwhere(bad)[0])
             value = float(values[row, col])
-        what = "a negative count" if np.isfinite(value) else "a non-finite value"
+        # scikit-learn's words ("Negative values in data", "NaN", "inf") lead the message.
+        what = (
+            "Negative values in data: input contains a negative count" if np.isfinite(value)
+            else "Input contains NaN:" if np.isnan(value) else "Input contains inf:"
+        )
         raise InvalidDataError(
-            f"Input contains {what} {value!r} at {_where(row_offset + row, col, chunk_index)}; "
+            f"{what} {value!r} at {_where(row_offset + row, col, chunk_index)}; "
             f"{int(bad.sum())} such value(s) in this chunk. A multinomial mixture needs finite, "
             "non-negative counts (non-negative reals such as tf weights are fine): drop or fix "
             "those rows."

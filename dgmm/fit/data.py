@@ -86,9 +86,18 @@ def open_dataset(
           ``memory://`` ...) to a Zarr v2 or v3 array or group (``key`` picks the
           array in a group), a Parquet file or a directory of Parquet files
           (``columns`` picks the features; files in pyarrow's dataset order),
-          or a C-ordered ``.npy`` file (memory-mapped when local).
+          or a C-ordered ``.npy`` file (memory-mapped when local);
+        - sparse counts (for :class:`dgmm.MultinomialMixture`): a scipy.sparse
+          matrix or array (CSR, CSC ...), a Dask array of ``csr_matrix`` chunks,
+          a ``.npz`` file from ``scipy.sparse.save_npz`` (read by row ranges
+          when saved with ``compressed=False``), or the sparse group of an
+          AnnData Zarr store (``key="X"``, ``"layers/counts"``), read by row
+          chunks through ``indptr``. Their chunks are ``csr_matrix`` and
+          hold about 12.5 million non-zeros by default (along the stored
+          ``data`` chunks for AnnData).
     key : str, optional
-        Path of the array inside a Zarr group, e.g. ``"X"`` or ``"obsm/X_pca"``.
+        Path of the array inside a Zarr group, e.g. ``"X"`` or ``"obsm/X_pca"``
+        (or of AnnData's sparse matrix group).
     columns : list of str, optional
         Feature columns of a Parquet dataset or a DataFrame, in this order.
         By default all columns, which must then all be numeric; the index is

@@ -19,9 +19,11 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
 
 from dgmm.core.family import MixtureParams, family_of
-from dgmm.errors import InvalidDataError, ShapeMismatchError
+from dgmm.errors import InvalidDataError, ShapeMismatchError, UnsupportedInputError
+from dgmm.fit import init_multinomial
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, scatter_to
 from dgmm.fit.init import InitConfig, initialize
@@ -98,7 +100,14 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
 
 
 def _check_data(spec: FitSpec, x: da.Array) -> None:
-    """Too few rows in x of shape (n_samples, n_features) for the spec raise."""
+    """Too few rows in x of shape (n_samples, n_features) for the spec raise; so do
+    sparse chunks for a family that needs dense rows (Gaussian)."""
+    if spec.family == "gaussian" and sp.issparse(x._meta):
+        raise UnsupportedInputError(
+            f"X is a sparse matrix ({type(x._meta).__name__} chunks); a Gaussian mixture fits "
+            "dense data only (dgmm.MultinomialMixture fits sparse counts). Densify it "
+            "(X.toarray()) if it fits in memory, or store it as a dense Zarr array."
+        )
     n_rows = x.shape[0]
     if n_rows < spec.n_components:
         raise InvalidDataError(
@@ -115,7 +124,8 @@ def _check_data(spec: FitSpec, x: da.Array) -> None:
 
 def _digests(X: Any, sample_weight: Any) -> tuple[str | None, str | None]:
     """Content digests of in-memory X and weights (their scattered names are random)."""
-    x_digest = content_digest(as_float_array(X)) if is_in_memory(X) else None
+    # A scipy.sparse X is named by its content already (dgmm.io.sparse.from_scipy).
+    x_digest = content_digest(as_float_array(X)) if is_in_memory(X) and not sp.issparse(X) else None
     w_digest = None
     if sample_weight is not None and not isinstance(sample_weight, da.Array):
         w_digest = content_digest(np.asarray(sample_weight, dtype=np.float64))
@@ -126,7 +136,7 @@ def _fingerprint(
     spec: FitSpec, x: da.Array, weight: da.Array | None, digests: tuple[str | None, str | None]
 ) -> dict[str, Any]:
     """What a checkpoint must match to be resumed by this fit: data and result-changing settings."""
-    inits = spec.init_arrays(x.shape[1])
+    inits = _init_arrays(spec, x.shape[1])
     warm = spec.warm_start
     return {
         "data": {
@@ -146,16 +156,29 @@ def _fingerprint(
             "on_degenerate": spec.on_degenerate,
             "split_every": spec.split_every,
             "block_size": spec.block_size,
+            **({} if spec.family == "gaussian" else {"family": spec.family, "alpha": spec.alpha}),
             # Only for "lowrank", so the Gaussian types' fingerprints stay what they were.
             **({"rank": spec.rank, "noise_type": spec.noise_type} if spec.covariance_type == "lowrank" else {}),
         },
     }
 
 
+def _init_arrays(spec: FitSpec, n_features: int) -> dict[str, np.ndarray | None]:
+    """The spec's initial arrays, checked by its family's rules."""
+    if spec.family == "multinomial":
+        return init_multinomial.init_arrays(spec, n_features)
+    return spec.init_arrays(n_features)
+
+
 def _start(spec: FitSpec, x: da.Array, weight: da.Array | None) -> list[RestartState]:
     """The restarts after initialisation (or from the previous fit with warm_start)."""
     warm = spec.warm_start
-    if warm is None:
+    if warm is None and spec.family == "multinomial":
+        starts = init_multinomial.initialize(
+            x, spec, spec.n_init, sample_weight=weight, **_init_arrays(spec, x.shape[1])
+        )
+        lower_bound = -np.inf
+    elif warm is None:
         starts = initialize(
             x,
             InitConfig.from_spec(spec),

@@ -24,7 +24,7 @@ import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.covariance import get_covariance_model
-from dgmm.core.lowrank import LowRankParams
+from dgmm.core.family import MixtureParams
 from dgmm.core.options import (
     COVARIANCE_TYPE_NAMES,
     DEGENERATE_POLICIES,
@@ -37,7 +37,6 @@ from dgmm.core.options import (
     LocalScheduler,
     NoiseType,
 )
-from dgmm.core.params import GMMParams
 from dgmm.errors import (
     InvalidDtypeError,
     InvalidInitError,
@@ -188,22 +187,27 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType({p.name: p.default for p in _TABL
 
 @dataclass(frozen=True)
 class EMConfig:
-    """What the loop needs to know besides data and starting parameters."""
+    """What the loop needs to know besides data and starting parameters.
 
-    covariance_type: CovarianceType
+    ``covariance_type`` and ``reg_covar`` are the Gaussian family's, ``alpha``
+    (additive smoothing of the word distributions) the multinomial family's.
+    """
+
+    covariance_type: CovarianceType | None
     tol: float = DEFAULTS["tol"]
     reg_covar: float = DEFAULTS["reg_covar"]
     max_iter: int = DEFAULTS["max_iter"]
     on_degenerate: DegeneratePolicy = DEFAULTS["on_degenerate"]
     split_every: int = _graph.DEFAULT_SPLIT_EVERY
     block_rows: int | None = None
+    alpha: float = 1.0
 
 
 @dataclass(frozen=True)
 class WarmStart:
     """Where a ``warm_start`` fit continues from: the previous fit's parameters and bound."""
 
-    params: GMMParams | LowRankParams
+    params: MixtureParams
     lower_bound: float
 
 
@@ -373,11 +377,13 @@ class FitSpec:
     With ``warm_start`` set, ``n_init`` is 1 and ``init_params`` unused.
     The initial arrays are float32 when given as float32, float64 otherwise
     (scikit-learn's rule); they are checked against the data, and returned
-    in float64, by :meth:`init_arrays`.
+    in float64, by :meth:`init_arrays`. ``family`` names the model family
+    (:mod:`dgmm.core.family`); a ``"multinomial"`` spec has no
+    ``covariance_type`` and reads ``alpha`` and ``feature_prob_init``.
     """
 
     n_components: int
-    covariance_type: CovarianceType
+    covariance_type: CovarianceType | None
     seed: int
     rank: int = DEFAULTS["rank"]
     noise_type: NoiseType = DEFAULTS["noise_type"]
@@ -404,6 +410,9 @@ class FitSpec:
     client: Any = None
     scheduler_address: str | None = None
     scheduler: LocalScheduler | None = None
+    family: str = "gaussian"
+    alpha: float = 1.0
+    feature_prob_init: np.ndarray | None = None
 
     @classmethod
     def from_params(
@@ -466,6 +475,7 @@ class FitSpec:
             on_degenerate=self.on_degenerate,
             split_every=self.split_every,
             block_rows=self.block_size,
+            alpha=self.alpha,
         )
 
     def init_arrays(self, n_features: int) -> dict[str, np.ndarray | None]:
@@ -578,7 +588,7 @@ class FitResult:
     stay float64 (the estimator casts at its boundary).
     """
 
-    params: GMMParams | LowRankParams
+    params: MixtureParams
     converged: bool
     n_iter: int
     lower_bound: float

@@ -18,12 +18,14 @@ metadata alone, as scikit-learn's ``feature_names_in_`` wants them, and
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
 
 from dgmm.core.kernels import require_valid_weights
 from dgmm.errors import (
@@ -34,6 +36,7 @@ from dgmm.errors import (
     UnsupportedInputError,
 )
 from dgmm.io.dataset import Dataset, Origin, memory_array, string_names
+from dgmm.io.sparse import from_scipy, is_npz_source, open_npz
 from dgmm.io.stores import StoredArray, is_store_source, is_zarr_array, open_store, stored_zarr
 
 __all__ = [
@@ -171,7 +174,8 @@ def _select_frame(frame: Any, columns: Any, what: str) -> tuple[Any, np.dtype]:
 def _to_numpy(X: Any, what: str, columns: Any = None) -> np.ndarray:
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise UnsupportedInputError(
-            f"{what} is a sparse matrix ({type(X).__name__}); dgmm fits dense data only. "
+            f"{what} is a sparse matrix ({type(X).__name__}); a Gaussian mixture fits dense data only "
+            "(dgmm.MultinomialMixture fits sparse counts). "
             "Densify it (X.toarray()) if it fits in memory, or store it as a dense "
             "Zarr array."
         )
@@ -343,6 +347,9 @@ def open_data(
     -------
     data : Dataset
     """
+    if is_npz_source(source) and key is None and columns is None:
+        x = open_npz(source, chunks=chunks, storage_options=storage_options)
+        return Dataset(x, Origin(os.fspath(source)))
     if is_store_source(source):
         store = open_store(source, key=key, columns=columns, storage_options=storage_options)
         return _stored(store, chunks, n_threads, what)
@@ -375,6 +382,13 @@ def open_data(
             return opened if chunks is None else opened.reopen(chunks)
         return _dask(X, labels, columns, chunks, what)
 
+    if sp.issparse(X) and columns is None:
+        # Named by its content (deterministic), so checkpoints recognise it; the
+        # matrix is one key of the graph, chunks are CSR row ranges of it.
+        _check_shape(X.shape, what)
+        x = from_scipy(X, chunks=chunks)
+        dtype = _float_dtype(x.dtype, what)
+        return Dataset(x if x.dtype == dtype else x.astype(dtype), Origin(f"{what} ({type(X).__name__})"))
     if _is_pandas_frame(X):
         selected = _frame_columns(X, columns, what)
         labels = tuple(X.columns if selected is None else selected)
@@ -396,7 +410,7 @@ def default_chunks(data: Dataset, n_threads: int) -> Dataset:
     Reads nothing (the store was opened once); other data is returned as it is.
     """
     store = data.origin.store
-    if store is None:
+    if store is None or store.kind == "csr":  # sparse chunks are placed by non-zeros
         return data
     n_rows, n_features = data.array.shape
     return data.reopen(default_row_chunk(n_rows, n_features, store.dtype.itemsize, n_threads))
@@ -407,8 +421,11 @@ def _stored(store: StoredArray, chunks: int | None, n_threads: int, what: str) -
     _check_shape(store.shape, what)
     n_rows, n_features = store.shape
     dtype = _float_dtype(store.dtype, what)
-    rows = chunks if chunks is not None else default_row_chunk(n_rows, n_features, store.dtype.itemsize, n_threads)
-    x = store.to_dask(store.row_chunks(rows))
+    if store.kind == "csr":
+        x = store.to_dask(None if chunks is None else store.row_chunks(chunks))
+    else:
+        rows = chunks if chunks is not None else default_row_chunk(n_rows, n_features, store.dtype.itemsize, n_threads)
+        x = store.to_dask(store.row_chunks(rows))
     return Dataset(x if x.dtype == dtype else x.astype(dtype), Origin(store.url, labels=store.columns, store=store))
 
 

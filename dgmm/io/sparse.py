@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from dask.base import tokenize
 
 from dgmm.errors import InvalidSourceError, SourceNotFoundError
+from dgmm.io.fs import is_local, resolve
 
 __all__ = [
     "DEFAULT_CHUNK_NNZ",
@@ -112,15 +113,14 @@ def _read_rows(reader: Any, start: int, stop: int) -> sp.csr_matrix:
 
 def _canonical(url: str, storage_options: dict | None) -> tuple[Any, str, str]:
     """``(fs, path, canonical URL)`` for a path or fsspec URL."""
-    from fsspec.core import url_to_fs
-
     try:
-        fs, path = url_to_fs(url, **(storage_options or {}))
+        location = resolve(url, storage_options)
     except (ImportError, ValueError) as exc:
         raise InvalidSourceError(
             f"Cannot open {url!r}: {exc}. Pass a local path or an fsspec URL (for s3:// "
             "URLs install dgmm[s3])."
         ) from None
+    fs, path = location.fs, location.path
     if not fs.exists(path):
         raise SourceNotFoundError(
             f"No such file or directory: {url!r}. Expected a sparse matrix store (a .npz "
@@ -276,7 +276,7 @@ def open_npz(
             return from_scipy(sp.load_npz(f), chunks=chunks, target_nnz=target_nnz)
     n_rows, n_features = shape
     row_chunks = _rows_chunks(chunks, n_rows) if chunks is not None else _row_chunks_by_nnz(indptr, target_nnz)
-    reader = _NpzCSR(url if "://" in url else canonical, storage_options, members["indptr"], members["indices"], members["data"], shape)
+    reader = _NpzCSR(canonical if is_local(fs) else url, storage_options, members["indptr"], members["indices"], members["data"], shape)
     name = "npz-" + tokenize(
         canonical, shape, [(m.offset, str(m.dtype), m.size) for m in members.values()], row_chunks,
     )
@@ -392,8 +392,8 @@ def open_sparse_zarr(
 
     url = os.fspath(source)
     fs, path, canonical = _canonical(url, storage_options)
-    is_url = "://" in url
-    root = zarr.open(url if is_url else path, mode="r", storage_options=storage_options if is_url else None)
+    local = is_local(fs)
+    root = zarr.open(path if local else url, mode="r", storage_options=None if local else storage_options)
     node = root
     if key is not None:
         if not isinstance(root, zarr.Group) or key not in root:

@@ -48,7 +48,8 @@ SUPPORTED = (
     "a NumPy .npy file"
 )
 
-StoreKind = Literal["zarr", "parquet", "npy"]
+#: "csr": a sparse matrix in AnnData's Zarr layout (:mod:`dgmm.io.sparse`).
+StoreKind = Literal["zarr", "parquet", "npy", "csr"]
 
 
 def is_store_source(source: Any) -> bool:
@@ -111,11 +112,17 @@ class StoredArray:
             rows = min(max(1, round(rows / stored)) * stored, max(n_rows, 1))
         return tuple(da.core.normalize_chunks((min(rows, n_rows),), (n_rows,))[0])
 
-    def to_dask(self, row_chunks: tuple[int, ...]) -> da.Array:
+    def to_dask(self, row_chunks: tuple[int, ...] | None) -> da.Array:
         """The data as a Dask array of ``row_chunks`` rows (from :meth:`row_chunks`), all columns.
 
-        Reads nothing: the tasks read their own rows through ``reader``.
+        Reads nothing: the tasks read their own rows through ``reader``. A
+        "csr" store has ``csr_matrix`` chunks; ``row_chunks=None`` places them
+        by non-zeros along the stored chunks (reading ``indptr`` once).
         """
+        if self.kind == "csr":
+            from dgmm.io.sparse import sparse_zarr_group_array
+
+            return sparse_zarr_group_array(self.reader, chunks=row_chunks, location=self.identity)
         name = f"{self.kind}-" + tokenize(*self.identity, tuple(row_chunks))
         chunks = (tuple(row_chunks), (int(self.shape[1]),))
         if self.kind == "zarr":
@@ -341,7 +348,7 @@ def _try_zarr(url: str, fs: Any, path: str, key: str | None, storage_options: di
     import zarr
 
     node = _zarr_open(url, path, key, storage_options)
-    if isinstance(node, zarr.Array):
+    if isinstance(node, zarr.Array) or _is_sparse_group(node):
         return node
     if node is None and key is None:
         return None
@@ -372,7 +379,29 @@ def _try_zarr(url: str, fs: Any, path: str, key: str | None, storage_options: di
 def _zarr_node(
     url: str, fs: Any, path: str, node: Any, key: str | None, storage_options: dict | None
 ) -> StoredArray:
-    return stored_zarr(node, url=url, location=(_canonical_url(fs, path), _endpoint(storage_options), key))
+    location = (_canonical_url(fs, path), _endpoint(storage_options), key)
+    if _is_sparse_group(node):
+        return _stored_sparse(node, url, location)
+    return stored_zarr(node, url=url, location=location)
+
+
+def _is_sparse_group(node: Any) -> bool:
+    """A Zarr group holding a sparse matrix in AnnData's layout (``encoding-type`` csr/csc)."""
+    from dgmm.io.sparse import is_sparse_zarr_group
+
+    return node is not None and is_sparse_zarr_group(node)
+
+
+def _stored_sparse(group: Any, url: str, location: tuple[Any, ...]) -> StoredArray:
+    """An AnnData sparse group as a "csr" :class:`StoredArray` (its attributes are already read)."""
+    attrs = group.attrs
+    shape = tuple(int(n) for n in attrs.get("shape", ()))
+    data = group["data"] if "data" in group else None
+    dtype = np.dtype(data.dtype) if data is not None else np.dtype(np.float64)
+    return StoredArray(
+        url=url, kind="csr", shape=shape, dtype=dtype, columns=None, storage_rows=(1,),
+        reader=group, identity=location,
+    )
 
 
 def is_zarr_array(X: Any) -> bool:
