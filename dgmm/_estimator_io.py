@@ -76,7 +76,7 @@ def save(
         meta["params_not_saved"] = dropped
     persistence.save_model(
         path, params, meta, overwrite=overwrite, storage_options=storage_options,
-        dtype=str(np.asarray(estimator.means_).dtype),
+        dtype=str(np.asarray(estimator.weights_).dtype),
     )
 
 
@@ -106,6 +106,7 @@ def estimator_from_model(params: MixtureParams, meta: Mapping[str, Any]) -> Any:
         dtype=persistence.attributes_dtype(meta),
     )
     return estimator_class.from_result(result, **hyper)
+
 
 def load(
     path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
