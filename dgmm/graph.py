@@ -201,15 +201,69 @@ def _map_reduce(
     sample_weight: da.Array | None,
     split_every: int,
 ) -> Any:
+    if _synchronous() and x.nbytes <= _HERE_MAX_BYTES:
+        chunks, chunk_weights = _chunks_here(x, sample_weight)
+        return _map_reduce_here(chunks, chunk_weights, chunk_offsets(x), kernel, combine, shared, split_every)
+    blocks, weights = _row_blocks(x), _weight_blocks(x, sample_weight)
     handle = broadcast(shared)
     parts = [
         delayed(_pinned, pure=True)(kernel, block, handle, w, chunk_index=i, row_offset=offset)
-        for i, (block, w, offset) in enumerate(
-            zip(_row_blocks(x), _weight_blocks(x, sample_weight), chunk_offsets(x))
-        )
+        for i, (block, w, offset) in enumerate(zip(blocks, weights, chunk_offsets(x)))
     ]
     (result,) = dask.compute(tree_reduce(parts, combine, split_every))
     return result
+
+
+def _synchronous() -> bool:
+    """Whether passes run on Dask's synchronous scheduler in this process (small in-memory data)."""
+    return current_client() is None and dask.config.get("scheduler", None) in (
+        "sync", "synchronous", "single-threaded",
+    )
+
+
+# The chunks of the last array a synchronous pass read, by the arrays' Dask names:
+# a fit makes tens of passes over the same small in-memory array, and each
+# ``dask.compute`` of it costs ~1 ms of graph optimisation, the size of the
+# arithmetic itself. Dask names identify content, so equal names are equal chunks.
+_HERE: dict[str, Any] = {"key": None, "chunks": None}
+# Only data this small is held: a synchronous pass over anything larger (a store
+# with Dask's scheduler set to "sync") streams its chunks through the graph as usual.
+_HERE_MAX_BYTES = 64 << 20
+_HERE_LOCK = threading.Lock()
+
+
+def _chunks_here(x: da.Array, sample_weight: da.Array | None) -> tuple[list[Any], list[Any]]:
+    """The row chunks of ``x`` and of the weights, as numpy arrays (one compute per array)."""
+    key = (x.name, None if sample_weight is None else sample_weight.name, x.chunks)
+    with _HERE_LOCK:
+        if _HERE["key"] == key:
+            return _HERE["chunks"]
+    chunks = dask.compute(_row_blocks(x), _weight_blocks(x, sample_weight))
+    with _HERE_LOCK:
+        _HERE.update(key=key, chunks=chunks)
+    return chunks
+
+
+def _map_reduce_here(
+    chunks: list[Any],
+    chunk_weights: list[Any],
+    offsets: list[int],
+    kernel: Callable[..., Any],
+    combine: Callable[[list[Any]], Any],
+    shared: Any,
+    split_every: int,
+) -> Any:
+    """``_map_reduce`` computed directly on the chunks: the same kernels and the same
+    fixed tree as the graph, in the same order (so the same bits). A pass on data small
+    enough to run synchronously is ~10 tasks, and building their graph (keys, tokens of
+    the shared parameters) cost ~3 ms a pass, several times an iris-sized fit's arithmetic."""
+    level = [
+        _pinned(kernel, block, shared, w, chunk_index=i, row_offset=offset)
+        for i, (block, w, offset) in enumerate(zip(chunks, chunk_weights, offsets))
+    ]
+    while len(level) > 1:
+        level = [combine(level[i : i + split_every]) for i in range(0, len(level), split_every)]
+    return level[0]
 
 
 def stats_pass(
