@@ -18,9 +18,9 @@ from dgmm.core.gaussian import GAUSSIAN
 from dgmm.core.kernels import (
     EStep,
     HardAssign,
-    _log_sum_exp_resp,
     chunk_stats,
     estimate_log_prob_resp,
+    log_sum_exp_resp,
     require_finite_rows,
 )
 from dgmm.core.seeding import _min_sq_dist, nearest_center
@@ -34,7 +34,7 @@ def test_log_sum_exp_gives_softmax_and_logsumexp(rng, dtype):
     wlp = rng.normal(0, 30, (200, 7)).astype(dtype)
     wlp[3, 2] = -np.inf  # a component with zero weight
     expected_resp, expected_norm = softmax(wlp.astype(np.float64), axis=1), logsumexp(wlp.astype(np.float64), axis=1)
-    resp, log_norm = _log_sum_exp_resp(np.asfortranarray(wlp.copy()))
+    resp, log_norm = log_sum_exp_resp(np.asfortranarray(wlp.copy()))
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(log_norm, expected_norm, rtol=rtol)
     np.testing.assert_allclose(resp, expected_resp, rtol=rtol, atol=1e-30 if dtype == np.float64 else 1e-12)
@@ -45,7 +45,7 @@ def test_log_sum_exp_gives_softmax_and_logsumexp(rng, dtype):
 def test_a_row_with_no_finite_component_stays_dead(rng):
     wlp = rng.normal(size=(4, 3))
     wlp[1] = -np.inf
-    resp, log_norm = _log_sum_exp_resp(wlp)
+    resp, log_norm = log_sum_exp_resp(wlp)
     assert np.isnan(resp[1]).all() and log_norm[1] == -np.inf
     assert np.isfinite(resp[[0, 2, 3]]).all()
 

@@ -27,6 +27,7 @@ from dgmm.core.suffstats import SuffStats
 from dgmm.errors import InvalidDataError
 
 __all__ = [
+    "log_sum_exp_resp",
     "EStep",
     "require_finite",
     "require_valid_weights",
@@ -194,7 +195,7 @@ class Responsibilities(Protocol):
 _EXP_FLOOR = {8: -500.0, 4: -80.0}
 
 
-def _log_sum_exp_resp(wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def log_sum_exp_resp(wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalise weighted log-probabilities in place into responsibilities.
 
     Returns ``(resp, log_norm)``; ``resp`` is ``wlp``'s buffer. One ``exp``
@@ -254,7 +255,7 @@ class EStep:
         )
 
     def block(self, a: np.ndarray, state: object, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
-        return _log_sum_exp_resp(self.params.model.weighted_log_prob(a, state, scratch))
+        return log_sum_exp_resp(self.params.model.weighted_log_prob(a, state, scratch))
 
 
 @dataclass(frozen=True)
@@ -532,7 +533,7 @@ def estimate_log_prob_resp(
         wlp = model.weighted_log_prob(a, state, scratch)
         # The E-step's log-sum-exp normalises wlp in place: keep wlp first.
         log_resp[start:stop] = wlp
-        _, norm = _log_sum_exp_resp(wlp)
+        _, norm = log_sum_exp_resp(wlp)
         log_norm[start:stop] = norm
         log_resp[start:stop] -= norm[:, None]
     return log_norm, log_resp

@@ -66,6 +66,7 @@ import numpy as np
 import scipy.linalg
 
 from dgmm.core.covariance import Scratch
+from dgmm.core.kernels import log_sum_exp_resp
 from dgmm.core.options import NoiseType
 from dgmm.errors import DenseCovarianceTooLargeError, InvalidDataError, ShapeMismatchError
 
@@ -96,8 +97,6 @@ DEFAULT_DENSE_BYTES = 1 << 30
 # Bytes of a block's largest temporaries: the design [1, x - c0, extra] and
 # the (rows x K(l + 1)) projections; as ``kernels.block_rows_for``.
 DEFAULT_BLOCK_BYTES = 32 << 20
-# exp() below these underflows onto libm's / numpy's slow path (as kernels.py).
-_EXP_FLOOR = {8: -500.0, 4: -80.0}
 
 
 # -- parameters ---------------------------------------------------------------
@@ -398,24 +397,6 @@ def weighted_log_prob(
     return wlp, z
 
 
-def _log_sum_exp_resp(wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise weighted log-probabilities in place: ``(resp, log p(x))``."""
-    top = wlp.max(axis=1)
-    dead = ~np.isfinite(top)
-    if dead.any():
-        top[dead] = 0.0
-    wlp -= top[:, None]
-    np.maximum(wlp, _EXP_FLOOR[wlp.dtype.itemsize], out=wlp)
-    np.exp(wlp, out=wlp)
-    total = wlp.sum(axis=1)
-    log_norm = np.log(total) + top
-    wlp *= (1.0 / total)[:, None]
-    if dead.any():
-        wlp[dead] = np.nan
-        log_norm[dead] = -np.inf
-    return wlp, log_norm
-
-
 # -- statistics ---------------------------------------------------------------
 
 
@@ -543,7 +524,7 @@ def chunk_stats(
         xb = x[start : start + block_rows]
         a = design(xb, prepared, buf[: xb.shape[0]])
         wlp, z = weighted_log_prob(a, prepared, scratch)
-        resp, log_norm = _log_sum_exp_resp(wlp)
+        resp, log_norm = log_sum_exp_resp(wlp)
         if sample_weight is None:
             loglik += float(np.sum(log_norm, dtype=np.float64))
         else:
