@@ -16,6 +16,8 @@ import dask.array as da
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from dgmm.core import lowrank
+from dgmm.core.lowrank import LowRankParams
 from dgmm.core.params import GMMParams
 from dgmm.estimator import GaussianMixture
 from dgmm.fit.spec import FitResult
@@ -74,10 +76,15 @@ def _chunk_x(params: GMMParams, seed: int, block_id: int, n_rows: int, dtype: An
     for k in range(params.n_components):
         rows = np.flatnonzero(labels == k)
         if rows.size:
-            x[rows] = params.model.sample_component(
-                rng, params.means[k], params.covariances, k, rows.size
-            )
+            x[rows] = _component_draws(params, k, rows.size, rng)
     return x
+
+
+def _component_draws(params: Any, k: int, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_rows`` draws of component ``k`` of a Gaussian (any covariance form) mixture."""
+    if isinstance(params, LowRankParams):
+        return lowrank.sample_component(params, k, n_rows, rng)
+    return params.model.sample_component(rng, params.means[k], params.covariances, k, n_rows)
 
 
 def _chunk_labels(params: GMMParams, seed: int, block_id: int, n_rows: int) -> np.ndarray:

@@ -465,3 +465,25 @@ def test_principal_axes_view_of_a_low_rank_model(fitted):
     gmm, X, _, _ = fitted
     figure = plot_fit(gmm, X[:500])
     assert len(figure.axes) == 2
+
+
+def test_out_of_core_draws_of_a_low_rank_mixture_have_its_moments():
+    # dgmm sample / demo.sample_mixture draw chunk by chunk on the workers; for a
+    # low-rank model each row is mu_k + A_k z + sqrt(Psi_k) eps of its component.
+    from dgmm.core.lowrank import dense_covariances
+    from dgmm.demo import sample_mixture
+
+    rng = np.random.default_rng(11)
+    k, d, rank = 2, 5, 2
+    params = LowRankParams(
+        np.array([0.3, 0.7]), rng.normal(0, 5, (k, d)), rng.normal(0, 1, (k, d, rank)),
+        rng.uniform(0.2, 0.5, (k, d)),
+    )
+    x, labels = sample_mixture(params, 40_000, seed=3, chunk_rows=10_000)
+    x, labels = np.asarray(x.compute()), np.asarray(labels.compute())
+    covariances = dense_covariances(params)
+    for j in range(k):
+        rows = x[labels == j]
+        assert abs(len(rows) / len(x) - params.weights[j]) < 0.02
+        np.testing.assert_allclose(rows.mean(axis=0), params.means[j], atol=0.1)
+        np.testing.assert_allclose(np.cov(rows.T), covariances[j], atol=0.15)

@@ -88,6 +88,7 @@ __all__ = [
     "n_parameters",
     "prepare",
     "sample",
+    "sample_component",
     "score_samples",
     "weighted_log_prob",
 ]
@@ -692,14 +693,17 @@ def sample(
     component as scikit-learn's ``GaussianMixture.sample``.
     """
     counts = rng.multinomial(n_samples, params.weights / params.weights.sum())
-    noise = np.sqrt(params.noise_diag())
-    xs, labels = [], []
-    for k, count in enumerate(counts):
-        z = rng.standard_normal((count, params.rank))
-        e = rng.standard_normal((count, params.n_features))
-        xs.append(params.means[k] + z @ params.factors[k].T + e * noise[k])
-        labels.append(np.full(count, k))
-    return np.concatenate(xs), np.concatenate(labels)
+    xs = [sample_component(params, k, int(count), rng) for k, count in enumerate(counts)]
+    return np.concatenate(xs), np.repeat(np.arange(params.n_components), counts)
+
+
+def sample_component(
+    params: LowRankParams, k: int, n_samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n_samples`` draws of component ``k`` alone, shape (n_samples, n_features)."""
+    z = rng.standard_normal((n_samples, params.rank))
+    e = rng.standard_normal((n_samples, params.n_features))
+    return params.means[k] + z @ params.factors[k].T + e * np.sqrt(params.noise_diag()[k])
 
 
 def dense_covariances(params: LowRankParams, max_bytes: int = DEFAULT_DENSE_BYTES) -> np.ndarray:
