@@ -149,3 +149,22 @@ def test_predict_to_checks_feature_names(rng, tmp_path):
     with pytest.raises(ValueError, match="(?s)unseen at fit time:\n- z\n"):
         predict_to(params, frame, str(tmp_path / "p.parquet"), output="labels", feature_names_in=NAMES)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sparse_chunks_are_refused_with_a_typed_error(rng, tmp_path):
+    # A Gaussian mixture predicts dense rows: sparse input (in memory, Dask of CSR,
+    # or an .npz store) is refused before any task runs, naming the remedy.
+    import scipy.sparse as sp
+
+    from dgmm.errors import UnsupportedInputError
+    from dgmm.io.sparse import from_scipy
+
+    params = random_params(rng, "diag", n_components=2, n_features=5)
+    counts = sp.csr_matrix(rng.poisson(1.0, (60, 5)).astype(float))
+    sp.save_npz(tmp_path / "counts.npz", counts, compressed=False)
+    for X in (counts, from_scipy(counts, chunks=20), str(tmp_path / "counts.npz")):
+        with pytest.raises(UnsupportedInputError, match="MultinomialMixture fits sparse counts"):
+            predict(params, X, "labels")
+    with pytest.raises(UnsupportedInputError, match="Densify it"):
+        predict_to(params, from_scipy(counts, chunks=20), str(tmp_path / "out.zarr"), output="labels")
+    assert not (tmp_path / "out.zarr").exists()

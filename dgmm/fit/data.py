@@ -14,14 +14,16 @@ from functools import partial
 from typing import Any
 
 import dask.array as da
+import scipy.sparse as sp
 from distributed import Client
 
 from dgmm import graph
+from dgmm.errors import UnsupportedInputError
 from dgmm.fit.cluster import total_threads
 from dgmm.io.dataset import Dataset
 from dgmm.io.sources import Scatter, default_chunks, open_data
 
-__all__ = ["on_cluster", "open_dataset", "open_for_fit", "scatter_to"]
+__all__ = ["on_cluster", "open_dataset", "open_for_fit", "require_dense", "scatter_to"]
 
 
 def _current_threads() -> int:
@@ -150,3 +152,14 @@ def open_dataset(
         n_threads=_current_threads(),
     )
     return data.opened()
+
+
+def require_dense(x: da.Array) -> None:
+    """Raise ``UnsupportedInputError`` when ``x`` has scipy.sparse chunks (a Gaussian
+    mixture's fit or prediction needs dense rows)."""
+    if sp.issparse(x._meta):
+        raise UnsupportedInputError(
+            f"X is a sparse matrix ({type(x._meta).__name__} chunks); a Gaussian mixture fits "
+            "dense data only (dgmm.MultinomialMixture fits sparse counts). Densify it "
+            "(X.toarray()) if it fits in memory, or store it as a dense Zarr array."
+        )

@@ -22,10 +22,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from dgmm.core.family import MixtureParams, family_of
-from dgmm.errors import InvalidDataError, ShapeMismatchError, UnsupportedInputError
+from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit import init_multinomial
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
-from dgmm.fit.data import open_for_fit, scatter_to
+from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
@@ -102,12 +102,8 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
 def _check_data(spec: FitSpec, x: da.Array) -> None:
     """Too few rows in x of shape (n_samples, n_features) for the spec raise; so do
     sparse chunks for a family that needs dense rows (Gaussian)."""
-    if spec.family == "gaussian" and sp.issparse(x._meta):
-        raise UnsupportedInputError(
-            f"X is a sparse matrix ({type(x._meta).__name__} chunks); a Gaussian mixture fits "
-            "dense data only (dgmm.MultinomialMixture fits sparse counts). Densify it "
-            "(X.toarray()) if it fits in memory, or store it as a dense Zarr array."
-        )
+    if spec.family == "gaussian":
+        require_dense(x)
     n_rows = x.shape[0]
     if n_rows < spec.n_components:
         raise InvalidDataError(

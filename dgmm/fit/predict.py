@@ -20,7 +20,7 @@ from dgmm.core.options import PREDICT_OUTPUTS, LocalScheduler, PredictOutput
 from dgmm.core.params import GMMParams
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit.cluster import connect
-from dgmm.fit.data import open_for_fit
+from dgmm.fit.data import open_for_fit, require_dense
 from dgmm.io import sinks
 from dgmm.io.sinks import WriteResult
 from dgmm.io.sources import as_float_array, check_feature_names, feature_names, is_in_memory, open_data
@@ -73,6 +73,7 @@ def predict(
         return _graph.predict_block(array.astype(_work_dtype(array.dtype, dtype), copy=False), params, what)
     data = open_data(X)  # one read of a store's metadata: the array and its names
     x = data.array
+    require_dense(x)
     _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)
     x = x.astype(_work_dtype(x.dtype, dtype), copy=False)
     # Checked block by block inside the prediction tasks (fused, no extra pass).
@@ -146,6 +147,7 @@ def predict_to(
         # In-memory X is scattered to the workers (or stays here, client None); stored X stays lazy.
         data = open_for_fit(X, chunks=None, client=client)
         x = data.array
+        require_dense(x)
         _check_features(params, feature_names_in, estimator_name, x.shape[1], data.feature_names)
         x = x.map_blocks(_checked_finite, dtype=x.dtype, meta=x._meta)
         arrays = {
