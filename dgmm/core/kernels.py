@@ -27,6 +27,7 @@ from dgmm.core.suffstats import SuffStats
 from dgmm.errors import InvalidDataError
 
 __all__ = [
+    "log_prob_resp_into",
     "log_sum_exp_resp",
     "EStep",
     "require_finite",
@@ -531,9 +532,16 @@ def estimate_log_prob_resp(
         np.subtract(x[start:stop], c0, out=a[:, 1 : 1 + n_features])
         model.fill_extra(a, n_features)
         wlp = model.weighted_log_prob(a, state, scratch)
-        # The E-step's log-sum-exp normalises wlp in place: keep wlp first.
-        log_resp[start:stop] = wlp
-        _, norm = log_sum_exp_resp(wlp)
-        log_norm[start:stop] = norm
-        log_resp[start:stop] -= norm[:, None]
+        log_prob_resp_into(wlp, log_norm[start:stop], log_resp[start:stop])
     return log_norm, log_resp
+
+
+def log_prob_resp_into(wlp: np.ndarray, log_norm: np.ndarray, log_resp: np.ndarray) -> None:
+    """``log p(x)`` (rows,) and log-responsibilities (rows, K) of a block's weighted
+    log-probabilities ``wlp``, written into ``log_norm`` and ``log_resp`` (any family's
+    prediction kernel). ``wlp`` is overwritten (normalised in place)."""
+    # The E-step's log-sum-exp normalises wlp in place: keep wlp first.
+    log_resp[...] = wlp
+    _, norm = log_sum_exp_resp(wlp)
+    log_norm[...] = norm
+    log_resp -= norm[:, None]

@@ -66,7 +66,7 @@ import numpy as np
 import scipy.linalg
 
 from dgmm.core.covariance import Scratch
-from dgmm.core.kernels import log_sum_exp_resp
+from dgmm.core.kernels import log_prob_resp_into, log_sum_exp_resp
 from dgmm.core.options import NoiseType
 from dgmm.errors import DenseCovarianceTooLargeError, InvalidDataError, ShapeMismatchError
 
@@ -556,12 +556,7 @@ def estimate_log_prob_resp(
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
         wlp, _ = weighted_log_prob(design(x[start:stop].astype(dtype), prepared), prepared, scratch)
-        top = wlp.max(axis=1)
-        top[~np.isfinite(top)] = 0.0
-        with np.errstate(divide="ignore"):
-            norm = np.log(np.exp(wlp - top[:, None]).sum(axis=1)) + top
-        log_norm[start:stop] = norm
-        log_resp[start:stop] = wlp - norm[:, None]
+        log_prob_resp_into(wlp, log_norm[start:stop], log_resp[start:stop])
     return log_norm, log_resp
 
 

@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from dgmm.core.kernels import log_prob_resp_into
 from dgmm.errors import InvalidDataError, InvalidDtypeError, ShapeMismatchError
 
 __all__ = [
@@ -335,12 +336,7 @@ def estimate_log_prob_resp(
     for start in _blocks(n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
         wlp = _weighted_log_prob(x[start:stop], prepared)
-        top = wlp.max(axis=1)
-        top[~np.isfinite(top)] = 0.0
-        with np.errstate(divide="ignore"):
-            norm = np.log(np.exp(wlp - top[:, None]).sum(axis=1)) + top
-        log_norm[start:stop] = norm
-        log_resp[start:stop] = wlp - norm[:, None]
+        log_prob_resp_into(wlp, log_norm[start:stop], log_resp[start:stop])
     return log_norm, log_resp
 
 

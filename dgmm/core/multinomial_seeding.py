@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dgmm.core import multinomial as mn
+from dgmm.core.seeding import sum_lists
 
 __all__ = [
     "Candidates",
@@ -134,13 +135,6 @@ def candidate_weights(
     return out
 
 
-def sum_lists(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """Elementwise sum of per-restart arrays, in order."""
-    total = [p.copy() for p in parts[0]]
-    for part in parts[1:]:
-        for t, p in zip(total, part):
-            t += p
-    return total
 
 
 @dataclass(frozen=True, eq=False)
