@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from dgmm.core.family import MixtureParams, family_of
 from dgmm.errors import InvalidDataError, ShapeMismatchError
-from dgmm.fit import init_multinomial
+from dgmm.fit import init_lowrank, init_multinomial
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, initialize
@@ -175,7 +175,8 @@ def _start(spec: FitSpec, x: da.Array, weight: da.Array | None) -> list[RestartS
         )
         lower_bound = -np.inf
     elif warm is None:
-        starts = initialize(
+        start = init_lowrank.initialize if spec.covariance_type == "lowrank" else initialize
+        starts = start(
             x,
             InitConfig.from_spec(spec),
             spec.em_config,
