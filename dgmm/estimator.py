@@ -580,9 +580,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns
         -------
         log_likelihood : float
+            For in-memory ``X`` the mean of :meth:`score_samples` as
+            scikit-learn takes it (``score_samples(X).mean()``, NumPy's
+            pairwise sum in the data's dtype), so the two agree to the last
+            bit; for Dask input a float64 sum over the chunks.
         """
-        total, n_rows = self._total_log_likelihood(X)
-        return total / n_rows
+        log_prob = self.score_samples(X)
+        if isinstance(log_prob, da.Array):
+            return float(log_prob.sum(dtype=np.float64).compute()) / int(log_prob.shape[0])
+        return float(log_prob.mean())
 
     def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
         """``(sum of log p(x) over the rows of X, number of rows)``."""

@@ -70,12 +70,6 @@ EXCEPTIONS: dict[str, tuple[str, bool]] = {
         "clusters in the other order, so the given precisions meet the other cluster "
         "and EM needs 3 iterations instead of 2", False,
     ),
-    "test_score[float32]": (
-        "numerics: compares score() with a float32 mean of score_samples() to 7 decimals, "
-        "i.e. with float32 accumulation error; dgmm sums every cross-row quantity in "
-        "float64 (DESIGN.md, Numerics), so its score is the mean of the same float32 "
-        "values to ~1e-16, 1.7e-7 away from NumPy's float32 mean on this data", False,
-    ),
 }
 
 
