@@ -2,7 +2,7 @@
 
 1. A Zarr store of ``--gb`` gigabytes (a mixture of ``--n-components``
    Gaussians in ``--n-features`` dimensions) is written chunk by chunk by the
-   workers (``dgmm.io.sinks.write_array``), unless ``--store`` names one that
+   workers (``dgmm.write_array``), unless ``--store`` names one that
    exists already.
 2. A LocalCluster of ``--n-workers`` single-threaded workers (dgmm's default
    shape) starts with an explicit ``--memory-limit`` per worker, so that the
@@ -79,7 +79,7 @@ def write_store(path: str, n_bytes: float, n_features: int, n_components: int, d
                 chunk_mib: float, compressors: str, seed: int = 0) -> None:
     import dask.array as da
 
-    from dgmm.io.sinks import write_array
+    from dgmm import write_array
 
     itemsize = np.dtype(dtype).itemsize
     rows = max(1, int(chunk_mib * 2**20 // (n_features * itemsize)))
