@@ -256,24 +256,27 @@ def _compute_followed(parts: list[Delayed], combine: Callable[[list[Any]], Any],
     _check_split_every(split_every)
     futures = client.compute(parts)
     index = {f.key: i for i, f in enumerate(futures)}
-    level = list(futures)
+    follow = as_completed(futures)  # holds each chunk's future only until it is yielded
+    level = futures
     while len(level) > 1:
         level = [
             client.submit(combine, level[i : i + split_every], pure=False)
             for i in range(0, len(level), split_every)
         ]
     root = level[0]
+    # Only the root stays referenced here: the scheduler frees each chunk's (and each
+    # combine's) statistics once merged, as in the one-graph pass, so a pass never
+    # holds more partial statistics because someone listens.
+    del futures, level
     try:
-        for future in as_completed(futures):
+        for future in follow:
             if future.status != "finished":
                 break  # the root's result raises the task's exception
             report.chunk_done(index[future.key])
         return root.result()
     except BaseException:
-        client.cancel([root, *futures])
+        client.cancel([root])
         raise
-    finally:
-        del futures, level, root
 
 
 def _row_blocks(x: da.Array) -> list[Delayed]:

@@ -242,3 +242,27 @@ def test_the_cli_is_quiet_without_v_and_logs_passes_with_v(tmp_path, X):
     passes = [line for line in loud.stderr.splitlines() if " chunks, " in line]
     assert any("EM iteration 1 of 100:" in line and "GB/s" in line for line in passes)
     assert any("initialisation" in line for line in passes)
+
+
+def test_a_followed_pass_on_a_cluster_leaves_no_statistics_behind(client):
+    # The chunks' results are futures while followed; once merged the scheduler frees
+    # them, as it does the one graph's, and nothing of the pass stays in memory.
+    scheduler = client.cluster.scheduler
+
+    def of_the_pass() -> list:
+        return [k for k in list(scheduler.tasks) if str(k).startswith(("_pinned-", "_add-"))]
+
+    x = da.from_array(np.ones((400, 2)), chunks=(10, 2))
+    seen: list[int] = []
+    with _graph.listen(lambda p: seen.append(len(of_the_pass()))):
+        total = _graph.map_chunks(x, _quick_sum, _add, split_every=4)
+    assert total[1] == 400
+    assert max(seen) > 0  # the pass's tasks were there, under these names
+    deadline = time.monotonic() + 5
+    while of_the_pass() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert of_the_pass() == []
+
+
+def _quick_sum(block, shared, weights, *, chunk_index, row_offset):
+    return np.asarray([block.sum(), block.shape[0]])
