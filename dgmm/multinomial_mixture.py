@@ -120,7 +120,10 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
     lower_bounds_ : list of float
     history_ : list of dict
         Per iteration: ``iteration``, ``lower_bound``, ``change``,
-        ``seconds``, ``events`` (re-seeds, likelihood decreases).
+        ``seconds``, ``rows``, ``bytes``, ``rows_per_second``,
+        ``gb_per_second``, ``events`` (re-seeds, likelihood decreases).
+    passes_ : list of dict
+        Every pass over the data, in order (as :class:`dgmm.GaussianMixture`'s).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when X had string column names (a DataFrame).

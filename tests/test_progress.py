@@ -266,3 +266,16 @@ def test_a_followed_pass_on_a_cluster_leaves_no_statistics_behind(client):
 
 def _quick_sum(block, shared, weights, *, chunk_index, row_offset):
     return np.asarray([block.sum(), block.shape[0]])
+
+
+def test_log_lines_and_a_bar_share_a_terminal(monkeypatch, caplog):
+    monkeypatch.setattr(_progress, "BAR_DELAY", 0.0)
+    x = da.from_array(np.ones((240, 2)), chunks=(20, 2))
+    terminal = _Terminal()
+    with caplog.at_level(logging.INFO, logger="dgmm"), _on("synchronous"):
+        with FitProgress(1, 10, stream=terminal), _graph.phase("final pass"):
+            _graph.map_chunks(x, _slow_sum, _add)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dgmm"]
+    assert lines[0] == "final pass" and len(lines) == 2
+    assert lines[-1].startswith("final pass, pass 1: 12/12 chunks")
+    assert "final pass, pass 1" in terminal.getvalue()  # the bar was drawn too

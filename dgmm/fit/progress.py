@@ -130,6 +130,11 @@ class FitProgress:
         self._stack.enter_context(listen(self._record, live=False))
         if self._mode != "none" or self._log or self.callback is not None:
             self._stack.enter_context(listen(self._show))
+        if self._mode == "bar" and self._log:
+            # Log lines through tqdm.write, so they do not break the bar on the same terminal.
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._stack.enter_context(logging_redirect_tqdm(loggers=[logger], tqdm_class=_tqdm()))
         if self._mode == "bar" or self._log:
             self._ticker = threading.Thread(target=self._tick, name="dgmm-progress", daemon=True)
             self._ticker.start()
@@ -170,6 +175,7 @@ class FitProgress:
             )
             if fresh:
                 self._opened = self._logged = now
+                self._close_bar()  # before the log line: tqdm.write would redraw it below
                 if p.event == "phase" and p.step is None and self._log:
                     logger.info("%s", p.label)
             self._current = p
@@ -182,7 +188,6 @@ class FitProgress:
 
     def _draw(self, p: PassProgress, fresh: bool) -> None:
         if fresh:
-            self._close_bar()
             # A phase gets a bar of its own only if no pass follows within a second (_tick).
             if p.event == "pass":
                 # delay: a pass shorter than BAR_DELAY (an in-memory fit's) shows no bar at all.
