@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -26,6 +27,7 @@ from dgmm.core.options import (
     PredictOutput,
 )
 from dgmm.core.params import GMMParams
+from dgmm.core.progress import PassProgress
 from dgmm.errors import InvalidOptionError, UndefinedAttributeError
 from dgmm.fit import driver as _fit_driver
 from dgmm.fit import predict as _prediction
@@ -49,6 +51,7 @@ _NAMED: dict[str, list[Any]] = {
     "str": [str],
     "path": [str, os.PathLike],
     "dict": [dict],
+    "callable": [callable],
 }
 
 
@@ -126,11 +129,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Start ``fit`` from the previous solution (``n_init`` is then 1).
     verbose : int, default=0
-        0 silent; 1 a progress bar over iterations (tqdm, if installed);
-        2 also prints a line every ``verbose_interval`` iterations, as
-        scikit-learn. The ``dgmm`` logger has a line per iteration at INFO.
+        0 silent; 1 a progress bar per pass over the data on a terminal
+        (tqdm, if installed): the phase ("opening data", "initialisation",
+        "EM iteration i of max_iter"), chunks done / total, rows/s and GB/s;
+        off a terminal one line per pass instead. 2 also prints a line every
+        ``verbose_interval`` iterations, as scikit-learn. The ``dgmm`` logger
+        has a line per pass at INFO (and one every 10 s of a long pass).
     verbose_interval : int, default=10
         Iterations between progress lines when ``verbose >= 2``.
+    on_progress : callable, default=None
+        Called with a :class:`dgmm.core.progress.PassProgress` (phase,
+        chunks, rows and bytes done, seconds, rows/s, GB/s) as each phase
+        begins, as each pass advances (at most every 0.2 s) and as it ends,
+        in order. Clones share it; pickling drops it.
     chunks : int, default=None
         Rows per chunk of in-memory input (and re-chunking of Dask input).
         Stored input (a path, or an array from :func:`dgmm.open_dataset`) is
@@ -219,7 +230,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         The lower bound at every iteration of the best restart.
     history_ : list of dict
         Per iteration of the best restart: ``iteration``, ``lower_bound``,
-        ``change``, ``seconds``, ``events`` (re-seeds, likelihood decreases).
+        ``change``, ``seconds``, what the pass read (``rows``, ``bytes``)
+        and how fast (``rows_per_second``, ``gb_per_second``), ``events``
+        (re-seeds, likelihood decreases).
+    passes_ : list of dict
+        Every pass over the data the fit made, in order, the initialisation's
+        included: ``phase`` ("opening data", "initialisation", "EM
+        iteration"), ``step`` and ``steps`` (the iteration and ``max_iter``),
+        ``pass`` (its number within the phase), ``kind``, ``chunks``,
+        ``rows``, ``bytes``, ``seconds``, ``rows_per_second``,
+        ``gb_per_second``. Empty for a loaded or converted model.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features, defined only when X has feature names that
@@ -279,6 +299,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         warm_start: bool = _D["warm_start"],
         verbose: int = _D["verbose"],
         verbose_interval: int = _D["verbose_interval"],
+        on_progress: Callable[[PassProgress], None] | None = _D["on_progress"],
         chunks: int | None = _D["chunks"],
         block_size: int | None = _D["block_size"],
         split_every: int = _D["split_every"],
@@ -307,6 +328,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.on_progress = on_progress
         self.chunks = chunks
         self.block_size = block_size
         self.split_every = split_every
@@ -453,6 +475,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = result.lower_bound
         self.lower_bounds_ = list(result.lower_bounds)
         self.history_ = list(result.history)
+        self.passes_ = list(result.passes)
         self.n_features_in_ = result.n_features_in
         if result.feature_names_in is not None:
             self.feature_names_in_ = result.feature_names_in
@@ -732,22 +755,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return from_sklearn(estimator)
 
     def __sklearn_clone__(self) -> GaussianMixture:
-        """A clone that shares ``client`` (a live connection cannot be deep-copied)."""
-        client = self.client
-        self.client = None
+        """A clone that shares ``client`` (a live connection cannot be deep-copied) and
+        ``on_progress`` (a deep copy of a bound method would report to a copy of its object)."""
+        client, on_progress = self.client, self.on_progress
+        self.client = self.on_progress = None
         try:
             new = super().__sklearn_clone__()
         finally:
-            self.client = client
-        new.client = client
+            self.client, self.on_progress = client, on_progress
+        new.client, new.on_progress = client, on_progress
         return new
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled state without ``client``; the unpickled model finds a cluster when fitted."""
+        """Pickled state without ``client`` and ``on_progress``; the unpickled model finds a
+        cluster when fitted (a callback, often a closure, need not pickle)."""
         state = super().__getstate__()
-        if state.get("client") is not None:
-            state = {**state, "client": None}
-        return state
+        return {**state, **{k: None for k in ("client", "on_progress") if state.get(k) is not None}}
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -7,6 +7,11 @@
 * ``map_chunks`` / ``gather_chunks``: other per-chunk kernels of the
   initialisation (costs, samples) with a fixed-order reduction.
 * ``lazy_*``: prediction as lazy Dask arrays.
+* progress: a pass reports its chunks, rows and bytes done and its
+  throughput (:class:`dgmm.core.progress.PassProgress`) to the listeners in
+  the caller's context (``listen``), labelled with the phase it runs in
+  (``phase``). Nobody listening costs nothing: the pass is the same single
+  graph as without progress.
 
 The parameters travel as one object per pass: scattered once when a
 distributed client is present, one graph key otherwise, never a literal
@@ -38,16 +43,29 @@ from dask.delayed import Delayed, delayed
 
 from dgmm.core.family import MixtureParams, ResponsibilitySource, Stats, family_of, merge
 from dgmm.core.kernels import require_finite_rows, require_valid_weights
-from dgmm.core.options import PredictOutput
+from dgmm.core.options import PassEvent, PredictOutput
+from dgmm.core.progress import (
+    REPORT_EVERY,
+    PassProgress,
+    ProgressListener,
+    current_phase,
+    listen,
+    listeners,
+    phase,
+)
 from dgmm.errors import InvalidDataError, InvalidOptionError
 
 __all__ = [
     "DEFAULT_SPLIT_EVERY",
+    "PassProgress",
+    "ProgressListener",
     "chunk_offsets",
     "current_client",
     "lazy_predict",
     "lazy_predict_many",
+    "listen",
     "map_chunks",
+    "phase",
     "predict_block",
     "run_tasks",
     "scatter_rows",
@@ -132,13 +150,17 @@ def broadcast(obj: Any) -> Any:
     return delayed(obj, pure=True, traverse=False)
 
 
-def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split_every: int) -> Any:
-    """Reduce delayed ``parts`` in a fixed tree of fan-in ``split_every``."""
+def _check_split_every(split_every: int) -> None:
     if split_every < 2:
         raise InvalidOptionError(
             f"split_every must be an integer of at least 2 (the fan-in of the reduction "
             f"tree), got {split_every!r}. Pass split_every=8, the default."
         )
+
+
+def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split_every: int) -> Any:
+    """Reduce delayed ``parts`` in a fixed tree of fan-in ``split_every``."""
+    _check_split_every(split_every)
     level = list(parts)
     while len(level) > 1:
         level = [
@@ -151,6 +173,110 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[[list[Any]], Any], split
 def _merge_restarts(parts: list[tuple[Stats, ...]]) -> tuple[Stats, ...]:
     """Merge per-chunk tuples (one statistics object per restart) elementwise."""
     return tuple(merge([p[r] for p in parts]) for r in range(len(parts[0])))
+
+
+# -- progress of a pass ----------------------------------------------------------------------
+
+
+class _PassReport:
+    """The progress of one pass, sent to the listeners of the caller's context."""
+
+    def __init__(self, kind: str, x: da.Array, heard: tuple[tuple[ProgressListener, bool], ...]) -> None:
+        state = current_phase()
+        state.passes += 1
+        self.head = (state.name, state.step, state.steps, state.passes, kind)
+        self.everyone = [listener for listener, _ in heard]
+        self.live = [listener for listener, is_live in heard if is_live]
+        self.chunk_rows = [int(n) for n in x.chunks[0]]
+        self.row_bytes = int(x.dtype.itemsize) * int(np.prod(x.shape[1:], dtype=np.int64))
+        self.chunks_done = self.rows_done = 0
+        self.start = self.last = time.perf_counter()
+        if self.live:
+            self._send("pass", self.live)
+
+    def _send(self, event: PassEvent, targets: list[ProgressListener]) -> None:
+        n_rows = sum(self.chunk_rows)
+        report = PassProgress(
+            event, *self.head, self.chunks_done, len(self.chunk_rows),
+            self.rows_done, n_rows, self.rows_done * self.row_bytes, n_rows * self.row_bytes,
+            time.perf_counter() - self.start,
+        )
+        for listener in targets:
+            listener(report)
+
+    def chunk_done(self, index: int) -> None:
+        """Chunk ``index`` has been read and its kernel has run."""
+        self.chunks_done += 1
+        self.rows_done += self.chunk_rows[index]
+        now = time.perf_counter()
+        if now - self.last >= REPORT_EVERY and self.chunks_done < len(self.chunk_rows):
+            self.last = now
+            self._send("pass", self.live)
+
+    def end(self) -> None:
+        """The pass has finished: every listener hears it with the full counts."""
+        self.chunks_done, self.rows_done = len(self.chunk_rows), sum(self.chunk_rows)
+        self._send("end", self.everyone)
+
+
+def _report(kind: str, x: da.Array) -> _PassReport | None:
+    """A report of this pass, or None when nobody listens (then a pass costs nothing more)."""
+    heard = listeners()
+    return _PassReport(kind, x, heard) if heard else None
+
+
+def _chunk_callback(keys: dict[Any, int], report: _PassReport) -> Any:
+    """Dask's local-scheduler callback telling ``report`` when a per-chunk task (``keys``) finishes."""
+    from dask.callbacks import Callback
+
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        index = keys.get(key)
+        if index is not None:
+            report.chunk_done(index)
+
+    return Callback(posttask=posttask)
+
+
+def _compute_followed(parts: list[Delayed], combine: Callable[[list[Any]], Any], split_every: int,
+                      report: _PassReport) -> Any:
+    """The fixed tree over ``parts`` computed while the chunks' tasks are followed.
+
+    Here (Dask's threads): the one graph, with a callback on the chunks' keys.
+    On a cluster: the chunks' results as futures, followed with
+    ``distributed.as_completed``, and the same tree of ``combine`` over them
+    submitted as futures (same inputs, same order: the same bits).
+    """
+    client = current_client()
+    if client is None:
+        with _chunk_callback({p.key: i for i, p in enumerate(parts)}, report):
+            (result,) = dask.compute(tree_reduce(parts, combine, split_every))
+        return result
+    from distributed import as_completed
+
+    _check_split_every(split_every)
+    futures = client.compute(parts)
+    index = {f.key: i for i, f in enumerate(futures)}
+    follow = as_completed(futures)  # holds each chunk's future only until it is yielded
+    level = futures
+    while len(level) > 1:
+        level = [
+            client.submit(combine, level[i : i + split_every], pure=False)
+            for i in range(0, len(level), split_every)
+        ]
+    root = level[0]
+    # Only the root stays referenced here: the scheduler frees each chunk's (and each
+    # combine's) statistics once merged, as in the one-graph pass, so a pass never
+    # holds more partial statistics because someone listens.
+    del futures, level
+    try:
+        for future in follow:
+            if future.status != "finished":
+                break  # the root's result raises the task's exception
+            report.chunk_done(index[future.key])
+        return root.result()
+    except BaseException:
+        client.cancel([root])
+        raise
 
 
 def _row_blocks(x: da.Array) -> list[Delayed]:
@@ -200,17 +326,29 @@ def _map_reduce(
     shared: Any,
     sample_weight: da.Array | None,
     split_every: int,
+    kind: str = "map",
 ) -> Any:
+    report = _report(kind, x)
+    follow = report is not None and bool(report.live)
     if _synchronous() and x.nbytes <= _HERE_MAX_BYTES:
         chunks, chunk_weights = _chunks_here(x, sample_weight)
-        return _map_reduce_here(chunks, chunk_weights, chunk_offsets(x), kernel, combine, shared, split_every)
-    blocks, weights = _row_blocks(x), _weight_blocks(x, sample_weight)
-    handle = broadcast(shared)
-    parts = [
-        delayed(_pinned, pure=True)(kernel, block, handle, w, chunk_index=i, row_offset=offset)
-        for i, (block, w, offset) in enumerate(zip(blocks, weights, chunk_offsets(x)))
-    ]
-    (result,) = dask.compute(tree_reduce(parts, combine, split_every))
+        result = _map_reduce_here(
+            chunks, chunk_weights, chunk_offsets(x), kernel, combine, shared, split_every,
+            on_chunk=report.chunk_done if follow else None,
+        )
+    else:
+        blocks, weights = _row_blocks(x), _weight_blocks(x, sample_weight)
+        handle = broadcast(shared)
+        parts = [
+            delayed(_pinned, pure=True)(kernel, block, handle, w, chunk_index=i, row_offset=offset)
+            for i, (block, w, offset) in enumerate(zip(blocks, weights, chunk_offsets(x)))
+        ]
+        if follow:
+            result = _compute_followed(parts, combine, split_every, report)
+        else:
+            (result,) = dask.compute(tree_reduce(parts, combine, split_every))
+    if report is not None:
+        report.end()
     return result
 
 
@@ -252,15 +390,18 @@ def _map_reduce_here(
     combine: Callable[[list[Any]], Any],
     shared: Any,
     split_every: int,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> Any:
     """``_map_reduce`` computed directly on the chunks: the same kernels and the same
     fixed tree as the graph, in the same order (so the same bits). A pass on data small
     enough to run synchronously is ~10 tasks, and building their graph (keys, tokens of
-    the shared parameters) cost ~3 ms a pass, several times an iris-sized fit's arithmetic."""
-    level = [
-        _pinned(kernel, block, shared, w, chunk_index=i, row_offset=offset)
-        for i, (block, w, offset) in enumerate(zip(chunks, chunk_weights, offsets))
-    ]
+    the shared parameters) cost ~3 ms a pass, several times an iris-sized fit's arithmetic.
+    ``on_chunk(i)`` is called after chunk ``i``'s kernel (progress)."""
+    level = []
+    for i, (block, w, offset) in enumerate(zip(chunks, chunk_weights, offsets)):
+        level.append(_pinned(kernel, block, shared, w, chunk_index=i, row_offset=offset))
+        if on_chunk is not None:
+            on_chunk(i)
     while len(level) > 1:
         level = [combine(level[i : i + split_every]) for i in range(0, len(level), split_every)]
     return level[0]
@@ -292,7 +433,7 @@ def stats_pass(
     kernel: Callable[..., Any] = partial(family.chunk_stats, block_rows=block_rows)
     if check_finite:
         kernel = partial(_checked, kernel, family.check_block)
-    return _map_reduce(x, kernel, _merge_restarts, tuple(sources), sample_weight, split_every)
+    return _map_reduce(x, kernel, _merge_restarts, tuple(sources), sample_weight, split_every, "stats")
 
 
 def map_chunks(

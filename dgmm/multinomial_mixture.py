@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -34,6 +35,7 @@ from dgmm.core.options import (
     LocalScheduler,
     PredictOutput,
 )
+from dgmm.core.progress import PassProgress
 from dgmm.errors import InvalidOptionError, ShapeMismatchError
 from dgmm.fit import driver as _fit_driver
 from dgmm.fit.cluster import connect
@@ -91,6 +93,8 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         Start ``fit`` from the previous solution (``n_init`` is then 1).
     verbose : int, default=0
     verbose_interval : int, default=10
+    on_progress : callable, default=None
+        As :class:`dgmm.GaussianMixture`'s (progress of every pass).
     chunks : int, default=None
         Rows per chunk; sparse input is chunked by non-zeros by default.
     block_size : int, default=None
@@ -116,7 +120,10 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
     lower_bounds_ : list of float
     history_ : list of dict
         Per iteration: ``iteration``, ``lower_bound``, ``change``,
-        ``seconds``, ``events`` (re-seeds, likelihood decreases).
+        ``seconds``, ``rows``, ``bytes``, ``rows_per_second``,
+        ``gb_per_second``, ``events`` (re-seeds, likelihood decreases).
+    passes_ : list of dict
+        Every pass over the data, in order (as :class:`dgmm.GaussianMixture`'s).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when X had string column names (a DataFrame).
@@ -147,6 +154,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "on_progress": [callable, None],
         "chunks": [Interval(Integral, 1, None, closed="left"), None],
         "block_size": [Interval(Integral, 1, None, closed="left"), None],
         "split_every": [Interval(Integral, 2, None, closed="left")],
@@ -173,6 +181,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         warm_start: bool = False,
         verbose: int = 0,
         verbose_interval: int = _D["verbose_interval"],
+        on_progress: Callable[[PassProgress], None] | None = None,
         chunks: int | None = None,
         block_size: int | None = None,
         split_every: int = _D["split_every"],
@@ -195,6 +204,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.on_progress = on_progress
         self.chunks = chunks
         self.block_size = block_size
         self.split_every = split_every
@@ -264,6 +274,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
             checkpoint_storage_options=self.checkpoint_storage_options,
             verbose=int(self.verbose),
             verbose_interval=int(self.verbose_interval),
+            on_progress=self.on_progress,
             client=self.client,
             scheduler_address=self.scheduler_address,
             scheduler=self.scheduler,
@@ -302,6 +313,7 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = result.lower_bound
         self.lower_bounds_ = list(result.lower_bounds)
         self.history_ = list(result.history)
+        self.passes_ = list(result.passes)
         self.n_features_in_ = result.n_features_in
         if result.feature_names_in is not None:
             self.feature_names_in_ = result.feature_names_in
@@ -473,18 +485,18 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         return load(path, storage_options=storage_options)
 
     def __sklearn_clone__(self) -> MultinomialMixture:
-        client = self.client
-        self.client = None
+        client, on_progress = self.client, self.on_progress
+        self.client = self.on_progress = None
         try:
             new = super().__sklearn_clone__()
         finally:
-            self.client = client
-        new.client = client
+            self.client, self.on_progress = client, on_progress
+        new.client, new.on_progress = client, on_progress
         return new
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        return {**state, "client": None} if state.get("client") is not None else state
+        return {**state, **{k: None for k in ("client", "on_progress") if state.get(k) is not None}}
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

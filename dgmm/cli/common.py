@@ -218,7 +218,7 @@ def common_options(f: Callable[..., dict[str, Any]]) -> Callable[..., None]:
         ),
         click.option(
             "-v", "--verbose", count=True,
-            help="More logging on stderr: -v INFO (a line per EM iteration), -vv DEBUG.",
+            help="More logging on stderr: -v INFO (a line per pass and per EM iteration), -vv DEBUG.",
         ),
         click.option(
             "--debug", is_flag=True, is_eager=True, callback=_set_debug,

@@ -12,14 +12,18 @@ __all__ = [
     "COVARIANCE_TYPE_NAMES",
     "DEGENERATE_POLICIES",
     "INIT_METHODS",
+    "FIT_PHASES",
     "NOISE_TYPES",
+    "PASS_EVENTS",
     "PREDICT_OUTPUTS",
     "CovarianceType",
     "DegeneratePolicy",
+    "FitPhase",
     "InitMethod",
     "LOCAL_SCHEDULERS",
     "LocalScheduler",
     "NoiseType",
+    "PassEvent",
     "PredictOutput",
 ]
 
@@ -39,6 +43,11 @@ LocalScheduler = Literal["threads", "synchronous", "processes"]
 #: What a prediction writes: labels (as ``predict``), probabilities (as
 #: ``predict_proba``), log-densities (as ``score_samples``).
 PredictOutput = Literal["labels", "proba", "log_density"]
+#: The phases of a fit that progress reports name (see :func:`dgmm.graph.phase`).
+FitPhase = Literal["opening data", "initialisation", "EM iteration", "final pass"]
+#: What a progress report says: a phase began, a pass advanced (or began, with
+#: no chunk done), a pass ended (see :class:`dgmm.graph.PassProgress`).
+PassEvent = Literal["phase", "pass", "end"]
 
 COVARIANCE_TYPE_NAMES: tuple[CovarianceType, ...] = get_args(CovarianceType)
 NOISE_TYPES: tuple[NoiseType, ...] = get_args(NoiseType)
@@ -46,3 +55,5 @@ INIT_METHODS: tuple[InitMethod, ...] = get_args(InitMethod)
 DEGENERATE_POLICIES: tuple[DegeneratePolicy, ...] = get_args(DegeneratePolicy)
 PREDICT_OUTPUTS: tuple[PredictOutput, ...] = get_args(PredictOutput)
 LOCAL_SCHEDULERS: tuple[LocalScheduler, ...] = get_args(LocalScheduler)
+FIT_PHASES: tuple[FitPhase, ...] = get_args(FitPhase)
+PASS_EVENTS: tuple[PassEvent, ...] = get_args(PassEvent)

@@ -4,8 +4,9 @@ Connects to the cluster and redoes the fit when a lost worker took data only
 the client had (bit-identical: the seed is the spec's); checks the data and
 the spec's initial parameters against it; fingerprints data and settings so a
 checkpoint is resumed only by the fit that wrote it; starts the restarts (or
-continues a warm start), runs :func:`dgmm.fit.loop.run_em` with progress and
-checkpoints, and returns the best restart as a ``FitResult``. It never sees
+continues a warm start), runs :func:`dgmm.fit.loop.run_em` with progress
+(:mod:`dgmm.fit.progress`: every pass labelled "opening data", "initialisation"
+or "EM iteration i") and checkpoints, and returns the best restart as a ``FitResult``. It never sees
 the estimator: ``GaussianMixture.fit`` builds the spec and sets its fitted
 attributes (and issues the result's ``ConvergenceWarning``) from the result.
 """
@@ -13,7 +14,6 @@ attributes (and issues the result's ``ConvergenceWarning``) from the result.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +28,7 @@ from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
+from dgmm.fit.progress import FitProgress, phase
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
 from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
@@ -56,23 +57,25 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         data's feature count and names.
     """
     names = None
-    with connect(
+    progress = FitProgress(spec.verbose, spec.verbose_interval, spec.on_progress)
+    with progress, connect(
         client=spec.client, scheduler_address=spec.scheduler_address, scheduler=spec.scheduler, data=X,
     ) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:
-                # One read of a store's metadata gives the array and the names;
-                # default chunks are sized by this cluster's threads.
-                data = open_for_fit(X, chunks=spec.chunks, client=client)
-                names = data.feature_names
-                x = data.array
-                _check_data(spec, x)
-                weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
-                if not data.in_memory:
-                    x = maybe_persist(x, client)
+                with phase("opening data"):
+                    # One read of a store's metadata gives the array and the names;
+                    # default chunks are sized by this cluster's threads.
+                    data = open_for_fit(X, chunks=spec.chunks, client=client)
+                    names = data.feature_names
+                    x = data.array
+                    _check_data(spec, x)
+                    weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
+                    if not data.in_memory:
+                        x = maybe_persist(x, client)
                 digests = _digests(X, sample_weight) if spec.checkpoint is not None else (None, None)
-                restarts = _fit(spec, x, weight, digests, watch=watch)
+                restarts = _fit(spec, x, weight, digests, watch=watch, progress=progress)
                 break
             except Exception as exc:
                 # A lost worker took chunks only the client has (or the scattered
@@ -96,6 +99,7 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         ),
         convergence_warning=_convergence_message(spec, best),
         dtype=str(x.dtype),
+        passes=tuple(progress.passes),
     )
 
 
@@ -205,6 +209,7 @@ def _fit(
     weight: da.Array | None,
     digests: tuple[str | None, str | None] = (None, None),
     watch: WorkerWatch | None = None,
+    progress: FitProgress | None = None,
 ) -> list[RestartState]:
     """One attempt on prepared data: start or resume, run EM; the restarts as they ended."""
     em_config = spec.em_config
@@ -224,19 +229,19 @@ def _fit(
             if resumed is not None:
                 start, restarts = resumed
             else:
-                start, restarts = 0, _start(spec, x, weight)
+                with phase("initialisation"):
+                    start, restarts = 0, _start(spec, x, weight)
                 if loop is not None:
                     loop.save(0, restarts)
                     interrupt.check(0, loop.url)
-            with _progress(spec.verbose, spec.verbose_interval, spec.max_iter) as progress:
-                run_em(
-                    x, restarts, em_config, sample_weight=weight,
-                    on_iteration=_chain(progress, watch),
-                    start_iteration=start,
-                    on_checkpoint=None if loop is None else loop.save,
-                    interrupt=interrupt,
-                    checkpoint_url="" if loop is None else loop.url,
-                )
+            run_em(
+                x, restarts, em_config, sample_weight=weight,
+                on_iteration=_chain(None if progress is None else progress.on_iteration, watch),
+                start_iteration=start,
+                on_checkpoint=None if loop is None else loop.save,
+                interrupt=interrupt,
+                checkpoint_url="" if loop is None else loop.url,
+            )
     finally:
         if loop is not None:
             loop.store.close()
@@ -277,58 +282,3 @@ def _params_digest(params: MixtureParams) -> str:
     """One digest of all the parameter arrays (those of the params' family)."""
     arrays = family_of(params).to_arrays(params)[1].values()
     return content_digest(np.concatenate([np.ravel(a) for a in arrays]))
-
-
-class _progress:
-    """Progress over EM iterations (context manager yielding the callback).
-
-    verbose >= 1: a tqdm bar (or, without tqdm, a line at the end);
-    verbose >= 2: also a line every ``interval`` iterations, like scikit-learn.
-    """
-
-    def __init__(self, verbose: int, interval: int, total: int) -> None:
-        self.verbose = int(verbose)
-        self.interval = interval
-        self.total = total
-        self.bar = None
-        self.start = 0.0
-        self.last: tuple[int, float] | None = None
-
-    def _write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, flush=True)
-
-    def __enter__(self) -> IterationCallback | None:
-        if self.verbose < 1:
-            return None
-        self.start = time.perf_counter()
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm is optional: fall back to plain lines
-            tqdm = None
-        if tqdm is not None:
-            self.bar = tqdm(total=self.total, desc="EM", unit="iter", leave=False)
-
-        def update(iteration: int, restarts: list[RestartState]) -> None:
-            best = max((r.lower_bound for r in restarts), default=-np.inf)
-            self.last = (iteration, best)
-            if self.bar is not None:
-                self.bar.set_postfix(lower_bound=f"{best:.6g}")
-                self.bar.update(iteration - self.bar.n)
-            if self.verbose >= 2 and iteration % self.interval == 0:
-                self._write(
-                    f"  Iteration {iteration}\t time lapse {time.perf_counter() - self.start:.5f}s"
-                    f"\t lower bound {best:.10g}"
-                )
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        elif self.verbose >= 1 and self.last is not None:
-            iteration, best = self.last
-            self._write(f"EM: {iteration} iterations, lower bound {best:.10g}")

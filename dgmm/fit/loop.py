@@ -261,15 +261,17 @@ def run_em(
         if not live:
             break
         start = time.perf_counter()
-        stats = _graph.stats_pass(
-            x,
-            tuple(family_of(r.params).e_step(r.params) for r in live),
-            sample_weight,
-            split_every=config.split_every,
-            block_rows=config.block_rows,
-            check_finite=check_finite and iteration == 1,
-        )
+        with _graph.phase("EM iteration", iteration, config.max_iter):
+            stats = _graph.stats_pass(
+                x,
+                tuple(family_of(r.params).e_step(r.params) for r in live),
+                sample_weight,
+                split_every=config.split_every,
+                block_rows=config.block_rows,
+                check_finite=check_finite and iteration == 1,
+            )
         seconds = time.perf_counter() - start
+        read = _pass_read(x, seconds)
         still_live = []
         for r, s in zip(live, stats):
             family = family_of(r.params)
@@ -298,6 +300,7 @@ def run_em(
                     "lower_bound": lower_bound,
                     "change": change,
                     "seconds": seconds,
+                    **read,
                     "events": events,
                 }
             )
@@ -325,6 +328,19 @@ def run_em(
         if interrupt is not None:
             interrupt.check(iteration, checkpoint_url)
     return restarts
+
+
+def _pass_read(x: da.Array, seconds: float) -> dict[str, float]:
+    """What one pass over ``x`` read, and how fast: a ``history_`` entry's throughput.
+
+    Bytes are the rows' as the array declares them (n_rows * n_features * itemsize).
+    """
+    rows, nbytes = int(x.shape[0]), int(x.nbytes)
+    seconds = max(seconds, 1e-9)
+    return {
+        "rows": rows, "bytes": nbytes,
+        "rows_per_second": rows / seconds, "gb_per_second": nbytes / 1e9 / seconds,
+    }
 
 
 def best_restart(restarts: list[RestartState]) -> RestartState:

@@ -15,7 +15,7 @@ the estimator. No scikit-learn and no click here: both front ends read this.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from dgmm.core.options import (
     LocalScheduler,
     NoiseType,
 )
+from dgmm.core.progress import PassProgress
 from dgmm.errors import (
     InvalidDtypeError,
     InvalidInitError,
@@ -60,7 +61,7 @@ __all__ = [
 #: one of scikit-learn's named constraints ("boolean", "random_state", "verbose").
 ParamKind = Literal[
     "int", "float", "choice", "boolean", "array", "random_state", "verbose",
-    "client", "str", "path", "dict",
+    "client", "str", "path", "dict", "callable",
 ]
 
 
@@ -139,6 +140,11 @@ _TABLE = (
     Param("warm_start", False, "boolean", "Start fit from the previous solution (n_init is then 1)."),
     Param("verbose", 0, "verbose", "0 silent; 1 a progress bar; 2 also a line every verbose_interval."),
     Param("verbose_interval", 10, "int", "Iterations between progress lines when verbose >= 2.", low=1),
+    Param(
+        "on_progress", None, "callable",
+        "Called with a dgmm.core.progress.PassProgress as each phase begins and each pass advances and ends.",
+        optional=True,
+    ),
     Param(
         "chunks", None, "int", "Rows per chunk (default: ~64 MiB, two chunks per worker thread).",
         low=1, optional=True,
@@ -407,6 +413,7 @@ class FitSpec:
     checkpoint_storage_options: Mapping[str, Any] | None = None
     verbose: int = DEFAULTS["verbose"]
     verbose_interval: int = DEFAULTS["verbose_interval"]
+    on_progress: Callable[[PassProgress], None] | None = None
     client: Any = None
     scheduler_address: str | None = None
     scheduler: LocalScheduler | None = None
@@ -458,6 +465,7 @@ class FitSpec:
             checkpoint_storage_options=p["checkpoint_storage_options"],
             verbose=int(p["verbose"]),
             verbose_interval=int(p["verbose_interval"]),
+            on_progress=p["on_progress"],
             client=p["client"],
             scheduler_address=p["scheduler_address"],
             scheduler=p["scheduler"],
@@ -579,7 +587,13 @@ class FitResult:
 
     ``lower_bounds`` and ``history`` are the best restart's, one entry per
     iteration (``history`` entries: ``iteration``, ``lower_bound``,
-    ``change``, ``seconds``, ``events``). ``feature_names_in`` is None for
+    ``change``, ``seconds``, ``rows``, ``bytes``, ``rows_per_second``,
+    ``gb_per_second``, ``events``). ``passes`` records every pass over the
+    data the fit made, in order, the initialisation's included
+    (:meth:`dgmm.core.progress.PassProgress.record`: ``phase``, ``step``,
+    ``steps``, ``pass``, ``kind``, ``chunks``, ``rows``, ``bytes``,
+    ``seconds``, ``rows_per_second``, ``gb_per_second``); empty for a model
+    not fitted here. ``feature_names_in`` is None for
     data without string column names. ``restarts`` summarises every restart
     (empty for a model that was not fitted here: loaded or converted).
     ``convergence_warning`` is the message of the ``ConvergenceWarning`` the
@@ -599,3 +613,4 @@ class FitResult:
     restarts: tuple[RestartSummary, ...] = ()
     convergence_warning: str | None = None
     dtype: str = "float64"
+    passes: tuple[dict[str, Any], ...] = ()
