@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 
 import dgmm
+from dgmm import graph as _graph
 from dgmm.core.family import get_family
 from dgmm.core.lowrank import LowRankParams
 from dgmm.errors import (
@@ -31,7 +32,6 @@ from dgmm.errors import (
     UnsupportedModelError,
 )
 from dgmm.fit import loop as em
-from dgmm import graph as _graph
 from dgmm.fit.spec import FitResult
 from dgmm.io.checkpoint import Checkpoint
 
@@ -559,3 +559,38 @@ def test_out_of_core_draws_of_a_low_rank_mixture_have_its_moments():
         assert abs(len(rows) / len(x) - params.weights[j]) < 0.02
         np.testing.assert_allclose(rows.mean(axis=0), params.means[j], atol=0.1)
         np.testing.assert_allclose(np.cov(rows.T), covariances[j], atol=0.15)
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "split"])
+def test_given_initial_arrays_replace_what_the_method_found(mfa, init_params):
+    from dgmm.fit.init import InitConfig
+    from dgmm.fit.init_lowrank import initialize
+    from dgmm.fit.spec import EMConfig
+
+    X, _, truth = mfa
+    means = truth.means + 0.25
+    noise = np.full((3, X.shape[1]), 0.5)
+    starts = initialize(da.from_array(X, chunks=(1000, -1)), InitConfig(3, init_params, seed=0, rank=2),
+                        EMConfig("lowrank"), 2, means_init=means, noise_variances_init=noise)
+    for start in starts:
+        np.testing.assert_array_equal(start.means, means)
+        np.testing.assert_array_equal(start.noise_variances, noise)
+        assert start.factors.shape == (3, X.shape[1], 2) and np.any(start.factors != 0)
+
+
+def test_faces_mfa_beats_diag_with_as_many_parameters():
+    # The real-image check of issue 12: faces of scikit-image's lfw_subset (25 x 25,
+    # the first 100 images), held-out mean log-likelihood. A mixture of factor
+    # analysers against a diagonal mixture with about as many free parameters.
+    data = pytest.importorskip("skimage.data")
+    from dgmm.core.lowrank import n_parameters
+
+    faces = data.lfw_subset()[:100].reshape(100, -1)
+    order = np.random.default_rng(0).permutation(faces.shape[0])
+    train, test = faces[order[:75]], faces[order[75:]]
+    k_diag = round((n_parameters(2, faces.shape[1], 4, "diag") + 1) / (2 * faces.shape[1] + 1))
+    assert k_diag == 6
+    kw = dict(reg_covar=1e-4, random_state=0, max_iter=100)
+    mfa = fit_quietly(dgmm.GaussianMixture(2, covariance_type="lowrank", rank=4, **kw), train)
+    diag = fit_quietly(dgmm.GaussianMixture(k_diag, covariance_type="diag", **kw), train)
+    assert mfa.score(test) > diag.score(test)
