@@ -101,7 +101,7 @@ DEFAULT_BLOCK_BYTES = 32 << 20
 # float64 temporaries of ``prepare`` per group of components.
 _PREPARE_BYTES = 64 << 20
 # float64 buffers of ``_finish`` per block of features (two of them).
-_FINISH_BYTES = 2 << 20
+_FINISH_BYTES = 8 << 20
 
 
 # -- parameters ---------------------------------------------------------------
@@ -508,13 +508,15 @@ def _finish(acc: _Moments, prepared: Prepared, weight: float, n_rows: int) -> Lo
         sum_xx = acc.extra[0] - 2.0 * np.sum(a_k * sum_xc, axis=1) + nk * np.sum(a_k * a_k, axis=1)
     # sum r (x - c_k) z^T = sum r (x - c0) z^T - a_k sum r z^T, then S W L^T = S B.
     sum_z = acc.lin[0, :n_proj].reshape(n_components, rank)
-    # In place in the moments, by blocks of features: a (K, D, l) result is a
-    # fresh K D l float64 array per chunk (1 GB at K = 1000, D = 12288, l = 10;
-    # 6.8 s per chunk there, mostly first-touch page faults), and a GEMM per
-    # component reads its columns at a stride of K(l + 1) (5.4 s). A block of
-    # features is copied to (K, rows, l), multiplied by L_k^T (one batched
-    # GEMM) and written back; ``sum_xxb`` is a (K, D, l) view of the moments.
+    # By blocks of features: a block of the moments is copied to (K, rows, l),
+    # multiplied by L_k^T (one batched GEMM) and written into the C-ordered
+    # result. A GEMM per component read its columns at a stride of K(l + 1),
+    # and the batched form over (K, D, l) made three fresh K D l float64 arrays
+    # (6.8 s per chunk at K = 1000, D = 12288, l = 10, mostly first-touch page
+    # faults). C order because the statistics are pickled to other workers and
+    # merged there: a transposed view would be gathered element-run by run.
     xz = acc.lin[1:, :n_proj].reshape(n_features, n_components, rank)
+    sum_xxb = np.empty((n_components, n_features, rank))
     if rank:
         lt = np.swapaxes(prepared.chol, 1, 2)
         corr = np.matmul(sum_z[:, None, :], lt)[:, 0]  # (sum r z^T) L^T, (K, l)
@@ -527,8 +529,7 @@ def _finish(acc: _Moments, prepared: Prepared, weight: float, n_rows: int) -> Lo
             np.copyto(moved, block.transpose(1, 0, 2))
             np.matmul(moved, lt, out=out)
             out -= a_k[:, start : start + rows, None] * corr[:, None, :]
-            block[...] = out.transpose(1, 0, 2)
-    sum_xxb = xz.transpose(1, 0, 2)
+            sum_xxb[:, start : start + rows] = out
     return LowRankStats(nk, sum_x, sum_xxb, sum_xx, acc.loglik, weight, n_rows)
 
 
