@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 
 import dgmm
+from dgmm import graph as _graph
 from dgmm.core.family import get_family
 from dgmm.core.lowrank import LowRankParams
 from dgmm.errors import (
@@ -31,7 +32,6 @@ from dgmm.errors import (
     UnsupportedModelError,
 )
 from dgmm.fit import loop as em
-from dgmm import graph as _graph
 from dgmm.fit.spec import FitResult
 from dgmm.io.checkpoint import Checkpoint
 
@@ -224,6 +224,79 @@ def test_lockstep_restarts_read_like_one(mfa, streamed):
     assert reads[3] == reads[1]
 
 
+# -- init_params="split": grow from one component along the leading factor -------
+
+
+@pytest.mark.parametrize("noise_type", ["diag", "spherical"])
+def test_split_init_reaches_the_kmeans_likelihood_and_the_labels(noise_type):
+    X, labels, truth = make_mfa(np.random.default_rng(11), n_components=4, noise_type=noise_type)
+    kw = dict(covariance_type="lowrank", rank=2, noise_type=noise_type, tol=1e-6, max_iter=300,
+              random_state=0, chunks=1000)
+    split = fit_quietly(dgmm.GaussianMixture(4, init_params="split", **kw), X)
+    kmeans = fit_quietly(dgmm.GaussianMixture(4, init_params="kmeans", **kw), X)
+    # Both reach the generating parameters' likelihood (EM's optimum is at least
+    # as likely), so the split start is as good as k-means' here.
+    true_mean = float(dense_log_density(X, truth).mean())
+    assert split.score(X) >= true_mean - 1e-3
+    assert split.score(X) >= kmeans.score(X) - 1e-3
+    assert adjusted_rand_score(labels, split.predict(X)) >= 0.95
+    assert split.factors_.shape == (4, X.shape[1], 2) and np.all(split.noise_variances_ > 0)
+
+
+def test_split_grow_doubles_along_the_leading_direction():
+    from dgmm.fit.init_lowrank import grow
+
+    axis = np.zeros(5)
+    axis[2] = 1.0
+    # One component, elongated along feature 2 (variance 9 + 0.1 there, 0.1 elsewhere).
+    one = LowRankParams(np.ones(1), np.zeros((1, 5)), 3.0 * axis[None, :, None], np.full((1, 5), 0.1))
+    two = grow(one, 3)
+    assert two.n_components == 2 and two.weights == pytest.approx([0.5, 0.5])
+    offset = two.means[0] - two.means[1]
+    # The halves sit symmetrically along the leading direction, nowhere else.
+    assert abs(offset[2]) > 1.0 and np.allclose(np.delete(offset, 2), 0.0, atol=1e-6)
+    np.testing.assert_allclose(two.means[0], -two.means[1], atol=1e-12)
+    three = grow(two, 3)
+    assert three.n_components == 3 and three.weights.sum() == pytest.approx(1.0)
+    assert grow(three, 3).n_components == 3
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_split_init_reads_counted(mfa, streamed, n_init):
+    X, _, _ = mfa
+    reads = {}
+    for max_iter in (1, 3):
+        source = ReadCounter(X, rows=600)
+        fit_quietly(
+            dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, init_params="split", n_init=n_init,
+                                 max_iter=max_iter, tol=0.0, random_state=4),
+            source.array,
+        )
+        reads[max_iter] = dict(source.counts)
+    # Initialisation: one hard-assignment pass for one component, the row sample
+    # (every row here), two doubling rounds (1 -> 2 -> 3) of two EM passes each,
+    # plus the chunk holding the first gathered row; then one read per iteration.
+    n_chunks = source.n_chunks
+    init_reads = sum(reads[1].values()) - n_chunks
+    assert 6 * n_chunks + 1 <= init_reads <= 6 * n_chunks + n_init
+    assert {i: reads[3][i] - reads[1][i] for i in range(n_chunks)} == {i: 2 for i in range(n_chunks)}
+
+
+def test_split_init_restarts_advance_in_lockstep(mfa, streamed):
+    X, _, _ = mfa
+    reads = {}
+    for n_init in (1, 3):
+        source = ReadCounter(X, rows=600)
+        fit_quietly(
+            dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, init_params="split", n_init=n_init,
+                                 max_iter=2, tol=0.0, random_state=4),
+            source.array,
+        )
+        reads[n_init] = sum(source.counts.values())
+    # The restarts' first rows are one gather: it may touch two more chunks.
+    assert reads[1] <= reads[3] <= reads[1] + 2
+
+
 @pytest.mark.parametrize("chunks, split_every", [(250, 2), (999, 3), (4000, 8)])
 def test_result_does_not_depend_on_chunking(mfa, chunks, split_every):
     X, _, truth = mfa
@@ -382,7 +455,6 @@ def test_refit_as_another_type_drops_the_low_rank_arrays(mfa):
         pytest.param(dict(rank=-1), ValueError, "rank", id="rank-negative"),
         pytest.param(dict(rank=1.5), ValueError, "rank", id="rank-not-an-integer"),
         pytest.param(dict(noise_type="full"), ValueError, "noise_type", id="noise_type-unknown"),
-        pytest.param(dict(init_params="split"), InvalidOptionError, "split", id="split-init"),
         pytest.param(dict(precisions_init=np.ones((3, 8))), InvalidOptionError, "precisions_init",
                      id="precisions_init"),
         pytest.param(dict(factors_init=np.ones((3, 8, 1))), ShapeMismatchError, "factors_init",
@@ -487,3 +559,38 @@ def test_out_of_core_draws_of_a_low_rank_mixture_have_its_moments():
         assert abs(len(rows) / len(x) - params.weights[j]) < 0.02
         np.testing.assert_allclose(rows.mean(axis=0), params.means[j], atol=0.1)
         np.testing.assert_allclose(np.cov(rows.T), covariances[j], atol=0.15)
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "split"])
+def test_given_initial_arrays_replace_what_the_method_found(mfa, init_params):
+    from dgmm.fit.init import InitConfig
+    from dgmm.fit.init_lowrank import initialize
+    from dgmm.fit.spec import EMConfig
+
+    X, _, truth = mfa
+    means = truth.means + 0.25
+    noise = np.full((3, X.shape[1]), 0.5)
+    starts = initialize(da.from_array(X, chunks=(1000, -1)), InitConfig(3, init_params, seed=0, rank=2),
+                        EMConfig("lowrank"), 2, means_init=means, noise_variances_init=noise)
+    for start in starts:
+        np.testing.assert_array_equal(start.means, means)
+        np.testing.assert_array_equal(start.noise_variances, noise)
+        assert start.factors.shape == (3, X.shape[1], 2) and np.any(start.factors != 0)
+
+
+def test_faces_mfa_beats_diag_with_as_many_parameters():
+    # The real-image check of issue 12: faces of scikit-image's lfw_subset (25 x 25,
+    # the first 100 images), held-out mean log-likelihood. A mixture of factor
+    # analysers against a diagonal mixture with about as many free parameters.
+    data = pytest.importorskip("skimage.data")
+    from dgmm.core.lowrank import n_parameters
+
+    faces = data.lfw_subset()[:100].reshape(100, -1)
+    order = np.random.default_rng(0).permutation(faces.shape[0])
+    train, test = faces[order[:75]], faces[order[75:]]
+    k_diag = round((n_parameters(2, faces.shape[1], 4, "diag") + 1) / (2 * faces.shape[1] + 1))
+    assert k_diag == 6
+    kw = dict(reg_covar=1e-4, random_state=0, max_iter=100)
+    mfa = fit_quietly(dgmm.GaussianMixture(2, covariance_type="lowrank", rank=4, **kw), train)
+    diag = fit_quietly(dgmm.GaussianMixture(k_diag, covariance_type="diag", **kw), train)
+    assert mfa.score(test) > diag.score(test)

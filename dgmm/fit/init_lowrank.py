@@ -4,8 +4,14 @@ The method runs as ``"diag"`` (weights, means and per-feature variances of
 each component's rows, :func:`dgmm.fit.init.initialize`), then one row sample
 shared by all restarts is gathered (1 gather) and each component gets the
 factors of a PCA of its sample members (nearest mean) and the residual
-variance as noise (:func:`lowrank_from_diag`). ``"split"`` is not available
-for it yet.
+variance as noise (:func:`lowrank_from_diag`).
+
+``"split"`` grows the mixture as for the other covariance types: one
+component (1 gather of one row, 1 hard-assignment pass) with the PCA of the
+row sample (1 gather), then doubling rounds that split the heaviest
+components along their leading direction
+(:func:`dgmm.core.lowrank_family.split_component`), each followed by
+``split_em_iter`` (2) EM passes; the restarts share every pass.
 """
 
 from __future__ import annotations
@@ -15,17 +21,17 @@ from dataclasses import replace
 import dask.array as da
 import numpy as np
 
+from dgmm import graph as _graph
 from dgmm.core import seeding as _seeding
 from dgmm.core.lowrank import LowRankParams
+from dgmm.core.lowrank_family import LOWRANK, split_component
 from dgmm.core.options import NoiseType
 from dgmm.core.params import GMMParams
-from dgmm.errors import InvalidOptionError
 from dgmm.fit import init as _init
 from dgmm.fit.init import InitConfig
 from dgmm.fit.spec import EMConfig
 
-__all__ = ["initialize", "lowrank_from_diag"]
-
+__all__ = ["grow", "initialize", "lowrank_from_diag"]
 
 
 def initialize(
@@ -44,15 +50,12 @@ def initialize(
     given = (weights_init, means_init, factors_init, noise_variances_init)
     if all(a is not None for a in given):
         return [LowRankParams(*given)] * n_init  # type: ignore[arg-type]
-    if config.init_params == "split":
-        raise InvalidOptionError(
-            "init_params='split' is not available for covariance_type='lowrank' yet (it would "
-            "grow the mixture by splitting along the leading factor); got init_params='split'. "
-            "Pass init_params='kmeans' (the default), 'k-means++', 'random' or 'random_from_data'."
-        )
+    split = config.init_params == "split"
     diag = _init.initialize(
-        x, config, replace(em_config, covariance_type="diag"), n_init,
-        sample_weight=sample_weight, weights_init=weights_init, means_init=means_init,
+        x, replace(config, n_components=1, init_params="random_from_data") if split else config,
+        replace(em_config, covariance_type="diag"), n_init,
+        sample_weight=sample_weight, weights_init=None if split else weights_init,
+        means_init=None if split else means_init,
     )
     n_rows, n_features = x.shape
     size = min(
@@ -66,11 +69,73 @@ def initialize(
     out = []
     for r, g in enumerate(diag):
         rng = np.random.default_rng([config.seed, r, 7])
-        p = lowrank_from_diag(g, sample, config.rank, config.noise_type, rng, factors=factors_init)
-        if noise_variances_init is not None:
-            p = LowRankParams(p.weights, p.means, p.factors, noise_variances_init)
-        out.append(p)
-    return out
+        given = None if split else factors_init
+        out.append(lowrank_from_diag(g, sample, config.rank, config.noise_type, rng, factors=given))
+    if split:
+        out = _grow_by_splits(x, out, sample_weight, config, em_config)
+    return [_override(p, weights_init, means_init, factors_init, noise_variances_init) for p in out]
+
+
+def _grow_by_splits(
+    x: da.Array,
+    params: list[LowRankParams],
+    sample_weight: da.Array | None,
+    config: InitConfig,
+    em_config: EMConfig,
+) -> list[LowRankParams]:
+    """Doubling rounds from one component, each followed by ``split_em_iter`` lockstep EM passes."""
+    rngs = [np.random.default_rng([config.seed, r, 11]) for r in range(len(params))]
+    while params[0].n_components < config.n_components:
+        params = [grow(p, config.n_components) for p in params]
+        for _ in range(config.split_em_iter):
+            stats = _graph.stats_pass(
+                x, tuple(LOWRANK.e_step(p) for p in params), sample_weight,
+                split_every=em_config.split_every, block_rows=em_config.block_rows,
+            )
+            params = [LOWRANK.m_step(s, p, em_config, x.dtype, rng)[0] for s, p, rng in zip(stats, params, rngs)]
+    return params
+
+
+def grow(params: LowRankParams, n_components: int) -> LowRankParams:
+    """Double the number of components (up to ``n_components``) by splitting the
+    heaviest ones along their leading direction (the top eigenvector of
+    ``A_k A_k^T + Psi_k``).
+
+    >>> rng = np.random.default_rng(0)
+    >>> one = LowRankParams(np.ones(1), np.zeros((1, 3)), rng.standard_normal((1, 3, 1)), np.ones((1, 3)))
+    >>> two = grow(one, 5)
+    >>> two.n_components, grow(grow(two, 5), 5).n_components
+    (2, 5)
+    """
+    k = params.n_components
+    order = np.argsort(-params.weights, kind="stable")[: min(k, n_components - k)]
+    index = np.concatenate([np.arange(k), order])
+    weights = params.weights[index].copy()
+    weights[k:] = 0.0
+    grown = LowRankParams(
+        weights, params.means[index], params.factors[index], params.noise_variances[index]
+    )
+    for j, source in enumerate(order):
+        grown = split_component(grown, int(source), k + j)
+    return grown
+
+
+def _override(
+    params: LowRankParams,
+    weights: np.ndarray | None,
+    means: np.ndarray | None,
+    factors: np.ndarray | None,
+    noise_variances: np.ndarray | None,
+) -> LowRankParams:
+    """The method's parameters with the user's initial arrays in their place (as scikit-learn)."""
+    if all(a is None for a in (weights, means, factors, noise_variances)):
+        return params
+    return LowRankParams(
+        params.weights if weights is None else weights,
+        params.means if means is None else means,
+        params.factors if factors is None else factors,
+        params.noise_variances if noise_variances is None else noise_variances,
+    )
 
 
 def _nearest(sample: np.ndarray, means: np.ndarray, block_rows: int = 4096) -> np.ndarray:
