@@ -76,6 +76,10 @@ LOG_PROB_FLOOR = -1e30
 _EXP_FLOOR = {8: -500.0, 4: -80.0}
 # Bytes of a block's (rows x K) temporaries; as the Gaussian kernels.
 DEFAULT_BLOCK_BYTES = 4 << 20
+# Rows of a sparse chunk's block at most (see ``sparse_block_rows``): float32
+# data sums this many rows in float32 inside a block (relative error of
+# non-negative sums below ~1e-3 in the worst case, ~1e-5 typically).
+SPARSE_BLOCK_MAX_ROWS = 16384
 
 
 # -- parameters ------------------------------------------------------------------------
@@ -315,6 +319,22 @@ def block_rows_for(n_components: int, itemsize: int, block_bytes: int = DEFAULT_
     return int(min(65536, max(256, block_bytes // max(3 * n_components * itemsize, 1))))
 
 
+def sparse_block_rows(n_components: int, itemsize: int, n_seen: int) -> int:
+    """Rows per block of a sparse chunk whose rows hold ``n_seen`` distinct words.
+
+    Each block's ``X_block^T R`` is a dense (n_seen, K) product, zeroed and
+    added to the accumulator whatever the block's non-zeros: at V=200,000 and
+    K=100 that cost 40% of a chunk's time with blocks of 4 MB of (rows x K).
+    The task holds the (n_seen, K) float64 accumulator anyway, so the blocks'
+    (rows x K) temporaries may grow to its size without changing the order
+    of the task's memory; at most ``SPARSE_BLOCK_MAX_ROWS`` rows, so the float32
+    sums inside a block stay short.
+    """
+    default = block_rows_for(n_components, itemsize)
+    by_accumulator = (n_seen * 8) // max(3 * itemsize, 1)
+    return int(max(default, min(by_accumulator, SPARSE_BLOCK_MAX_ROWS)))
+
+
 def _blocks(n_rows: int, block_rows: int) -> range:
     return range(0, n_rows, max(1, block_rows))
 
@@ -526,7 +546,6 @@ def chunk_stats(
                 + (f"shape {sample_weight.shape}" if row is None else f"{sample_weight[row]!r} at row {row_offset + row}")
                 + ". Give dropped rows weight 0."
             )
-    block_rows = block_rows or block_rows_for(n_components, x.dtype.itemsize)
     is_sparse = sp.issparse(x)
     zero_weight = np.isneginf(prepared.log_weights)
 
@@ -540,8 +559,10 @@ def chunk_stats(
         position[seen] = np.arange(seen.size, dtype=position.dtype)
         compact = sp.csr_matrix((x.data, position[x.indices], x.indptr), shape=(n_rows, seen.size))
         acc = np.zeros((seen.size, n_components))
+        block_rows = block_rows or sparse_block_rows(n_components, x.dtype.itemsize, seen.size)
     else:
         acc = np.zeros((n_features, n_components))
+        block_rows = block_rows or block_rows_for(n_components, x.dtype.itemsize)
     nk = np.zeros(n_components)
     loglik = 0.0
 
