@@ -271,3 +271,24 @@ def test_statistics_of_a_large_vocabulary_block_never_allocate_rows_by_vocabular
     dense_stats = n_features * n_components * 8  # the result itself: 80 MB
     assert peak < 3 * dense_stats < rows_by_vocabulary / 10
     np.testing.assert_allclose(stats.nk.sum(), n_rows)
+
+
+@pytest.mark.parametrize("n_seen", [10, 5000, 200_000])
+def test_sparse_blocks_grow_to_the_accumulator_not_beyond(n_seen):
+    n_components, itemsize = 100, 4
+    rows = mn.sparse_block_rows(n_components, itemsize, n_seen)
+    default = mn.block_rows_for(n_components, itemsize)
+    assert default <= rows <= max(default, mn.SPARSE_BLOCK_MAX_ROWS)
+    temporaries = 3 * rows * n_components * itemsize
+    assert temporaries <= max(3 * default * n_components * itemsize, n_seen * n_components * 8)
+
+
+def test_default_sparse_blocks_give_the_statistics_of_small_blocks(rng):
+    truth = mn.MultinomialParams.from_probabilities(np.full(3, 1 / 3), zipf_topics(rng, 3, 4000))
+    x, _ = mn.sample(truth, 3000, 40, rng)
+    prepared = mn.prepare(truth)
+    default = mn.chunk_stats(x, prepared, kind="dense")
+    small = mn.chunk_stats(x, prepared, kind="dense", block_rows=31)
+    np.testing.assert_allclose(default.feature_counts, small.feature_counts, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(default.nk, small.nk, rtol=1e-12)
+    assert default.loglik == pytest.approx(small.loglik, rel=1e-12)

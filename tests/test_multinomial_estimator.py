@@ -411,3 +411,28 @@ def test_cli_fits_an_anndata_store_and_describes_the_model(tmp_path, corpus):
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "labels.zarr"), mode="r")["label"][:], mm.predict(x))
     refused = invoke("sample", "model", "-n", 10, "-o", "drawn.zarr", cwd=tmp_path)
     assert refused.exit_code == 1 and "mixture of multinomials" in refused.output
+
+
+def test_sparse_partials_are_bit_identical_across_workers_and_resume(tmp_path, rng):
+    """A large vocabulary and small chunks: every chunk's statistics are the sparse form
+    (only the words it holds), merged by word index in the fixed tree."""
+    from distributed import Client
+
+    n_words = 3000
+    truth = mn.MultinomialParams.from_probabilities(np.full(K, 1 / K), zipf_topics(rng, K, n_words))
+    x, _ = mn.sample(truth, 400, 20, rng)
+    prepared = mn.prepare(truth)
+    assert all(
+        isinstance(mn.chunk_stats(x[i : i + 25], prepared), mn.SparseMultinomialStats) for i in range(0, 400, 25)
+    )
+    kwargs = {"n_init": 2, "chunks": 25, "alpha": 0.5}
+    two = fitted(x, 4, **kwargs)  # the session's client: two workers
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0", set_as_default=False) as one_worker:
+        one = fitted(x, 4, client=one_worker, **kwargs)
+    here = fitted(x, 4, scheduler="synchronous", **kwargs)
+    ckpt = str(tmp_path / "ckpt")
+    fitted(x, 2, checkpoint=ckpt, **kwargs)
+    resumed = fitted(x, 4, checkpoint=ckpt, **kwargs)
+    for other in (one, here, resumed):
+        assert other.params_.equals(two.params_)
+        assert other.lower_bounds_ == two.lower_bounds_
