@@ -436,3 +436,20 @@ def test_sparse_partials_are_bit_identical_across_workers_and_resume(tmp_path, r
     for other in (one, here, resumed):
         assert other.params_.equals(two.params_)
         assert other.lower_bounds_ == two.lower_bounds_
+
+
+def test_tol_is_on_the_mean_log_likelihood_per_document(corpus, start):
+    x, _ = corpus
+    tol = 1e-4
+
+    def fit(X):
+        return dgmm.MultinomialMixture(K, alpha=0.0, tol=tol, max_iter=500, random_state=0, **start).fit(X)
+
+    once = fit(x)
+    steps = np.abs(np.diff(once.lower_bounds_))
+    assert once.converged_ and once.n_iter_ == len(once.lower_bounds_) > 2
+    assert steps[-1] < tol and np.all(steps[:-1] >= tol)  # stops at the first change below tol
+    # The same documents twice: the same mean per document, so the same iterations (N-invariant).
+    twice = fit(sp.vstack([x, x], format="csr"))
+    assert twice.n_iter_ == once.n_iter_
+    np.testing.assert_allclose(twice.lower_bounds_, once.lower_bounds_, rtol=1e-9)
