@@ -453,3 +453,13 @@ def test_tol_is_on_the_mean_log_likelihood_per_document(corpus, start):
     twice = fit(sp.vstack([x, x], format="csr"))
     assert twice.n_iter_ == once.n_iter_
     np.testing.assert_allclose(twice.lower_bounds_, once.lower_bounds_, rtol=1e-9)
+
+
+def test_predict_and_score_accept_paths(tmp_path, corpus, start):
+    x, _ = corpus
+    mm = fitted(x, 3, **start)
+    sp.save_npz(tmp_path / "counts.npz", x, compressed=False)
+    path = str(tmp_path / "counts.npz")
+    labels = mm.predict(path)
+    np.testing.assert_array_equal(labels.compute() if isinstance(labels, da.Array) else labels, mm.predict(x))
+    assert mm.score(path) == pytest.approx(mm.score(x), rel=1e-12)
