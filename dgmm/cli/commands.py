@@ -345,7 +345,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _gaussian_only(gmm: Any, model: str, command: str) -> Any:
-    """``gmm``, or UnsupportedModelError when it is a mixture of multinomials (not drawn or plotted yet)."""
+    """``gmm``, or UnsupportedModelError when it is a mixture of multinomials (not drawn yet)."""
     if hasattr(gmm, "top_features"):
         from dgmm.errors import UnsupportedModelError
 
