@@ -292,3 +292,27 @@ def test_default_sparse_blocks_give_the_statistics_of_small_blocks(rng):
     np.testing.assert_allclose(default.feature_counts, small.feature_counts, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(default.nk, small.nk, rtol=1e-12)
     assert default.loglik == pytest.approx(small.loglik, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows, mix", [(10, "sparse"), (60, "sparse"), (60, "mixed"), (60, "dense")])
+def test_merging_many_partials_in_one_buffer_gives_the_pairwise_bits(rng, chunk_rows, mix):
+    from dgmm.core.family import merge
+
+    truth = mn.MultinomialParams.from_probabilities(np.full(3, 1 / 3), zipf_topics(rng, 3, 3000))
+    x, _ = mn.sample(truth, 8 * chunk_rows, 15, rng)
+    prepared = mn.prepare(truth)
+    kinds = {"sparse": ["sparse"] * 8, "dense": ["dense"] * 8, "mixed": ["dense", "sparse"] * 4}[mix]
+    parts = [
+        mn.chunk_stats(x[i * chunk_rows : (i + 1) * chunk_rows], prepared, kind=kind) for i, kind in enumerate(kinds)
+    ]
+    pairwise = parts[0]
+    for p in parts[1:]:
+        pairwise = pairwise + p
+    merged = merge(parts)
+    assert type(merged) is type(pairwise)
+    if isinstance(merged, mn.SparseMultinomialStats):  # small chunks: the union stays a small part
+        np.testing.assert_array_equal(merged.features, pairwise.features)
+    got, want = merged.to_dense(), pairwise.to_dense()
+    np.testing.assert_array_equal(got.feature_counts, want.feature_counts)
+    np.testing.assert_array_equal(got.nk, want.nk)
+    assert (got.loglik, got.weight, got.n_rows) == (want.loglik, want.weight, want.n_rows)
