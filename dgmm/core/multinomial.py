@@ -536,9 +536,12 @@ def merge_stats(
         weight += p.weight
         n_rows += p.n_rows
     if all(isinstance(p, SparseMultinomialStats) for p in parts):
-        features = parts[0].features
-        for p in parts[1:]:
-            features = np.union1d(features, p.features)
+        # The union by a mask over the vocabulary: O(V + words) where repeated
+        # union1d sorted ~10^5 indices per part (a third of a merge's time).
+        seen = np.zeros(n_features, dtype=bool)
+        for p in parts:
+            seen[p.features] = True
+        features = np.flatnonzero(seen)
         if features.size <= SPARSE_FRACTION * n_features:
             counts = np.zeros((features.size, n_components))
             for p in parts:
