@@ -536,8 +536,12 @@ def lazy_predict_many(
     return arrays
 
 
-def scatter_rows(client: Any, rows: np.ndarray, row_chunks: tuple[int, ...]) -> da.Array:
-    """In-memory ``rows`` (n_samples, ...) as a Dask array whose row chunks live on ``client``'s workers."""
+def scatter_rows(client: Any, rows: Any, row_chunks: tuple[int, ...]) -> da.Array:
+    """In-memory ``rows`` (n_samples, ...) as a Dask array whose row chunks live on ``client``'s workers.
+
+    ``rows`` is an ndarray, or a ``csr_matrix`` whose chunks are then CSR row
+    ranges (the array's meta an empty CSR matrix), never densified.
+    """
     from distributed import wait
 
     bounds = np.cumsum((0, *row_chunks))

@@ -33,8 +33,8 @@ from dgmm.errors import (
     UnsupportedInputError,
 )
 
-__all__ = ["ellipse_geometry", "parse_image_shape", "plot_components", "plot_fit", "principal_axes",
-           "project_components"]
+__all__ = ["ellipse_geometry", "parse_image_shape", "plot_components", "plot_fit", "plot_top_features",
+           "principal_axes", "project_components", "top_features"]
 
 FIGSIZE = (11.0, 4.5)
 DPI = 100
@@ -146,6 +146,12 @@ def _model_params(model: Any) -> GMMParams:
     """GMMParams of a fitted dgmm (or scikit-learn) GaussianMixture."""
     if isinstance(model, GMMParams):
         return model
+    if hasattr(model, "feature_log_prob_"):
+        raise UnsupportedInputError(
+            f"plot_fit draws Gaussian mixtures; got a mixture of multinomials "
+            f"({type(model).__name__}), which has word distributions, not means and "
+            "covariances. Use dgmm.plot.plot_top_features(model) for it."
+        )
     if isinstance(getattr(type(model), "params_", None), property):
         params = model.params_  # a dgmm GaussianMixture (NotFittedError before fit)
         if isinstance(params, LowRankParams):
@@ -469,6 +475,133 @@ def plot_components(
                 ax.set_title(titles[c], fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"{k}: w={params.weights[k]:.3f}", fontsize=7)
+    if path is not None:
+        _save(figure, path, storage_options)
+    return figure
+
+
+# -- mixtures of multinomials: top features per component ----------------------------
+
+
+def _multinomial_params(model: Any) -> Any:
+    """The ``MultinomialParams`` of a fitted MultinomialMixture (or the parameters themselves)."""
+    from dgmm.core.multinomial import MultinomialParams
+
+    if isinstance(model, MultinomialParams):
+        return model
+    params = model.params_ if isinstance(getattr(type(model), "params_", None), property) else None
+    if not isinstance(params, MultinomialParams):
+        raise UnsupportedInputError(
+            f"plot_top_features expects a fitted MultinomialMixture (or MultinomialParams); got "
+            f"{type(model).__name__}. Fit one, or load one with dgmm.load(path); for a Gaussian "
+            "mixture use plot_fit or plot_components."
+        )
+    return params
+
+
+def top_features(
+    feature_log_prob: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` most probable features of every component, most probable first.
+
+    Parameters
+    ----------
+    feature_log_prob : ndarray of shape (n_components, n_features)
+    n : int
+
+    Returns
+    -------
+    index : ndarray of shape (n_components, min(n, n_features)), int
+        Ties keep the lower feature index first.
+    prob : ndarray of shape (n_components, min(n, n_features))
+
+    Examples
+    --------
+    >>> index, prob = top_features(np.log([[0.1, 0.6, 0.3]]), 2)
+    >>> index.tolist(), prob.round(2).tolist()
+    ([[1, 2]], [[0.6, 0.3]])
+    """
+    n = int(min(max(n, 0), feature_log_prob.shape[1]))
+    index = np.empty((feature_log_prob.shape[0], n), dtype=np.int64)
+    for k, row in enumerate(feature_log_prob):
+        # argpartition first: a full sort of 200,000 words per component costs ~10 ms.
+        part = np.argpartition(-row, n - 1)[:n] if 0 < n < row.size else np.arange(row.size)[:n]
+        # Stable on the (value, index) pairs of the partition, so ties are deterministic.
+        part = np.sort(part)
+        index[k] = part[np.argsort(-row[part], kind="stable")]
+    return index, np.exp(np.take_along_axis(feature_log_prob, index, axis=1))
+
+
+def plot_top_features(
+    model: Any,
+    *,
+    n_features: int = 10,
+    n_components: int = 12,
+    feature_names: Any = None,
+    n_cols: int = 4,
+    path: str | os.PathLike[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Bars of the most probable features (words, genes) of each component, heaviest first.
+
+    Parameters
+    ----------
+    model : MultinomialMixture or MultinomialParams
+        A fitted mixture of multinomials, e.g. from :func:`dgmm.load`.
+    n_features : int, default=10
+        Bars per component: its most probable features, the most probable on top.
+    n_components : int, default=12
+        Components shown at most: the heaviest, in decreasing weight.
+    feature_names : array-like of shape (n_features_in_,), default=None
+        Bar labels (``vectorizer.get_feature_names_out()``); by default the
+        model's ``feature_names_in_`` when the fit saw names, else the
+        feature indices.
+    n_cols : int, default=4
+        Panels per row.
+    path : str or path-like, default=None
+        Also write the figure there (as :func:`plot_fit`).
+    storage_options : mapping, default=None
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        One panel per component, titled with its index and weight; bar
+        lengths are the word probabilities ``b_kw``.
+    """
+    for name, value in (("n_features", n_features), ("n_components", n_components), ("n_cols", n_cols)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidOptionError(f"{name} must be an integer >= 1; got {value!r}. Pass e.g. {name}=10.")
+    Figure, FigureCanvasAgg, _ = _matplotlib()
+    params = _multinomial_params(model)
+    names = feature_names if feature_names is not None else getattr(model, "feature_names_in_", None)
+    if names is not None:
+        names = np.asarray(names, dtype=object)
+        if names.shape != (params.n_features,):
+            raise ShapeMismatchError(
+                f"feature_names has shape {names.shape}, but the model has {params.n_features} "
+                f"features; expected ({params.n_features},). Pass the vocabulary the model was fitted with."
+            )
+    order = np.argsort(-params.weights, kind="stable")[:n_components]
+    index, prob = top_features(params.feature_log_prob[order], n_features)
+    n_shown = len(order)
+    n_cols = min(n_cols, n_shown)
+    n_rows = -(-n_shown // n_cols)
+    height = 0.6 + 0.22 * index.shape[1]
+    figure = Figure(figsize=(3.2 * n_cols, height * n_rows + 0.3), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = np.asarray(figure.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    top = float(prob.max()) if prob.size else 1.0
+    for ax, k, words, p in zip(axes, order, index, prob):
+        labels = [str(names[w]) if names is not None else f"#{w}" for w in words]
+        positions = np.arange(len(words))[::-1]  # the most probable on top
+        ax.barh(positions, p, color="C0")
+        ax.set_yticks(positions, labels, fontsize=7)
+        ax.set_xlim(0.0, 1.05 * top)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"component {k}: w={params.weights[k]:.3f}", fontsize=8)
+    for ax in axes[n_shown:]:
+        ax.set_visible(False)
+    figure.tight_layout()
     if path is not None:
         _save(figure, path, storage_options)
     return figure

@@ -271,3 +271,48 @@ def test_statistics_of_a_large_vocabulary_block_never_allocate_rows_by_vocabular
     dense_stats = n_features * n_components * 8  # the result itself: 80 MB
     assert peak < 3 * dense_stats < rows_by_vocabulary / 10
     np.testing.assert_allclose(stats.nk.sum(), n_rows)
+
+
+@pytest.mark.parametrize("n_seen", [10, 5000, 200_000])
+def test_sparse_blocks_grow_to_the_accumulator_not_beyond(n_seen):
+    n_components, itemsize = 100, 4
+    rows = mn.sparse_block_rows(n_components, itemsize, n_seen)
+    default = mn.block_rows_for(n_components, itemsize)
+    assert default <= rows <= max(default, mn.SPARSE_BLOCK_MAX_ROWS)
+    temporaries = 3 * rows * n_components * itemsize
+    assert temporaries <= max(3 * default * n_components * itemsize, n_seen * n_components * 8)
+
+
+def test_default_sparse_blocks_give_the_statistics_of_small_blocks(rng):
+    truth = mn.MultinomialParams.from_probabilities(np.full(3, 1 / 3), zipf_topics(rng, 3, 4000))
+    x, _ = mn.sample(truth, 3000, 40, rng)
+    prepared = mn.prepare(truth)
+    default = mn.chunk_stats(x, prepared, kind="dense")
+    small = mn.chunk_stats(x, prepared, kind="dense", block_rows=31)
+    np.testing.assert_allclose(default.feature_counts, small.feature_counts, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(default.nk, small.nk, rtol=1e-12)
+    assert default.loglik == pytest.approx(small.loglik, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows, mix", [(10, "sparse"), (60, "sparse"), (60, "mixed"), (60, "dense")])
+def test_merging_many_partials_in_one_buffer_gives_the_pairwise_bits(rng, chunk_rows, mix):
+    from dgmm.core.family import merge
+
+    truth = mn.MultinomialParams.from_probabilities(np.full(3, 1 / 3), zipf_topics(rng, 3, 3000))
+    x, _ = mn.sample(truth, 8 * chunk_rows, 15, rng)
+    prepared = mn.prepare(truth)
+    kinds = {"sparse": ["sparse"] * 8, "dense": ["dense"] * 8, "mixed": ["dense", "sparse"] * 4}[mix]
+    parts = [
+        mn.chunk_stats(x[i * chunk_rows : (i + 1) * chunk_rows], prepared, kind=kind) for i, kind in enumerate(kinds)
+    ]
+    pairwise = parts[0]
+    for p in parts[1:]:
+        pairwise = pairwise + p
+    merged = merge(parts)
+    assert type(merged) is type(pairwise)
+    if isinstance(merged, mn.SparseMultinomialStats):  # small chunks: the union stays a small part
+        np.testing.assert_array_equal(merged.features, pairwise.features)
+    got, want = merged.to_dense(), pairwise.to_dense()
+    np.testing.assert_array_equal(got.feature_counts, want.feature_counts)
+    np.testing.assert_array_equal(got.nk, want.nk)
+    assert (got.loglik, got.weight, got.n_rows) == (want.loglik, want.weight, want.n_rows)

@@ -411,3 +411,55 @@ def test_cli_fits_an_anndata_store_and_describes_the_model(tmp_path, corpus):
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "labels.zarr"), mode="r")["label"][:], mm.predict(x))
     refused = invoke("sample", "model", "-n", 10, "-o", "drawn.zarr", cwd=tmp_path)
     assert refused.exit_code == 1 and "mixture of multinomials" in refused.output
+
+
+def test_sparse_partials_are_bit_identical_across_workers_and_resume(tmp_path, rng):
+    """A large vocabulary and small chunks: every chunk's statistics are the sparse form
+    (only the words it holds), merged by word index in the fixed tree."""
+    from distributed import Client
+
+    n_words = 3000
+    truth = mn.MultinomialParams.from_probabilities(np.full(K, 1 / K), zipf_topics(rng, K, n_words))
+    x, _ = mn.sample(truth, 400, 20, rng)
+    prepared = mn.prepare(truth)
+    assert all(
+        isinstance(mn.chunk_stats(x[i : i + 25], prepared), mn.SparseMultinomialStats) for i in range(0, 400, 25)
+    )
+    kwargs = {"n_init": 2, "chunks": 25, "alpha": 0.5}
+    two = fitted(x, 4, **kwargs)  # the session's client: two workers
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0", set_as_default=False) as one_worker:
+        one = fitted(x, 4, client=one_worker, **kwargs)
+    here = fitted(x, 4, scheduler="synchronous", **kwargs)
+    ckpt = str(tmp_path / "ckpt")
+    fitted(x, 2, checkpoint=ckpt, **kwargs)
+    resumed = fitted(x, 4, checkpoint=ckpt, **kwargs)
+    for other in (one, here, resumed):
+        assert other.params_.equals(two.params_)
+        assert other.lower_bounds_ == two.lower_bounds_
+
+
+def test_tol_is_on_the_mean_log_likelihood_per_document(corpus, start):
+    x, _ = corpus
+    tol = 1e-4
+
+    def fit(X):
+        return dgmm.MultinomialMixture(K, alpha=0.0, tol=tol, max_iter=500, random_state=0, **start).fit(X)
+
+    once = fit(x)
+    steps = np.abs(np.diff(once.lower_bounds_))
+    assert once.converged_ and once.n_iter_ == len(once.lower_bounds_) > 2
+    assert steps[-1] < tol and np.all(steps[:-1] >= tol)  # stops at the first change below tol
+    # The same documents twice: the same mean per document, so the same iterations (N-invariant).
+    twice = fit(sp.vstack([x, x], format="csr"))
+    assert twice.n_iter_ == once.n_iter_
+    np.testing.assert_allclose(twice.lower_bounds_, once.lower_bounds_, rtol=1e-9)
+
+
+def test_predict_and_score_accept_paths(tmp_path, corpus, start):
+    x, _ = corpus
+    mm = fitted(x, 3, **start)
+    sp.save_npz(tmp_path / "counts.npz", x, compressed=False)
+    path = str(tmp_path / "counts.npz")
+    labels = mm.predict(path)
+    np.testing.assert_array_equal(labels.compute() if isinstance(labels, da.Array) else labels, mm.predict(x))
+    assert mm.score(path) == pytest.approx(mm.score(x), rel=1e-12)

@@ -250,3 +250,108 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, fitted):
     with pytest.raises(OptionalDependencyError, match=r"pip install .*dgmm\[plot\]") as info:
         plot.plot_fit(models["full"])
     assert isinstance(info.value, ImportError)
+
+
+# -- mixtures of multinomials: top features ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def topics_model():
+    """A MultinomialMixture fitted on documents of three topics, each with its own five words."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from dgmm import MultinomialMixture
+
+    rng = np.random.default_rng(5)
+    n_words, weights = 30, np.array([0.2, 0.5, 0.3])
+    prob = np.full((3, n_words), 0.2 / (n_words - 5))
+    for k in range(3):
+        prob[k, 5 * k : 5 * k + 5] = 0.8 / 5
+    labels = rng.choice(3, size=300, p=weights)
+    x = sp.csr_matrix(np.vstack([rng.multinomial(40, prob[k]) for k in labels]).astype(np.float64))
+    names = [f"word{i}" for i in range(n_words)]
+    frame = pd.DataFrame(x.toarray(), columns=names)
+    model = MultinomialMixture(3, alpha=0.1, random_state=0, scheduler="synchronous").fit(frame)
+    return model, prob, names
+
+
+def test_top_features_are_the_most_probable_in_order(rng):
+    log_prob = np.log(rng.dirichlet(np.ones(50), size=4))
+    index, prob = plot.top_features(log_prob, 7)
+    for k in range(4):
+        np.testing.assert_array_equal(index[k], np.argsort(-log_prob[k], kind="stable")[:7])
+        np.testing.assert_allclose(prob[k], np.exp(log_prob[k, index[k]]), rtol=1e-15)
+    tied, _ = plot.top_features(np.log(np.full((1, 6), 1 / 6)), 3)
+    assert tied.tolist() == [[0, 1, 2]]  # ties: lower index first
+    assert plot.top_features(log_prob, 100)[0].shape == (4, 50)
+
+
+def test_top_feature_bars_heaviest_component_first_with_names(tmp_path, topics_model):
+    model, _, names = topics_model
+    path = tmp_path / "top.png"
+    figure = plot.plot_top_features(model, n_features=5, path=path)
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(shown) == 3
+    order = np.argsort(-model.weights_)
+    for ax, k in zip(shown, order):
+        assert ax.get_title().startswith(f"component {k}: w={model.weights_[k]:.3f}")
+        # Labels and bars from the top of the panel down: the most probable word first.
+        ticks = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
+        labels = [label for _, label in ticks]
+        widths = [p.get_width() for p in sorted(ax.patches, key=lambda p: -p.get_y())]
+        top = model.top_features(5)[k]
+        assert labels == [name for name, _ in top]
+        np.testing.assert_allclose(widths, [p for _, p in top], rtol=1e-12)
+        # The topic's five words are its five bars.
+        assert {int(label[4:]) // 5 for label in labels} == {int(labels[0][4:]) // 5}
+    image = imread(path)
+    assert image[..., :3].std() > 0.01 and list(tmp_path.iterdir()) == [path]
+
+
+def test_top_feature_bars_without_names_use_indices_and_cap_components(topics_model):
+    model, _, names = topics_model
+    figure = plot.plot_top_features(model.params_, n_features=3, n_components=2, n_cols=1)
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(shown) == 2
+    assert all(t.get_text().startswith("#") for ax in shown for t in ax.get_yticklabels())
+    given = plot.plot_top_features(model, n_features=2, feature_names=[n.upper() for n in names])
+    assert all(t.get_text().startswith("WORD") for ax in given.axes for t in ax.get_yticklabels())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragments",
+    [
+        pytest.param({"n_features": 0}, ValueError, ["n_features", ">= 1"], id="no-bars"),
+        pytest.param({"n_components": 1.5}, ValueError, ["n_components", "integer"], id="float-components"),
+        pytest.param({"feature_names": ["a", "b"]}, ShapeMismatchError, ["feature_names", "30"], id="names-length"),
+    ],
+)
+def test_top_feature_bars_bad_arguments(topics_model, kwargs, error, fragments):
+    model, _, _ = topics_model
+    with pytest.raises(error) as info:
+        plot.plot_top_features(model, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_each_plot_refuses_the_other_family(topics_model, fitted):
+    model, _, _ = topics_model
+    with pytest.raises(TypeError, match="plot_top_features"):
+        plot.plot_fit(model)
+    _, gaussians = fitted
+    with pytest.raises(TypeError, match="MultinomialMixture"):
+        plot.plot_top_features(gaussians["full"])
+
+
+def test_cli_plots_a_multinomial_model(tmp_path, topics_model):
+    from ._helpers import invoke
+
+    model, _, _ = topics_model
+    model.save(tmp_path / "model")
+    result = invoke("plot", "model", "-o", "top.png", "--json", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert imread(tmp_path / "top.png")[..., :3].std() > 0.01
+    refused = invoke("plot", "model", "--image-shape", "5,6", "-o", "other.png", cwd=tmp_path)
+    assert refused.exit_code == 2 and "--image-shape" in refused.output
+    assert not (tmp_path / "other.png").exists()

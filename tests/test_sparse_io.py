@@ -244,3 +244,74 @@ def test_store_copy_is_independent(tmp_path, counts):
     path = write_anndata(tmp_path / "a.zarr", counts, 3, small_chunks=True)
     shutil.copytree(path, tmp_path / "b.zarr")
     assert sio.open_sparse_zarr(path).name != sio.open_sparse_zarr(tmp_path / "b.zarr").name
+
+
+# -- sizes and clusters --------------------------------------------------------------
+
+
+def _csr_bytes(x: sp.csr_matrix, value_bytes: int = 4) -> int:
+    return x.nnz * (value_bytes + x.indices.dtype.itemsize) + 8 * (x.shape[0] + 1)
+
+
+def test_sparse_arrays_are_sized_by_their_non_zeros(tmp_path, counts):
+    sp.save_npz(tmp_path / "u.npz", counts, compressed=False)
+    path = write_anndata(tmp_path / "a.zarr", counts, 3, small_chunks=True)
+    stored_indices = zarr.open_group(path, mode="r")["X"]["indices"].dtype.itemsize
+    expected = {
+        "memory": _csr_bytes(counts),
+        "npz": _csr_bytes(counts),
+        "anndata": counts.nnz * (4 + stored_indices) + 8 * (N_ROWS + 1),
+    }
+    arrays = {
+        "memory": sio.from_scipy(counts, chunks=700),
+        "npz": sio.open_npz(tmp_path / "u.npz", chunks=700),
+        "anndata": sio.open_sparse_zarr(path, chunks=700),
+    }
+    for kind, x in arrays.items():
+        assert sio.estimated_nbytes(x) == expected[kind], kind
+        assert sio.estimated_nbytes(x) < x.nbytes / 5, kind  # the dense size is rows x features
+        # float64 values, and a selection of rows at its share of them.
+        assert sio.estimated_nbytes(x.astype(np.float64)) == expected[kind] + 4 * counts.nnz, kind
+        assert sio.estimated_nbytes(x[: N_ROWS // 2]) == pytest.approx(expected[kind] / 2, rel=1e-6), kind
+    import dask
+    import dask.array as da
+
+    assert sio.estimated_nbytes(da.ones((10, 3), chunks=5)) is None
+    user = da.from_delayed(dask.delayed(lambda: counts)(), shape=counts.shape, dtype=counts.dtype, meta=counts[:0])
+    assert sio.estimated_nbytes(user) is None  # not from dgmm's readers: unknown
+
+
+def test_in_memory_sparse_input_is_scattered_as_csr_chunks(client, counts):
+    from distributed import Future
+
+    from dgmm.fit.data import open_for_fit
+
+    data = open_for_fit(counts, chunks=700, client=client)
+    x = data.array
+    assert data.in_memory and x.chunks[0] == (700, 700, 700, 700, 200)
+    # The graph holds the workers' chunks, not the matrix (which every pass would ship).
+    values = list(dict(x.dask).values())
+    assert values and all(isinstance(v, Future) for v in values)
+    assert_csr_chunks(x, counts)
+    assert open_for_fit(counts, chunks=700, client=None).in_memory is False  # in this process: lazy slices
+
+
+def test_a_sparse_store_that_fits_by_non_zeros_is_persisted(client):
+    import dask
+    import dask.array as da
+    from distributed import futures_of
+
+    from dgmm.fit.cluster import maybe_persist
+
+    # Dense, 3000 x 10^8 float32 is 1.2 TB; its 6,000 non-zeros are 72 kB.
+    gen = np.random.default_rng(1)
+    rows, cols = gen.integers(0, 3000, 6000), gen.integers(0, 10**8, 6000)
+    wide = sp.csr_matrix((np.ones(6000, dtype=np.float32), (rows, cols)), shape=(3000, 10**8))
+    x = sio.from_scipy(wide, chunks=1000)
+    assert x.nbytes > 10**12
+    persisted = maybe_persist(x, client)
+    assert futures_of(persisted) and persisted.chunks == x.chunks
+    assert_csr_chunks(persisted, wide)
+    # A user's Dask array of CSR chunks has no known size: streamed, as before.
+    user = da.from_delayed(dask.delayed(lambda: wide)(), shape=wide.shape, dtype=wide.dtype, meta=wide[:0])
+    assert not futures_of(maybe_persist(user, client))

@@ -345,7 +345,7 @@ def info(model: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _gaussian_only(gmm: Any, model: str, command: str) -> Any:
-    """``gmm``, or UnsupportedModelError when it is a mixture of multinomials (not drawn or plotted yet)."""
+    """``gmm``, or UnsupportedModelError when it is a mixture of multinomials (not drawn yet)."""
     if hasattr(gmm, "top_features"):
         from dgmm.errors import UnsupportedModelError
 
@@ -532,12 +532,26 @@ def plot(
     output: str, overwrite: bool, **kw: Any,
 ) -> dict[str, Any]:
     """Plot MODEL's convergence curve and a 2-D principal-axes view with component ellipses
-    (or, with --image-shape, its components as images)."""
-    from dgmm.plot import plot_components, plot_fit
+    (or, with --image-shape, its components as images; for a mixture of multinomials, bars
+    of each component's top features, heaviest components first)."""
+    from dgmm.plot import plot_components, plot_fit, plot_top_features
 
     cluster_args, source_kw = connect_args(**split(kw, CLUSTER_KEYS)), split(kw, SOURCE_KEYS)
     storage_options = source_kw["storage_options"]
-    gmm = _gaussian_only(load_model(model, storage_options), model, "plot")
+    loaded = load_model(model, storage_options)
+    if hasattr(loaded, "top_features"):
+        # A mixture of multinomials: bars of each component's top features (no data needed).
+        if data is not None or image_shape is not None:
+            raise click.UsageError(
+                f"{model!r} is a mixture of multinomials; its plot is the top features of each "
+                f"component and takes neither --data nor --image-shape (got "
+                f"{'--data' if data is not None else '--image-shape'}). Drop that option."
+            )
+        check_target(output, overwrite, storage_options, "figure")
+        plot_top_features(loaded, path=output, storage_options=storage_options)
+        return {"command": "plot", "model": model, "data": None, "output": output, "rows_shown": 0,
+                "components_shown": min(loaded.n_components, 12)}
+    gmm = _gaussian_only(loaded, model, "plot")
     check_target(output, overwrite, storage_options, "figure")
     if image_shape is not None:
         plot_components(gmm, image_shape, path=output, storage_options=storage_options)

@@ -36,11 +36,13 @@ from typing import Any, Literal
 import dask
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
 from distributed import Client, LocalCluster, wait
 
 from dgmm import graph
 from dgmm.errors import ClusterConnectionError, ClusterLostError, InvalidOptionError
 from dgmm.io.sources import is_in_memory
+from dgmm.io.sparse import estimated_nbytes
 
 __all__ = [
     "SCHEDULERS",
@@ -577,13 +579,16 @@ def maybe_persist(x: da.Array, client: Client | None) -> da.Array:
     if client is None:
         return x
     memory = total_memory(client)
-    if memory and x.nbytes <= PERSIST_FRACTION * memory:
+    # Sparse chunks (CSR) hold their non-zeros, not rows x features; a sparse
+    # array of unknown size (a user's Dask array of CSR chunks) is streamed.
+    nbytes = estimated_nbytes(x) if isinstance(x._meta, sp.spmatrix) else x.nbytes
+    if memory and nbytes is not None and nbytes <= PERSIST_FRACTION * memory:
         x = client.persist(x)
         wait(x)
-        logger.info("input of %.3g GB persisted in cluster memory", x.nbytes / 1e9)
+        logger.info("input of %.3g GB persisted in cluster memory", nbytes / 1e9)
     else:
         logger.info(
-            "input of %.3g GB streamed from storage every pass (workers have %.3g GB free)",
-            x.nbytes / 1e9, memory / 1e9,
+            "input of %s streamed from storage every pass (workers have %.3g GB free)",
+            "unknown size" if nbytes is None else f"{nbytes / 1e9:.3g} GB", memory / 1e9,
         )
     return x

@@ -32,6 +32,7 @@ from dgmm.fit.progress import FitProgress, phase
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
 from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
+from dgmm.io.sparse import content_digest as sparse_content_digest
 
 __all__ = ["fit"]
 
@@ -124,8 +125,10 @@ def _check_data(spec: FitSpec, x: da.Array) -> None:
 
 def _digests(X: Any, sample_weight: Any) -> tuple[str | None, str | None]:
     """Content digests of in-memory X and weights (their scattered names are random)."""
-    # A scipy.sparse X is named by its content already (dgmm.io.sparse.from_scipy).
-    x_digest = content_digest(as_float_array(X)) if is_in_memory(X) and not sp.issparse(X) else None
+    if sp.issparse(X):
+        x_digest = sparse_content_digest(X)
+    else:
+        x_digest = content_digest(as_float_array(X)) if is_in_memory(X) else None
     w_digest = None
     if sample_weight is not None and not isinstance(sample_weight, da.Array):
         w_digest = content_digest(np.asarray(sample_weight, dtype=np.float64))

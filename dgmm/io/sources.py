@@ -36,7 +36,7 @@ from dgmm.errors import (
     UnsupportedInputError,
 )
 from dgmm.io.dataset import Dataset, Origin, memory_array, string_names
-from dgmm.io.sparse import from_scipy, is_npz_source, open_npz
+from dgmm.io.sparse import as_csr, from_scipy, is_npz_source, open_npz
 from dgmm.io.stores import StoredArray, is_store_source, is_zarr_array, open_store, stored_zarr
 
 __all__ = [
@@ -383,12 +383,19 @@ def open_data(
         return _dask(X, labels, columns, chunks, what)
 
     if sp.issparse(X) and columns is None:
-        # Named by its content (deterministic), so checkpoints recognise it; the
-        # matrix is one key of the graph, chunks are CSR row ranges of it.
+        # Named by its content (deterministic); the matrix is one key of the
+        # graph, chunks are CSR row ranges of it (placed by non-zeros).
         _check_shape(X.shape, what)
-        x = from_scipy(X, chunks=chunks)
+        csr = as_csr(X)
+        x = from_scipy(csr, chunks=chunks)
         dtype = _float_dtype(x.dtype, what)
-        return Dataset(x if x.dtype == dtype else x.astype(dtype), Origin(f"{what} ({type(X).__name__})"))
+        origin = Origin(f"{what} ({type(X).__name__})")
+        if scatter is not None:
+            # For a cluster, the CSR row chunks go to the workers once, as dense
+            # rows do: the graph would otherwise carry the whole matrix every pass.
+            rows = csr if csr.dtype == dtype else csr.astype(dtype)
+            return Dataset(scatter(rows, tuple(x.chunks[0])), origin, in_memory=True)
+        return Dataset(x if x.dtype == dtype else x.astype(dtype), origin)
     if _is_pandas_frame(X):
         selected = _frame_columns(X, columns, what)
         labels = tuple(X.columns if selected is None else selected)

@@ -51,6 +51,9 @@ from dgmm.io.fs import is_local, resolve
 
 __all__ = [
     "DEFAULT_CHUNK_NNZ",
+    "as_csr",
+    "content_digest",
+    "estimated_nbytes",
     "from_scipy",
     "is_npz_source",
     "is_sparse_zarr_group",
@@ -139,6 +142,40 @@ class _InMemoryCSR:
     def rows(self, start: int, stop: int) -> sp.csr_matrix:
         return self.matrix[start:stop]
 
+    def sizes(self) -> tuple[int, int, int]:
+        """``(n_rows, nnz, bytes of an index)`` (for :func:`estimated_nbytes`)."""
+        return self.matrix.shape[0], self.matrix.nnz, self.matrix.indices.dtype.itemsize
+
+
+def as_csr(x: Any) -> sp.csr_matrix:
+    """A scipy.sparse matrix or array as a ``csr_matrix`` in canonical form (sorted, no
+    duplicates); ``x`` itself when it is one already (no copy)."""
+    if not sp.issparse(x):
+        raise InvalidSourceError(f"Expected a scipy.sparse matrix; got {type(x).__name__}.")
+    csr = sp.csr_matrix(x) if x.format != "csr" or not isinstance(x, sp.csr_matrix) else x
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    return csr
+
+
+def content_digest(x: Any) -> str:
+    """SHA-256 (hex) of a sparse matrix's content as CSR: shape, dtypes and the three arrays.
+
+    What checkpoints recognise in-memory sparse input by, as
+    :func:`dgmm.io.checkpoint.content_digest` does dense rows (a scattered
+    array's name is random).
+    """
+    import hashlib
+
+    from dgmm.io.checkpoint import content_digest as array_digest
+
+    csr = as_csr(x)
+    h = hashlib.sha256(f"csr|{csr.shape}|".encode())
+    for part in (csr.data, csr.indices, csr.indptr):
+        h.update(array_digest(part).encode())
+    return h.hexdigest()
+
 
 def from_scipy(x: Any, *, chunks: int | tuple[int, ...] | None = None, target_nnz: int = DEFAULT_CHUNK_NNZ) -> da.Array:
     """A scipy.sparse matrix or array (CSR, CSC, COO ...) as a row-chunked Dask array of CSR chunks.
@@ -156,10 +193,7 @@ def from_scipy(x: Any, *, chunks: int | tuple[int, ...] | None = None, target_nn
     """
     if not sp.issparse(x):
         raise InvalidSourceError(f"from_scipy expects a scipy.sparse matrix; got {type(x).__name__}.")
-    csr = sp.csr_matrix(x) if x.format != "csr" or not isinstance(x, sp.csr_matrix) else x
-    if not csr.has_canonical_format:
-        csr = csr.copy()
-        csr.sum_duplicates()
+    csr = as_csr(x)
     n_rows, n_features = csr.shape
     row_chunks = _rows_chunks(chunks, n_rows) if chunks is not None else _row_chunks_by_nnz(csr.indptr, target_nnz)
     name = "csr-" + tokenize(csr.data, csr.indices, csr.indptr, csr.shape, str(csr.dtype), row_chunks)
@@ -198,6 +232,9 @@ class _NpzCSR:
         f.seek(member.offset + start * member.dtype.itemsize)
         raw = f.read((stop - start) * member.dtype.itemsize)
         return np.frombuffer(raw, dtype=member.dtype).copy()
+
+    def sizes(self) -> tuple[int, int, int]:
+        return self.shape[0], self.data.size, self.indices.dtype.itemsize
 
     def rows(self, start: int, stop: int) -> sp.csr_matrix:
         import fsspec
@@ -301,6 +338,9 @@ class _ZarrCSR:
     indices: Any
     data: Any
     n_features: int
+
+    def sizes(self) -> tuple[int, int, int]:
+        return self.indptr.shape[0] - 1, self.data.shape[0], np.dtype(self.indices.dtype).itemsize
 
     def rows(self, start: int, stop: int) -> sp.csr_matrix:
         indptr = np.asarray(self.indptr[start : stop + 1])
@@ -412,3 +452,25 @@ def open_sparse_zarr(
         )
     endpoint = (storage_options or {}).get("endpoint_url") or ((storage_options or {}).get("client_kwargs") or {}).get("endpoint_url")
     return sparse_zarr_group_array(node, chunks=chunks, target_nnz=target_nnz, location=(canonical, endpoint, key))
+
+
+# -- sizes -------------------------------------------------------------------------------
+
+
+def estimated_nbytes(x: da.Array) -> int | None:
+    """Bytes of a sparse Dask array from this module once read into memory (values in
+    ``x.dtype``, indices, ``indptr``), from the source's non-zeros; None for another array.
+
+    ``x.nbytes`` is the dense size (rows x features); this is what persisting
+    the CSR chunks costs. The count comes from metadata already read (the
+    stored ``data`` array's length, the ``.npz`` member's) and reads nothing;
+    a selection of rows is counted at its share of the rows.
+    """
+    if not isinstance(getattr(x, "_meta", None), sp.spmatrix):
+        return None
+    readers = [v for v in dict(x.dask).values() if isinstance(v, (_InMemoryCSR, _NpzCSR, _ZarrCSR))]
+    if len(readers) != 1:
+        return None
+    n_rows, nnz, index_bytes = readers[0].sizes()
+    share = x.shape[0] / n_rows if n_rows else 0.0
+    return int(share * (nnz * (np.dtype(x.dtype).itemsize + index_bytes) + 8 * (n_rows + 1)))
