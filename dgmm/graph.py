@@ -110,6 +110,26 @@ _BLAS_LOCK = threading.Lock()
 _BLAS: dict[str, Any] = {"tasks": 0, "limiter": None, "controller": None}
 
 
+def _release_openblas_control() -> None:
+    """Let the next limit set on a pthreads OpenBLAS take effect, from whichever thread.
+
+    threadpoolctl (3.8 here) lets only one "controlling" Python thread change
+    that process-wide limit and silently ignores the others; a limit set outside
+    a ``with`` block keeps the control for its thread for good. A Dask worker's
+    second thread then ran its chunks with the user's BLAS threads and the first
+    with one: a multi-threaded OpenBLAS GEMM sums ``resp.T @ design`` over the
+    rows in another order, so identical passes differed in the last bits.
+    """
+    if "release" not in _BLAS:  # looked up once per process
+        import threadpoolctl
+
+        owner = getattr(threadpoolctl, "OpenBLASController", None)
+        # None: a threadpoolctl without controlling threads, where any thread sets the limit.
+        _BLAS["release"] = getattr(owner, "clear_controlling_thread", None)
+    if _BLAS["release"] is not None:
+        _BLAS["release"](force=True)
+
+
 @contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
     """BLAS limited to one thread while any dgmm task runs in this process (threadpoolctl).
@@ -117,6 +137,10 @@ def _one_blas_thread() -> Iterator[None]:
     Whatever OMP/OPENBLAS_NUM_THREADS say, each Dask thread gets one BLAS
     thread. Counted across threads: the first task in sets the limit and the
     last one out restores it, so a task never has the limit lifted under it.
+    The limit is the same in every task: a GEMM's rounding depends on its BLAS
+    threads, so chunks run with different limits would give different bits.
+    Whichever threads they are, the first task's limit and the last one's
+    restore both take effect, and neither keeps threadpoolctl's control.
     """
     with _BLAS_LOCK:
         if _BLAS["tasks"] == 0:
@@ -124,7 +148,9 @@ def _one_blas_thread() -> Iterator[None]:
                 from threadpoolctl import ThreadpoolController
 
                 _BLAS["controller"] = ThreadpoolController()
+            _release_openblas_control()
             _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+            _release_openblas_control()
         _BLAS["tasks"] += 1
     try:
         yield
@@ -132,7 +158,9 @@ def _one_blas_thread() -> Iterator[None]:
         with _BLAS_LOCK:
             _BLAS["tasks"] -= 1
             if _BLAS["tasks"] == 0:
+                _release_openblas_control()
                 _BLAS["limiter"].restore_original_limits()
+                _release_openblas_control()
 
 
 def _pinned(kernel: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

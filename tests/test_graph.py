@@ -115,3 +115,38 @@ def test_a_synchronous_pass_computed_directly_equals_the_graph_bit_for_bit(covar
         ref = getattr(fits["cluster"], name)
         assert all(np.array_equal(getattr(f, name), ref) for f in fits.values()), name
     assert len({f.lower_bound_ for f in fits.values()}) == 1
+
+
+def _bits(stats) -> tuple[bytes, ...]:
+    return tuple(np.asarray(getattr(stats, f)).tobytes() for f in ("nk", "sum_x", "sum_xx", "loglik", "weight"))
+
+
+def test_repeated_passes_give_the_same_bits_in_every_thread_of_this_process(rng):
+    # The user's BLAS runs 2 threads; every chunk's task must run with one, whichever
+    # thread runs it: a multi-threaded GEMM sums resp.T @ design over the rows in
+    # another order. threadpoolctl lets one "controlling" thread at a time set
+    # OpenBLAS's process-wide limit and ignores the others, so worker threads kept
+    # the user's 2 threads while this thread (the synchronous pass) got 1, and
+    # repeated passes on a cluster's two worker threads differed in the last bits.
+    # Chunks of 5000 rows: large enough for OpenBLAS to use its threads.
+    from distributed import Client
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    params = random_params(rng, "diag", n_components=8, n_features=16)
+    x = da.from_array(rng.normal(0, 3, (40_000, 16)), chunks=(5000, -1))
+    source = (EStep(params),)
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        users = blas_threads()
+        with dask.config.set(scheduler="synchronous"):
+            reference = _bits(_graph.stats_pass(x, source)[0])
+        with dask.config.set(scheduler="threads"):
+            passes = [_graph.stats_pass(x, source)[0] for _ in range(3)]
+        with Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as client:
+            on_cluster = client.persist(x)
+            passes += [_graph.stats_pass(on_cluster, source)[0] for _ in range(4)]
+        after = blas_threads()
+    assert [_bits(s) == reference for s in passes] == [True] * len(passes)
+    assert after == users, "the user's BLAS threads are back once no task runs"
