@@ -266,18 +266,32 @@ def sklearn_fit(configs: str) -> list[dict[str, Any]]:
     return out
 
 
+def write_store(path: str, n_bytes: float, n_features: int, n_components: int, chunk_mib: int = 64) -> None:
+    """``bench_ooc.py``'s float32 mixture store (its chunk generator), written by the workers."""
+    import dask.array as da
+
+    import dgmm
+
+    sys.path.insert(0, str(HERE))
+    from bench_ooc import _mixture_chunk
+
+    rows = chunk_mib * 2**20 // (n_features * 4)
+    n_rows = max(rows, int(n_bytes // (n_features * 4)) // rows * rows)
+    template = da.empty((n_rows, n_features), chunks=(rows, n_features), dtype="float32")
+    x = template.map_blocks(_mixture_chunk, n_features, n_components, 0, "float32", dtype="float32",
+                            meta=np.empty((0, 0), dtype="float32"))
+    dgmm.write_array(x, path)
+
+
 def e2e(args: argparse.Namespace) -> dict[str, Any]:
     store = args.store
     if store is None and args.store_gb > 0:
-        sys.path.insert(0, str(HERE))
-        from bench_ooc import write_store
-
         store = str(Path(tempfile.mkdtemp(prefix="bench-init-")) / "store.zarr")
         from distributed import Client, LocalCluster
 
         start = time.perf_counter()
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as c, Client(c):
-            write_store(store, args.store_gb * 1e9, 16, args.store_k, "float32", 64, "default")
+            write_store(store, args.store_gb * 1e9, 16, args.store_k)
         print(f"wrote {store} ({args.store_gb} GB) in {time.perf_counter() - start:.0f} s", flush=True)
     argv = ["e2e-worker", "--configs", args.configs, "--n-workers", str(args.n_workers),
             "--memory-limit", args.memory_limit, "--store-k", str(args.store_k)]

@@ -106,6 +106,20 @@ def test_a_sweep_with_random_methods_adds_one_gather(rng):
     assert min(counts) == 2 and max(counts) <= 3
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_assignment_on_the_sample_costs_one_pass(rng, init_params):
+    data = make_mixture(rng, n_samples=9000, n_components=3, separation=10.0)
+    source = ReadCounter(data.X, rows=1000)
+    on_data = InitConfig(3, init_params, 4, sample_rows=3000)
+    on_sample = InitConfig(3, init_params, 4, sample_rows=3000, assign_on_sample=True)
+    (a,) = initialize(source.array, on_sample, EMConfig("full"), 1)
+    assert reads(source) == [1] * 9
+    (b,) = initialize(da.from_array(data.X, chunks=(1000, -1)), on_data, EMConfig("full"), 1)
+    # The same centres; the sample's rows give the same clusters' means to sampling error.
+    np.testing.assert_allclose(a.means, b.means, atol=0.2)
+    np.testing.assert_allclose(a.weights, b.weights, atol=0.05)
+
+
 def test_given_arrays_cost_no_pass(rng):
     data = make_mixture(rng, n_samples=2000, n_components=2)
     source = ReadCounter(data.X, rows=500)

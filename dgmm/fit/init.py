@@ -25,6 +25,9 @@ method             cost
 
 Whatever methods a call mixes, it makes at most one sample pass and one
 statistics pass (plus one gather for "random"/"random_from_data").
+``InitConfig(assign_on_sample=True)`` takes "kmeans" and "k-means++"
+starting parameters from the sample's rows nearest each centre instead of
+from all rows: 1 pass.
 
 The sample pass draws a uniform sample of ``max(100 K, 100000)`` rows
 (fewer for wide data: ``init_sample_bytes`` of float64 at most), exact in
@@ -100,6 +103,9 @@ class InitConfig:
     rows_per_component: int = 100
     init_sample_bytes: int = 256 << 20
     kmeans_random_state: int | None = None
+    # "kmeans" / "k-means++": the starting parameters from the sample's rows
+    # nearest each centre (no second pass) instead of from all rows'.
+    assign_on_sample: bool = False
 
     @classmethod
     def from_spec(cls, spec: FitSpec) -> InitConfig:
@@ -217,6 +223,15 @@ def _kmeans_centers(
         warnings.simplefilter("ignore", ConvergenceWarning)
         km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(points, sample_weight=w)
     return np.asarray(km.cluster_centers_, dtype=np.float64)
+
+
+def _assign_in_memory(
+    sample: _seeding.RowSample, centers: np.ndarray, em_config: EMConfig, rng: np.random.Generator
+) -> GMMParams:
+    """Starting parameters from the sample's rows nearest each centre (hard assignment, in memory)."""
+    dtype = sample.points.dtype
+    (stats,) = GAUSSIAN.chunk_stats(sample.points, (HardAssign(centers, em_config.covariance_type),), sample.weights)
+    return params_from_stats(stats, frame_shifts(centers, dtype), em_config, dtype, rng)[0]
 
 
 def _split_on_sample(
@@ -378,8 +393,11 @@ def initialize_many(
                 if r == 0 and config.kmeans_random_state is not None:
                     seed = config.kmeans_random_state
                 centers = _kmeans_centers(sample, k, seed, plusplus_only=method == "k-means++")
-                sources.append(HardAssign(centers, ct))
-                finish.append(("hard", i, centers, rng))
+                if config.assign_on_sample:
+                    finish.append(("done", i, _assign_in_memory(sample, centers, em_config, rng), rng))
+                else:
+                    sources.append(HardAssign(centers, ct))
+                    finish.append(("hard", i, centers, rng))
             elif method == "random_from_data":
                 centers = gathered[i][r]
                 sources.append(HardAssign(centers, ct))
@@ -394,15 +412,22 @@ def initialize_many(
                 sources.append(GAUSSIAN.e_step(params))
                 finish.append(("em", i, params, rng))
 
-    stats = _graph.stats_pass(
-        x, tuple(sources), sample_weight, split_every=split_every,
-        block_rows=block_rows.pop() if len(block_rows) == 1 else None,
-        check_finite=not samples,
+    stats = iter(
+        _graph.stats_pass(
+            x, tuple(sources), sample_weight, split_every=split_every,
+            block_rows=block_rows.pop() if len(block_rows) == 1 else None,
+            check_finite=not samples,
+        )
+        if sources
+        else ()
     )
     per_request: dict[int, list[GMMParams]] = {i: [] for i in todo}
-    for s, (kind, i, what, rng) in zip(stats, finish):
+    for kind, i, what, rng in finish:
         em_config = requests[i].em_config
-        if kind == "hard":
+        s = None if kind == "done" else next(stats)
+        if kind == "done":
+            params = what
+        elif kind == "hard":
             params = params_from_stats(s, frame_shifts(what, dtype), em_config, dtype, rng)[0]
         elif kind == "random":
             c0, shifts_c = what.frame(dtype)
