@@ -137,11 +137,12 @@ def sample_chunk(
     out = []
     n_rows = x.shape[0]
     for key, threshold in shared:
+        # Keys are kept even when every row is: a smaller sample of the same
+        # seed (another request of the pass) takes the smallest of them.
+        keys = row_keys(key, row_offset, n_rows)
         if threshold >= ALL_ROWS:
-            keys = row_keys(key, row_offset, n_rows)
             idx = np.arange(n_rows)
         else:
-            keys = row_keys(key, row_offset, n_rows)
             idx = np.flatnonzero(keys < np.uint64(threshold))
             keys = keys[idx]
         points = np.array(x[idx], copy=True)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -378,8 +379,9 @@ def initialize_many(
     samples = draw_samples(x, sizes, sample_weight, split_every=split_every) if sizes else {}
 
     # In memory: one responsibility source per restart, and how its statistics become parameters.
-    sources: list = []
-    finish: list = []
+    sources: list[HardAssign | RandomResp | Any] = []
+    # Per restart: (kind, request index, what turns its statistics into parameters, rng).
+    finish: list[tuple[str, int, Any, np.random.Generator]] = []
     for i in todo:
         request = requests[i]
         config, em_config = request.config, request.em_config
