@@ -230,6 +230,16 @@ def test_weighted_starts_use_the_samples_weights(rng, init_params):
     assert np.all(gmm.means_ < 10.0)
 
 
+def test_a_sample_without_weighted_rows_still_starts(rng):
+    X = rng.normal(size=(20000, 2))
+    w = np.zeros(20000)
+    w[:3] = 1.0  # almost surely outside a 500-row sample
+    x, weights = da.from_array(X, chunks=(5000, -1)), da.from_array(w, chunks=5000)
+    config = InitConfig(2, "kmeans", 0, sample_rows=500)
+    (start,) = initialize(x, config, EMConfig("diag"), 1, sample_weight=weights)
+    assert np.all(np.isfinite(start.means)) and start.weights.sum() == pytest.approx(1.0)
+
+
 # -- agreement with scikit-learn --------------------------------------------------------------
 
 

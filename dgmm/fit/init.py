@@ -212,6 +212,11 @@ def _kmeans_centers(
 ) -> np.ndarray:
     """scikit-learn's KMeans (or k-means++ alone) on the sample, weighted; (K, D) float64."""
     points, w = sample.points, sample.weights
+    if w is not None:
+        # Rows of weight 0 take no part in weighted k-means; if the sample holds
+        # no weighted row at all (weight concentrated on few rows), cluster it unweighted.
+        keep = w > 0
+        points, w = (points[keep], w[keep]) if keep.any() else (points, None)
     if points.shape[0] <= k:
         # Fewer rows than components: repeat them; EM re-seeds the duplicates.
         return np.asarray(points[np.arange(k) % points.shape[0]], dtype=np.float64)
