@@ -108,10 +108,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Number of initialisations. They run in lockstep: every pass over the
         data updates every restart still running; the best lower bound wins.
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', 'split'}, default='kmeans'
-        'kmeans' is k-means|| seeding over the whole data then Lloyd passes;
-        'k-means++' and 'random_from_data' pick centres from a uniform sample
-        of rows; 'random' draws random responsibilities; 'split' grows the
-        mixture from one component by splitting along principal axes. See
+        'kmeans' is scikit-learn's KMeans on a uniform row sample (all rows
+        when they fit), then one hard-assignment pass; 'k-means++' picks
+        centres from that sample, 'random_from_data' from K random rows;
+        'random' draws random responsibilities; 'split' grows the mixture
+        from one component by splitting along principal axes. See
         :mod:`dgmm.fit.init` for the passes each costs.
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None

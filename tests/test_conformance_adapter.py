@@ -46,10 +46,11 @@ def test_adapter_runs_scikit_learn_tests_against_dgmm():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     summary = out.strip().splitlines()[-1]
-    # test_check_{weights,means,precisions} and test_gaussian_mixture_attributes.
-    assert _count("passed", summary) == 4, out[-4000:]
-    # test_gaussian_mixture_precisions_init[42-{float32,float64}-{4 types}] (strict) and
-    # test_gaussian_mixture_precisions_init_diag[{float32,float64}].
-    assert _count("xfailed", summary) == 10, out[-4000:]
+    # test_check_{weights,means,precisions}, test_gaussian_mixture_attributes and
+    # test_gaussian_mixture_precisions_init_diag[{float32,float64}] (dgmm's "kmeans" is
+    # scikit-learn's KMeans on data this small: same components, same order).
+    assert _count("passed", summary) == 6, out[-4000:]
+    # test_gaussian_mixture_precisions_init[42-{float32,float64}-{4 types}] (strict).
+    assert _count("xfailed", summary) == 8, out[-4000:]
     assert _count("deselected", summary) >= 1, out[-4000:]
     assert _count("failed", summary) == 0 and _count("xpassed", summary) == 0, out[-4000:]

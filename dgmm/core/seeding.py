@@ -1,25 +1,47 @@
-"""Numpy kernels of k-means|| seeding (Bahmani et al. 2012), one pass each.
+"""Numpy kernels of the initialisation's passes: a uniform row sample, nearest centres.
 
-A round of k-means|| samples points with probability proportional to
-``w * D^2(x, C)``. Bahmani et al. sample each point independently with
-probability ``l * D^2 / phi``, which needs ``phi`` (a pass) before sampling
-(another pass). Here each round is one pass: every point gets the key
-``log(u) / (w D^2)`` with ``u`` uniform (Efraimidis-Spirakis weighted
-sampling without replacement) and a chunk returns its ``l`` largest keys;
-merging keeps the ``l`` largest of the union, so the round's sample is the
-same whatever the chunking of the reduction. ``phi`` comes out of the same
-pass. Uniform draws are seeded by (seed, restart, round, chunk).
+The sample pass gives every row a key, a hash of ``(seed, global row
+index)`` (splitmix64, vectorised: no per-row Python, no per-row generator
+call), and keeps the rows whose key falls below a threshold chosen on the
+client so that, with overwhelming probability, at least the wanted number of
+rows pass; the client then keeps the rows of the smallest keys. The sample
+is therefore a uniform sample without replacement of an exact size, and it
+depends only on the seed and the global row indices: not on the chunking,
+not on the number of workers, not on the order chunks finish. Samples of
+different sizes with the same seed are nested (the smaller is the start of
+the larger), so fits that share a pass (restarts, a selection sweep) draw
+the rows each would draw alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Candidates", "candidate_weights", "merge_candidates", "nearest_center", "sample_candidates", "sum_lists"]
+__all__ = [
+    "ALL_ROWS",
+    "RowSample",
+    "concat_samples",
+    "key_threshold",
+    "nearest_center",
+    "row_keys",
+    "sample_chunk",
+    "seed_key",
+    "smallest_keys",
+    "sum_lists",
+]
 
 _BLOCK = 8192
+
+#: The threshold that keeps every row.
+ALL_ROWS = np.iinfo(np.uint64).max
+
+# Standard deviations of slack in the threshold: the number of rows under it
+# is Binomial(n, p) with mean m + SLACK_SIGMAS * sqrt(m); it falls short of m
+# with probability ~1e-9 (and then the caller draws again, with a larger one).
+SLACK_SIGMAS = 6.0
 
 
 def nearest_center(
@@ -32,8 +54,8 @@ def nearest_center(
     ``sq_norms`` (K,) are the centres' squared norms; ``out`` (n_rows, K), if
     given, receives the partial distances. One GEMM:
     |x - c|^2 = |x|^2 - 2 x.c + |c|^2, clipped at 0 where it cancels below.
-    The one nearest-centre kernel: hard assignment (Lloyd, k-means
-    initialisation) and k-means|| seeding both use it.
+    The one nearest-centre kernel: hard assignment and the low-rank
+    initialisation use it.
     """
     dist = np.matmul(xc, -2.0 * centers.T, out=out)
     dist += sq_norms
@@ -54,84 +76,109 @@ def _min_sq_dist(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nda
     return dist, label
 
 
+def seed_key(seed: int) -> int:
+    """The 64-bit hash key of a sample seeded by ``seed``."""
+    return int(np.random.SeedSequence([int(seed), 0x5A3]).generate_state(1, np.uint64)[0])
+
+
+def row_keys(key: int, start: int, n_rows: int) -> np.ndarray:
+    """uint64 keys of the global rows ``start .. start + n_rows - 1`` (splitmix64).
+
+    splitmix64's output function applied to ``key + (row + 1) * golden``:
+    eight vectorised integer operations per row (wrapping uint64 arithmetic).
+
+    >>> k = row_keys(seed_key(0), 0, 5)
+    >>> bool(np.array_equal(k[2:], row_keys(seed_key(0), 2, 3)))
+    True
+    """
+    z = np.arange(start + 1, start + n_rows + 1, dtype=np.uint64)
+    z *= np.uint64(0x9E3779B97F4A7C15)
+    z += np.uint64(key)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def key_threshold(n_rows: int, size: int, slack: float = SLACK_SIGMAS) -> int:
+    """The key below which about ``size + slack * sqrt(size)`` of ``n_rows`` rows fall.
+
+    ``ALL_ROWS`` when the sample is all rows (or nearly).
+    """
+    if size >= n_rows:
+        return int(ALL_ROWS)
+    fraction = (size + slack * math.sqrt(size) + 16.0) / n_rows
+    if fraction >= 1.0:
+        return int(ALL_ROWS)
+    return min(int(ALL_ROWS), int(fraction * 2.0**64))
+
+
 @dataclass(frozen=True)
-class Candidates:
-    """The best-keyed rows of a set of chunks, and their total cost ``phi``."""
+class RowSample:
+    """Rows of a set of chunks whose key is under a threshold, in global row order."""
 
-    keys: np.ndarray  # (m,) larger is better
-    rows: np.ndarray  # (m,) global row index, breaks ties deterministically
-    points: np.ndarray  # (m, n_features) float64
-    phi: float
+    rows: np.ndarray  # (m,) int64 global row indices, increasing
+    keys: np.ndarray  # (m,) uint64
+    points: np.ndarray  # (m, n_features), the data's dtype
+    weights: np.ndarray | None  # (m,) float64 sample weights, or None
 
 
-def sample_candidates(
+def sample_chunk(
     x: np.ndarray,
-    shared: tuple[list[np.ndarray], int, int, int],
+    shared: tuple[tuple[int, int], ...],
     sample_weight: np.ndarray | None,
     *,
     chunk_index: int,
     row_offset: int,
-) -> list[Candidates]:
-    """One round for every restart: ``shared = (centers per restart, l, seed, round)``."""
-    centers_per_restart, oversampling, seed, round_index = shared
+) -> list[RowSample]:
+    """The chunk's rows under each ``(key, threshold)`` of ``shared``: one sample per seed."""
     out = []
-    for restart, centers in enumerate(centers_per_restart):
-        # The centre is subtracted first so distances keep their digits far from the origin.
-        origin = centers[0]
-        dist, _ = _min_sq_dist(x.astype(np.float64) - origin, centers - origin)
-        cost = dist if sample_weight is None else dist * sample_weight
-        rng = np.random.default_rng([seed, restart, round_index, chunk_index])
-        u = rng.uniform(size=x.shape[0])
-        with np.errstate(divide="ignore"):
-            keys = np.where(cost > 0.0, np.log(u) / np.where(cost > 0, cost, 1.0), -np.inf)
-        take = min(oversampling, x.shape[0])
-        idx = np.argsort(-keys, kind="stable")[:take]
-        idx = idx[np.isfinite(keys[idx])]
-        out.append(
-            Candidates(keys[idx], row_offset + idx, x[idx].astype(np.float64), float(cost.sum()))
-        )
+    n_rows = x.shape[0]
+    for key, threshold in shared:
+        # Keys are kept even when every row is: a smaller sample of the same
+        # seed (another request of the pass) takes the smallest of them.
+        keys = row_keys(key, row_offset, n_rows)
+        if threshold >= ALL_ROWS:
+            idx = np.arange(n_rows)
+        else:
+            idx = np.flatnonzero(keys < np.uint64(threshold))
+            keys = keys[idx]
+        points = np.array(x[idx], copy=True)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[idx]
+        out.append(RowSample(row_offset + idx.astype(np.int64), keys, points, w))
     return out
 
 
-def _top(c: Candidates, m: int) -> Candidates:
-    order = np.lexsort((c.rows, -c.keys))[:m]
-    return Candidates(c.keys[order], c.rows[order], c.points[order], c.phi)
-
-
-def merge_candidates(parts: list[list[Candidates]], oversampling: int) -> list[Candidates]:
-    """Keep the ``oversampling`` largest keys per restart; add the costs."""
+def concat_samples(parts: list[list[RowSample]]) -> list[RowSample]:
+    """Concatenate per-seed samples of consecutive chunk ranges, in order."""
     merged = []
     for r in range(len(parts[0])):
         group = [p[r] for p in parts]
+        weights = None if group[0].weights is None else np.concatenate([g.weights for g in group])
         merged.append(
-            _top(
-                Candidates(
-                    np.concatenate([g.keys for g in group]),
-                    np.concatenate([g.rows for g in group]),
-                    np.concatenate([g.points for g in group]),
-                    float(sum(g.phi for g in group)),
-                ),
-                oversampling,
+            RowSample(
+                np.concatenate([g.rows for g in group]),
+                np.concatenate([g.keys for g in group]),
+                np.concatenate([g.points for g in group]),
+                weights,
             )
         )
     return merged
 
 
-def candidate_weights(
-    x: np.ndarray,
-    centers_per_restart: list[np.ndarray],
-    sample_weight: np.ndarray | None,
-    *,
-    chunk_index: int,
-    row_offset: int,
-) -> list[np.ndarray]:
-    """Weight of the rows nearest to each candidate, per restart."""
-    out = []
-    for centers in centers_per_restart:
-        origin = centers[0]
-        _, label = _min_sq_dist(x.astype(np.float64) - origin, centers - origin)
-        out.append(np.bincount(label, weights=sample_weight, minlength=centers.shape[0]).astype(np.float64))
-    return out
+def smallest_keys(sample: RowSample, size: int) -> RowSample:
+    """The ``size`` rows of ``sample`` with the smallest keys (ties by row), in row order."""
+    if sample.rows.shape[0] <= size:
+        return sample
+    take = np.sort(np.lexsort((sample.rows, sample.keys))[:size])
+    return RowSample(
+        sample.rows[take],
+        sample.keys[take],
+        sample.points[take],
+        None if sample.weights is None else sample.weights[take],
+    )
 
 
 def sum_lists(parts: list[list[np.ndarray]]) -> list[np.ndarray]:

@@ -1,25 +1,44 @@
 """Initialisation at scale: starting parameters for every restart of ``n_init``.
 
-All restarts advance in lockstep, so ``n_init=4`` costs the same passes over
-the data as ``n_init=1``. Passes per method (a pass reads every chunk once;
-a gather reads only the chunks holding the sampled rows):
+Every restart, and every request of :func:`initialize_many` (the candidates
+of a selection sweep: other ``n_components``, other covariance types), shares
+the same passes over the data, so ``n_init=4`` or a sweep of 10 candidates
+costs what one restart costs. Passes per method (a pass reads every chunk
+once; a gather reads only the chunks holding a few rows):
 
-============== ================================================================
-method         cost
-============== ================================================================
-"kmeans"       k-means|| (Bahmani et al. 2012): 1 gather, 5 sampling rounds
-               (one pass each, 2K candidates a round), 1 pass to weight the
-               candidates, weighted k-means on the candidates in memory, then
-               Lloyd passes (at most 10, stopping at scikit-learn's KMeans tol)
-"k-means++"    1 gather of a uniform sample (max(10000, 20K) rows), k-means++
-               on it, 1 hard-assignment pass
-"random_from_  1 gather of K rows per restart, 1 hard-assignment pass
-data"
-"random"       1 gather (the first rows, for a centre), 1 pass of random
-               responsibilities
-"split"        1 pass for one component, then doubling rounds: split the
-               heaviest components along their principal axes, 2 EM passes
-============== ================================================================
+================== ============================================================
+method             cost
+================== ============================================================
+"kmeans"           2 passes: 1 sample pass, then scikit-learn's ``KMeans``
+                   (k-means++ and Lloyd, weighted, best of 3 starts) in memory
+                   on the sample, then 1 hard-assignment pass
+"k-means++"        2 passes: 1 sample pass, k-means++ on the sample in memory,
+                   1 hard-assignment pass
+"random_from_data" 1 pass: a gather of K rows per restart, 1 hard-assignment
+                   pass
+"random"           1 pass: a gather of the first rows (for a centre), 1 pass of
+                   random responsibilities
+"split"            2 passes: 1 sample pass, the doubling rounds (split the
+                   heaviest components along their principal axes, 2 EM
+                   iterations) in memory on the sample, 1 EM pass on all rows
+================== ============================================================
+
+Whatever methods a call mixes, it makes at most one sample pass and one
+statistics pass (plus one gather for "random"/"random_from_data").
+``InitConfig(assign_on_sample=True)`` takes "kmeans" and "k-means++"
+starting parameters from the sample's rows nearest each centre instead of
+from all rows: 1 pass.
+
+The sample pass draws a uniform sample of ``max(100 K, 100000)`` rows
+(fewer for wide data: ``init_sample_bytes`` of float64 at most), exact in
+size and the same whatever the chunking or number of workers
+(:mod:`dgmm.core.seeding`), keeps the sampled rows' ``sample_weight``, and
+checks the data for NaN/Inf as the first pass of every fit does. When the
+data has no more rows than that, the sample is all of it, in order: "kmeans"
+then runs exactly scikit-learn's ``KMeans(n_clusters=K, n_init=1,
+random_state=random_state)`` on all rows for the first restart (when
+``random_state`` is an int), so dgmm and ``sklearn.mixture.GaussianMixture``
+start from the same clusters in the same order.
 
 ``covariance_type="lowrank"`` starts in :mod:`dgmm.fit.init_lowrank` (the
 method run as ``"diag"``, then a PCA per component).
@@ -32,13 +51,15 @@ instead gives each component one point and a covariance of ``reg_covar``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import partial
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array as da
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
 
 from dgmm import graph as _graph
 from dgmm.core import seeding as _seeding
@@ -50,31 +71,69 @@ from dgmm.core.params import GMMParams, split_component
 from dgmm.errors import InvalidOptionError
 from dgmm.fit.spec import DEFAULTS, EMConfig, FitSpec
 
-__all__ = ["INIT_METHODS", "InitConfig", "initialize"]
+__all__ = ["INIT_METHODS", "InitConfig", "InitRequest", "initialize", "initialize_many", "sample_size"]
+
+# Methods whose in-memory steps run on the row sample of the sample pass.
+_SAMPLED = ("kmeans", "k-means++", "split")
+_ARRAY_NAMES = ("weights_init", "means_init", "precisions_init")
 
 
 @dataclass(frozen=True)
 class InitConfig:
-    """How to initialise; the defaults are the documented pass counts."""
+    """How to initialise; the defaults are the documented pass counts.
+
+    ``kmeans_random_state``, when set, seeds the first restart's ``KMeans`` /
+    k-means++ as scikit-learn's ``GaussianMixture(random_state=...)`` does
+    (``random_state`` itself), so that both agree on small data.
+    ``sample_size`` and ``sample_bytes`` size the low-rank initialisation's
+    own sample (:mod:`dgmm.fit.init_lowrank`).
+    """
 
     n_components: int
     init_params: InitMethod = DEFAULTS["init_params"]
     seed: int = 0
-    kmeans_rounds: int = 5
-    oversampling: float = 2.0
-    lloyd_max_iter: int = 10
-    lloyd_tol: float = 1e-4
     split_em_iter: int = 2
     sample_size: int = 10_000
     rank: int = DEFAULTS["rank"]
     noise_type: NoiseType = DEFAULTS["noise_type"]
     # Bytes of the low-rank initialisation's row sample (float64) at most.
     sample_bytes: int = 1 << 30
+    # The sample pass: max(sample_rows, rows_per_component * K) rows, and at
+    # most init_sample_bytes of them in float64 (KMeans's working copies).
+    sample_rows: int = 100_000
+    rows_per_component: int = 100
+    init_sample_bytes: int = 256 << 20
+    kmeans_random_state: int | None = None
+    # KMeans runs on a sample of a larger dataset: the best of this many
+    # k-means++ starts (in memory; one start landed two clusters in one on a
+    # 46M-row benchmark store). On data no larger than the sample: 1, as scikit-learn.
+    sample_kmeans_n_init: int = 3
+    # "kmeans" / "k-means++": the starting parameters from the sample's rows
+    # nearest each centre (no second pass) instead of from all rows'.
+    assign_on_sample: bool = False
 
     @classmethod
     def from_spec(cls, spec: FitSpec) -> InitConfig:
         """The initialisation of the fit ``spec`` describes (documented pass counts)."""
-        return cls(spec.n_components, spec.init_params, spec.seed, rank=spec.rank, noise_type=spec.noise_type)
+        rs = spec.random_state
+        return cls(
+            spec.n_components, spec.init_params, spec.seed, rank=spec.rank, noise_type=spec.noise_type,
+            kmeans_random_state=rs if isinstance(rs, int) and not isinstance(rs, bool) else None,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class InitRequest:
+    """One fit's initialisation among those :func:`initialize_many` serves together.
+
+    ``arrays`` holds the user's ``weights_init`` / ``means_init`` /
+    ``precisions_init`` (missing or None: found by the method).
+    """
+
+    config: InitConfig
+    em_config: EMConfig
+    n_init: int = 1
+    arrays: Mapping[str, np.ndarray | None] = field(default_factory=dict)
 
 
 def _no_op(x: np.ndarray, shared: None, w: np.ndarray | None, *, chunk_index: int, row_offset: int) -> None:
@@ -107,125 +166,103 @@ def sample_indices(n_rows: int, size: int, rng: np.random.Generator) -> np.ndarr
     return np.sort(rng.choice(n_rows, size=min(size, n_rows), replace=False))
 
 
-def _hard_assign_params(
-    x: da.Array,
-    centers: list[np.ndarray],
-    sample_weight: da.Array | None,
-    em_config: EMConfig,
-    rngs: list[np.random.Generator],
-) -> list[GMMParams]:
-    """Initial parameters from one pass assigning every row to its nearest centre."""
-    sources = tuple(HardAssign(c, em_config.covariance_type) for c in centers)
-    stats = _graph.stats_pass(
-        x, sources, sample_weight, split_every=em_config.split_every, check_finite=True
-    )
-    return [
-        params_from_stats(s, frame_shifts(c, x.dtype), em_config, x.dtype, rng)[0]
-        for s, c, rng in zip(stats, centers, rngs)
-    ]
-
-
-def _kmeans_parallel(
-    x: da.Array,
-    sample_weight: da.Array | None,
-    config: InitConfig,
-    em_config: EMConfig,
-    rngs: list[np.random.Generator],
-) -> list[GMMParams]:
-    n_rows = x.shape[0]
+def sample_size(config: InitConfig, n_rows: int, n_features: int) -> int:
+    """Rows of the sample the in-memory steps of ``config`` run on."""
     k = config.n_components
-    first = gather_rows(x, [np.asarray([rng.integers(n_rows)]) for rng in rngs])
-    candidates = list(first)
-    oversampling = max(1, int(round(config.oversampling * k)))
-    split_every = em_config.split_every
-    for round_index in range(config.kmeans_rounds):
-        merged = _graph.map_chunks(
-            x,
-            _seeding.sample_candidates,
-            partial(_seeding.merge_candidates, oversampling=oversampling),
-            (candidates, oversampling, config.seed, round_index),
-            sample_weight=sample_weight,
-            split_every=split_every,
-            check_finite=round_index == 0,
+    wanted = max(config.sample_rows, config.rows_per_component * k)
+    cap = max(4 * k, config.init_sample_bytes // (8 * max(n_features, 1)))
+    return int(min(n_rows, wanted, cap))
+
+
+def draw_samples(
+    x: da.Array,
+    sizes: Mapping[int, int],
+    sample_weight: da.Array | None = None,
+    *,
+    split_every: int = _graph.DEFAULT_SPLIT_EVERY,
+    check_finite: bool = True,
+) -> dict[int, _seeding.RowSample]:
+    """Uniform row samples of ``sizes[seed]`` rows per seed, in one pass (checking the data).
+
+    Each sample holds its rows in the data's row order, with their weights.
+    """
+    n_rows = x.shape[0]
+    seeds = sorted(sizes)
+    slack = _seeding.SLACK_SIGMAS
+    thresholds = {s: _seeding.key_threshold(n_rows, sizes[s], slack) for s in seeds}
+    out: dict[int, _seeding.RowSample] = {}
+    while seeds:
+        shared = tuple((_seeding.seed_key(s), thresholds[s]) for s in seeds)
+        drawn = _graph.map_chunks(
+            x, _seeding.sample_chunk, _seeding.concat_samples, shared,
+            sample_weight=sample_weight, split_every=split_every, check_finite=check_finite,
         )
-        candidates = [np.vstack([c, m.points]) for c, m in zip(candidates, merged)]
-    weights = _graph.map_chunks(
-        x, _seeding.candidate_weights, _seeding.sum_lists, candidates,
-        sample_weight=sample_weight, split_every=split_every,
-    )
-    centers, data_variance = [], []
-    for cand, w, rng in zip(candidates, weights, rngs):
+        check_finite = False
+        short = []
+        for s, sample in zip(seeds, drawn):
+            if sample.rows.shape[0] < min(sizes[s], n_rows) and thresholds[s] < _seeding.ALL_ROWS:
+                # Fewer rows under the threshold than wanted (probability ~1e-9):
+                # draw again with twice the threshold; the same rows come back first.
+                thresholds[s] = min(int(_seeding.ALL_ROWS), 2 * thresholds[s])
+                short.append(s)
+            else:
+                out[s] = _seeding.smallest_keys(sample, sizes[s])
+        seeds = short
+    return out
+
+
+def _kmeans_centers(
+    sample: _seeding.RowSample, k: int, seed: int, plusplus_only: bool, n_init: int = 1
+) -> np.ndarray:
+    """scikit-learn's KMeans (or k-means++ alone) on the sample, weighted; (K, D) float64."""
+    points, w = sample.points, sample.weights
+    if w is not None:
+        # Rows of weight 0 take no part in weighted k-means; if the sample holds
+        # no weighted row at all (weight concentrated on few rows), cluster it unweighted.
         keep = w > 0
-        cand, w = cand[keep], w[keep]
-        # scikit-learn's KMeans tol is relative to the mean feature variance.
-        mean = np.average(cand, axis=0, weights=w)
-        data_variance.append(float(np.average((cand - mean) ** 2, axis=0, weights=w).mean()))
-        if cand.shape[0] <= k:
-            # Fewer distinct candidates than components: repeat them; EM
-            # re-seeds the duplicates that collapse.
-            centers.append(cand[np.arange(k) % cand.shape[0]])
-            continue
-        km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31)))
-        centers.append(km.fit(cand, sample_weight=w).cluster_centers_)
-    return _lloyd(x, centers, sample_weight, config, em_config, rngs, data_variance)
+        points, w = (points[keep], w[keep]) if keep.any() else (points, None)
+    if points.shape[0] <= k:
+        # Fewer rows than components: repeat them; EM re-seeds the duplicates.
+        return np.asarray(points[np.arange(k) % points.shape[0]], dtype=np.float64)
+    if plusplus_only:
+        centers = kmeans_plusplus(points, k, sample_weight=w, random_state=seed)[0]
+        return np.asarray(centers, dtype=np.float64)
+    with warnings.catch_warnings():
+        # Fewer distinct rows than components: KMeans warns and repeats a
+        # centre; EM re-seeds the component that collapses (an event in the history).
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(points, sample_weight=w)
+    return np.asarray(km.cluster_centers_, dtype=np.float64)
 
 
-def _lloyd(
-    x: da.Array,
-    centers: list[np.ndarray],
-    sample_weight: da.Array | None,
+def _assign_in_memory(
+    sample: _seeding.RowSample, centers: np.ndarray, em_config: EMConfig, rng: np.random.Generator
+) -> GMMParams:
+    """Starting parameters from the sample's rows nearest each centre (hard assignment, in memory)."""
+    dtype = sample.points.dtype
+    (stats,) = GAUSSIAN.chunk_stats(sample.points, (HardAssign(centers, em_config.covariance_type),), sample.weights)
+    return params_from_stats(stats, frame_shifts(centers, dtype), em_config, dtype, rng)[0]
+
+
+def _split_on_sample(
+    sample: _seeding.RowSample,
     config: InitConfig,
     em_config: EMConfig,
-    rngs: list[np.random.Generator],
-    data_variance: list[float],
-) -> list[GMMParams]:
-    """Lloyd passes in lockstep; the last pass's statistics give the parameters."""
-    active = list(range(len(centers)))
-    last_stats: list[Any] = [None] * len(centers)
-    last_centers: list[Any] = [None] * len(centers)
-    for _ in range(max(1, config.lloyd_max_iter)):
-        sources = tuple(HardAssign(centers[r], em_config.covariance_type) for r in active)
-        stats = _graph.stats_pass(
-            x, sources, sample_weight, split_every=em_config.split_every
-        )
-        still = []
-        for r, s in zip(active, stats):
-            shifts = frame_shifts(centers[r], x.dtype)
-            safe = np.maximum(s.nk, np.finfo(np.float64).tiny)[:, None]
-            new = np.where(s.nk[:, None] > 0, shifts + s.sum_x / safe, centers[r])
-            shift = float(((new - centers[r]) ** 2).sum())
-            last_stats[r], last_centers[r] = s, centers[r]
-            centers[r] = new
-            if shift > config.lloyd_tol * data_variance[r]:
-                still.append(r)
-        active = still
-        if not active:
-            break
-    return [
-        params_from_stats(s, frame_shifts(c, x.dtype), em_config, x.dtype, rng)[0]
-        for s, c, rng in zip(last_stats, last_centers, rngs)
-    ]
-
-
-def _split_init(
-    x: da.Array,
-    sample_weight: da.Array | None,
-    config: InitConfig,
-    em_config: EMConfig,
-    rngs: list[np.random.Generator],
-) -> list[GMMParams]:
-    center = gather_rows(x, [np.arange(min(x.shape[0], 1000))])[0].mean(axis=0)
-    params = _hard_assign_params(x, [center[None, :]] * len(rngs), sample_weight, em_config, rngs)
-    while params[0].n_components < config.n_components:
-        params = [grow(p, config.n_components, rng) for p, rng in zip(params, rngs)]
+    rng: np.random.Generator,
+) -> GMMParams:
+    """The doubling rounds of "split", in memory on the sample."""
+    points, w = sample.points, sample.weights
+    dtype = points.dtype
+    center = np.average(points.astype(np.float64), axis=0, weights=w)[None, :]
+    (stats,) = GAUSSIAN.chunk_stats(points, (HardAssign(center, em_config.covariance_type),), w)
+    params = params_from_stats(stats, frame_shifts(center, dtype), em_config, dtype, rng)[0]
+    while params.n_components < config.n_components:
+        params = grow(params, config.n_components, rng)
         for _ in range(config.split_em_iter):
-            stats = _graph.stats_pass(
-                x, tuple(GAUSSIAN.e_step(p) for p in params), sample_weight,
-                split_every=em_config.split_every, block_rows=em_config.block_rows,
+            (stats,) = GAUSSIAN.chunk_stats(
+                points, (GAUSSIAN.e_step(params),), w, block_rows=em_config.block_rows
             )
-            params = [
-                GAUSSIAN.m_step(s, p, em_config, x.dtype, rng)[0] for p, s, rng in zip(params, stats, rngs)
-            ]
+            params = GAUSSIAN.m_step(stats, params, em_config, dtype, rng)[0]
     return params
 
 
@@ -251,6 +288,174 @@ def grow(params: GMMParams, n_components: int, rng: np.random.Generator) -> GMMP
     return grown
 
 
+def _check_request(request: InitRequest) -> None:
+    ct = request.em_config.covariance_type
+    if ct == "lowrank":
+        raise InvalidOptionError(
+            "covariance_type='lowrank' starts from dgmm.fit.init_lowrank.initialize, not this function."
+        )
+    method = request.config.init_params
+    if method not in INIT_METHODS:
+        raise InvalidOptionError(
+            f"init_params must be one of {list(INIT_METHODS)}, got {method!r}. Pass one of those."
+        )
+    unknown = sorted(set(request.arrays) - set(_ARRAY_NAMES))
+    if unknown:
+        raise InvalidOptionError(
+            f"InitRequest.arrays takes {list(_ARRAY_NAMES)}; got {unknown}. "
+            "Pass the initial arrays under those names (or None)."
+        )
+    if int(request.n_init) < 1:
+        raise InvalidOptionError(
+            f"n_init must be an integer of at least 1, got {request.n_init!r}. Pass n_init=1, the default."
+        )
+
+
+def _given(request: InitRequest) -> tuple[np.ndarray | None, ...]:
+    return tuple(request.arrays.get(name) for name in _ARRAY_NAMES)
+
+
+def initialize_many(
+    x: da.Array,
+    requests: Sequence[InitRequest],
+    *,
+    sample_weight: da.Array | None = None,
+) -> list[list[GMMParams]]:
+    """Starting parameters for every request, all sharing the same passes.
+
+    Parameters
+    ----------
+    x : dask array of shape (n_samples, n_features)
+        Row-chunked data, all columns in one chunk.
+    requests : sequence of InitRequest
+        Any mix of ``n_components``, covariance types (not ``"lowrank"``),
+        methods and ``n_init``.
+    sample_weight : dask array of shape (n_samples,), default=None
+
+    Returns
+    -------
+    starts : list of list of GMMParams
+        Per request, one starting point per restart.
+
+    Whatever the requests, the call reads the data at most twice: one sample
+    pass (if a request's method needs a sample; it checks the data) and one
+    statistics pass, plus one gather of a few rows for "random" and
+    "random_from_data". A request whose three initial arrays are all given
+    costs no pass. Each request gets the parameters it would get alone.
+    """
+    for request in requests:
+        _check_request(request)
+    n_rows, n_features = x.shape
+    dtype = x.dtype
+    results: list[list[GMMParams] | None] = [None] * len(requests)
+    todo = []
+    for i, request in enumerate(requests):
+        w0, m0, p0 = _given(request)
+        if w0 is not None and m0 is not None and p0 is not None:
+            params = GMMParams.from_precisions(w0, m0, p0, request.em_config.covariance_type)
+            results[i] = [params] * int(request.n_init)
+        else:
+            todo.append(i)
+    if not todo:
+        return results  # type: ignore[return-value]
+
+    split_every = requests[todo[0]].em_config.split_every
+    block_rows = {requests[i].em_config.block_rows for i in todo}
+    rngs = {i: _restart_rngs(requests[i].config.seed, int(requests[i].n_init)) for i in todo}
+
+    # One gather for every "random_from_data" and "random" request (a few rows).
+    gathers: dict[int, list[np.ndarray]] = {}
+    for i in todo:
+        config = requests[i].config
+        if config.init_params == "random_from_data":
+            gathers[i] = [sample_indices(n_rows, config.n_components, rng) for rng in rngs[i]]
+        elif config.init_params == "random":
+            gathers[i] = [np.arange(min(n_rows, 1000))]
+    gathered: dict[int, list[np.ndarray]] = {}
+    if gathers:
+        flat = [idx for i in gathers for idx in gathers[i]]
+        rows = gather_rows(x, flat)
+        for i in gathers:
+            gathered[i], rows = rows[: len(gathers[i])], rows[len(gathers[i]) :]
+
+    # One sample pass for every request that needs one (per seed, nested sizes).
+    sizes: dict[int, int] = {}
+    for i in todo:
+        config = requests[i].config
+        if config.init_params in _SAMPLED:
+            size = sample_size(config, n_rows, n_features)
+            sizes[config.seed] = max(size, sizes.get(config.seed, 0))
+    samples = draw_samples(x, sizes, sample_weight, split_every=split_every) if sizes else {}
+
+    # In memory: one responsibility source per restart, and how its statistics become parameters.
+    sources: list[HardAssign | RandomResp | Any] = []
+    # Per restart: (kind, request index, what turns its statistics into parameters, rng).
+    finish: list[tuple[str, int, Any, np.random.Generator]] = []
+    for i in todo:
+        request = requests[i]
+        config, em_config = request.config, request.em_config
+        ct, k, method = em_config.covariance_type, config.n_components, config.init_params
+        sample = None
+        if method in _SAMPLED:
+            sample = _seeding.smallest_keys(samples[config.seed], sample_size(config, n_rows, n_features))
+        for r, rng in enumerate(rngs[i]):
+            if method in ("kmeans", "k-means++"):
+                seed = int(rng.integers(2**31))
+                if r == 0 and config.kmeans_random_state is not None:
+                    seed = config.kmeans_random_state
+                n_init = 1 if sample.rows.shape[0] >= n_rows else config.sample_kmeans_n_init
+                centers = _kmeans_centers(sample, k, seed, method == "k-means++", n_init)
+                if config.assign_on_sample:
+                    finish.append(("done", i, _assign_in_memory(sample, centers, em_config, rng), rng))
+                else:
+                    sources.append(HardAssign(centers, ct))
+                    finish.append(("hard", i, centers, rng))
+            elif method == "random_from_data":
+                centers = gathered[i][r]
+                sources.append(HardAssign(centers, ct))
+                finish.append(("hard", i, centers, rng))
+            elif method == "random":
+                center = gathered[i][0].mean(axis=0)
+                source = RandomResp(k, ct, int(rng.integers(2**63)), center)
+                sources.append(source)
+                finish.append(("random", i, source, rng))
+            else:  # split
+                params = _split_on_sample(sample, config, em_config, rng)
+                sources.append(GAUSSIAN.e_step(params))
+                finish.append(("em", i, params, rng))
+
+    stats = iter(
+        _graph.stats_pass(
+            x, tuple(sources), sample_weight, split_every=split_every,
+            block_rows=block_rows.pop() if len(block_rows) == 1 else None,
+            check_finite=not samples,
+        )
+        if sources
+        else ()
+    )
+    per_request: dict[int, list[GMMParams]] = {i: [] for i in todo}
+    for kind, i, what, rng in finish:
+        em_config = requests[i].em_config
+        s = None if kind == "done" else next(stats)
+        if kind == "done":
+            params = what
+        elif kind == "hard":
+            params = params_from_stats(s, frame_shifts(what, dtype), em_config, dtype, rng)[0]
+        elif kind == "random":
+            c0, shifts_c = what.frame(dtype)
+            params = params_from_stats(s, c0 + shifts_c, em_config, dtype, rng)[0]
+        else:
+            params = GAUSSIAN.m_step(s, what, em_config, dtype, rng)[0]
+        per_request[i].append(params)
+    for i in todo:
+        given = _given(requests[i])
+        params_list = per_request[i]
+        if any(a is not None for a in given):
+            params_list = [_override(p, *given) for p in params_list]
+        results[i] = params_list
+    return results  # type: ignore[return-value]
+
+
 def initialize(
     x: da.Array,
     config: InitConfig,
@@ -266,59 +471,12 @@ def initialize(
 
     When all of ``weights_init``, ``means_init`` and ``precisions_init`` are
     given, no pass is made; otherwise the method runs and the given arrays
-    replace what it found (as scikit-learn).
+    replace what it found (as scikit-learn). One request of
+    :func:`initialize_many`.
     """
-    ct = em_config.covariance_type
-    if ct == "lowrank":
-        raise InvalidOptionError(
-            "covariance_type='lowrank' starts from dgmm.fit.init_lowrank.initialize, not this function."
-        )
-    rngs = _restart_rngs(config.seed, n_init)
-    given = (weights_init, means_init, precisions_init)
-    if all(a is not None for a in given):
-        return [GMMParams.from_precisions(weights_init, means_init, precisions_init, ct)] * n_init
-
-    method = config.init_params
-    n_rows = x.shape[0]
-    k = config.n_components
-    if method == "kmeans":
-        params = _kmeans_parallel(x, sample_weight, config, em_config, rngs)
-    elif method == "k-means++":
-        sample_size = max(config.sample_size, 20 * k)
-        # One sample shared by all restarts; each runs its own k-means++ on it.
-        idx = sample_indices(n_rows, sample_size, np.random.default_rng([config.seed, n_init]))
-        (sample,) = gather_rows(x, [idx])
-        sample_w = None if sample_weight is None else np.asarray(sample_weight[idx].compute(), dtype=np.float64)
-        centers = [
-            kmeans_plusplus(sample, k, sample_weight=sample_w, random_state=int(rng.integers(2**31)))[0]
-            for rng in rngs
-        ]
-        params = _hard_assign_params(x, centers, sample_weight, em_config, rngs)
-    elif method == "random_from_data":
-        centers = gather_rows(x, [sample_indices(n_rows, k, rng) for rng in rngs])
-        params = _hard_assign_params(x, centers, sample_weight, em_config, rngs)
-    elif method == "random":
-        center = gather_rows(x, [np.arange(min(n_rows, 1000))])[0].mean(axis=0)
-        sources = tuple(
-            RandomResp(k, ct, int(rng.integers(2**63)), center) for rng in rngs
-        )
-        stats = _graph.stats_pass(
-            x, sources, sample_weight, split_every=em_config.split_every, check_finite=True
-        )
-        params = []
-        for s, source, rng in zip(stats, sources, rngs):
-            c0, shifts_c = source.frame(x.dtype)
-            params.append(params_from_stats(s, c0 + shifts_c, em_config, x.dtype, rng)[0])
-    elif method == "split":
-        params = _split_init(x, sample_weight, config, em_config, rngs)
-    else:
-        raise InvalidOptionError(
-            f"init_params must be one of {list(INIT_METHODS)}, got {method!r}. Pass one of those."
-        )
-
-    if any(a is not None for a in given):
-        params = [_override(p, weights_init, means_init, precisions_init) for p in params]
-    return params
+    arrays = {"weights_init": weights_init, "means_init": means_init, "precisions_init": precisions_init}
+    request = InitRequest(config, em_config, n_init, arrays)
+    return initialize_many(x, [request], sample_weight=sample_weight)[0]
 
 
 def _override(

@@ -63,13 +63,6 @@ EXCEPTIONS: dict[str, tuple[str, bool]] = {
         "dgmm.core.mstep and never calls it. With all three *_init given dgmm "
         "estimates nothing at initialisation either (dgmm.fit.init.initialize)", True,
     ),
-    "test_gaussian_mixture_precisions_init_diag[": (
-        "initialisation: builds precisions_init from scikit-learn's KMeans(random_state=0) "
-        "labels and assumes init_params='kmeans' yields the same components in the same "
-        "order; dgmm's 'kmeans' (k-means|| over passes of the data) finds the same two "
-        "clusters in the other order, so the given precisions meet the other cluster "
-        "and EM needs 3 iterations instead of 2", False,
-    ),
 }
 
 
