@@ -51,8 +51,9 @@ instead gives each component one point and a covariance of ``reg_covar``).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -371,68 +372,85 @@ def initialize_many(
             gathers[i] = [sample_indices(n_rows, config.n_components, rng) for rng in rngs[i]]
         elif config.init_params == "random":
             gathers[i] = [np.arange(min(n_rows, 1000))]
-    gathered: dict[int, list[np.ndarray]] = {}
-    if gathers:
-        flat = [idx for i in gathers for idx in gathers[i]]
-        rows = gather_rows(x, flat)
-        for i in gathers:
-            gathered[i], rows = rows[: len(gathers[i])], rows[len(gathers[i]) :]
-
-    # One sample pass for every request that needs one (per seed, nested sizes).
     sizes: dict[int, int] = {}
     for i in todo:
         config = requests[i].config
         if config.init_params in _SAMPLED:
             size = sample_size(config, n_rows, n_features)
             sizes[config.seed] = max(size, sizes.get(config.seed, 0))
-    samples = draw_samples(x, sizes, sample_weight, split_every=split_every) if sizes else {}
+    # The steps, as the progress display numbers them: the gather, the sample
+    # pass, the in-memory clustering, the statistics pass (those that happen).
+    on_sample = all(
+        requests[i].config.assign_on_sample and requests[i].config.init_params in ("kmeans", "k-means++")
+        for i in todo
+    )
+    n_steps = bool(gathers) + 2 * bool(sizes) + (not on_sample)
+    steps = iter(range(1, n_steps + 1))
+
+    gathered: dict[int, list[np.ndarray]] = {}
+    if gathers:
+        flat = [idx for i in gathers for idx in gathers[i]]
+        with _graph.phase("initialisation", next(steps), n_steps):
+            rows = gather_rows(x, flat)
+        for i in gathers:
+            gathered[i], rows = rows[: len(gathers[i])], rows[len(gathers[i]) :]
+
+    # One sample pass for every request that needs one (per seed, nested sizes).
+    samples = {}
+    if sizes:
+        with _graph.phase("initialisation", next(steps), n_steps):
+            samples = draw_samples(x, sizes, sample_weight, split_every=split_every)
 
     # In memory: one responsibility source per restart, and how its statistics become parameters.
     sources: list[HardAssign | RandomResp | Any] = []
     # Per restart: (kind, request index, what turns its statistics into parameters, rng).
     finish: list[tuple[str, int, Any, np.random.Generator]] = []
-    for i in todo:
-        request = requests[i]
-        config, em_config = request.config, request.em_config
-        ct, k, method = em_config.covariance_type, config.n_components, config.init_params
-        sample = None
-        if method in _SAMPLED:
-            sample = _seeding.smallest_keys(samples[config.seed], sample_size(config, n_rows, n_features))
-        for r, rng in enumerate(rngs[i]):
-            if method in ("kmeans", "k-means++"):
-                seed = int(rng.integers(2**31))
-                if r == 0 and config.kmeans_random_state is not None:
-                    seed = config.kmeans_random_state
-                n_init = 1 if sample.rows.shape[0] >= n_rows else config.sample_kmeans_n_init
-                centers = _kmeans_centers(sample, k, seed, method == "k-means++", n_init)
-                if config.assign_on_sample:
-                    finish.append(("done", i, _assign_in_memory(sample, centers, em_config, rng), rng))
-                else:
+    clustering = _graph.phase("initialisation", next(steps), n_steps) if sizes else contextlib.nullcontext()
+    with clustering:
+        for i in todo:
+            request = requests[i]
+            config, em_config = request.config, request.em_config
+            ct, k, method = em_config.covariance_type, config.n_components, config.init_params
+            sample = None
+            if method in _SAMPLED:
+                size = sample_size(config, n_rows, n_features)
+                sample = _seeding.smallest_keys(samples[config.seed], size)
+            for r, rng in enumerate(rngs[i]):
+                if method in ("kmeans", "k-means++"):
+                    seed = int(rng.integers(2**31))
+                    if r == 0 and config.kmeans_random_state is not None:
+                        seed = config.kmeans_random_state
+                    n_init = 1 if sample.rows.shape[0] >= n_rows else config.sample_kmeans_n_init
+                    centers = _kmeans_centers(sample, k, seed, method == "k-means++", n_init)
+                    if config.assign_on_sample:
+                        finish.append(("done", i, _assign_in_memory(sample, centers, em_config, rng), rng))
+                    else:
+                        sources.append(HardAssign(centers, ct))
+                        finish.append(("hard", i, centers, rng))
+                elif method == "random_from_data":
+                    centers = gathered[i][r]
                     sources.append(HardAssign(centers, ct))
                     finish.append(("hard", i, centers, rng))
-            elif method == "random_from_data":
-                centers = gathered[i][r]
-                sources.append(HardAssign(centers, ct))
-                finish.append(("hard", i, centers, rng))
-            elif method == "random":
-                center = gathered[i][0].mean(axis=0)
-                source = RandomResp(k, ct, int(rng.integers(2**63)), center)
-                sources.append(source)
-                finish.append(("random", i, source, rng))
-            else:  # split
-                params = _split_on_sample(sample, config, em_config, rng)
-                sources.append(GAUSSIAN.e_step(params))
-                finish.append(("em", i, params, rng))
+                elif method == "random":
+                    center = gathered[i][0].mean(axis=0)
+                    source = RandomResp(k, ct, int(rng.integers(2**63)), center)
+                    sources.append(source)
+                    finish.append(("random", i, source, rng))
+                else:  # split
+                    params = _split_on_sample(sample, config, em_config, rng)
+                    sources.append(GAUSSIAN.e_step(params))
+                    finish.append(("em", i, params, rng))
 
-    stats = iter(
-        _graph.stats_pass(
-            x, tuple(sources), sample_weight, split_every=split_every,
-            block_rows=block_rows.pop() if len(block_rows) == 1 else None,
-            check_finite=not samples,
-        )
-        if sources
-        else ()
-    )
+    stats: Iterator[Any] = iter(())
+    if sources:
+        with _graph.phase("initialisation", next(steps), n_steps):
+            stats = iter(
+                _graph.stats_pass(
+                    x, tuple(sources), sample_weight, split_every=split_every,
+                    block_rows=block_rows.pop() if len(block_rows) == 1 else None,
+                    check_finite=not samples,
+                )
+            )
     per_request: dict[int, list[GMMParams]] = {i: [] for i in todo}
     for kind, i, what, rng in finish:
         em_config = requests[i].em_config
