@@ -136,7 +136,7 @@ def select(
             f"select got unknown option(s) {unknown}; it takes GaussianMixture's options "
             f"{sorted(set(PARAMETERS) - {'n_components', 'covariance_type'})}. Check the spelling."
         )
-    fixed = [name for name in _NOT_SWEPT if params.get(name) not in (None, False)]
+    fixed = [name for name in _NOT_SWEPT if params.get(name) is not None and params.get(name) is not False]
     if fixed or "checkpoint" in params:
         raise InvalidOptionError(
             f"select cannot pass {fixed or ['checkpoint']} to its candidates: initial arrays and "
@@ -245,7 +245,9 @@ class SelectionResult:
             value = getattr(c, score)
             text = "" if math.isnan(value) else f"{value:.6g}"
             mark = "*" if i == self.best_index_ else " "
-            status = c.status if c.error is None else f"{c.status}: {c.error.splitlines()[0][:70]}"
+            status = c.status if c.error is None else f"{c.status}: {c.error.splitlines()[0][:90]}"
+            if c.status == "pruned":
+                status = str(c.error)
             lines.append(
                 f"{mark} {c.n_components:>4} {c.covariance_type:<10} {text:>14} {c.n_iter:>6} "
                 f"{str(c.converged):>5} {c.seconds:>8.2f}  {status}"

@@ -117,6 +117,7 @@ class SweepResult:
     n_samples: int
     n_validation: int
     iterations: int
+    validation_chunks: tuple[int, ...] = ()
 
     @property
     def best_index(self) -> int | None:
@@ -157,25 +158,22 @@ def prune_rule(
 ) -> bool:
     """Whether a live candidate with this lower-bound history cannot beat ``best`` any more.
 
-    The candidate's optimistic final mean log-likelihood is its current one
-    plus ten times the geometric tail of its last change: with changes
-    ``d1 > d2 > 0`` (EM's usual linear convergence, ratio ``q = d2 / d1 < 1``)
-    the rest of the run gains about ``d2 q / (1 - q)``; ten times that, and
-    never more than ``d2`` per remaining iteration, bounds it optimistically.
-    The candidate is dropped when its criterion at that optimistic value is
-    still above ``best`` (the lowest current criterion of any candidate, which
-    EM only lowers further). Never before three iterations, nor while the
-    changes do not decrease (a re-seed, an early plateau).
+    The rule assumes that EM's changes of the mean log-likelihood do not grow
+    again: the candidate's optimistic final mean log-likelihood is its
+    current one plus the largest of its last three changes for every
+    iteration it has left (``max_iter`` minus those done). EM usually
+    converges linearly, its changes shrinking geometrically, so the real gain
+    is a small fraction of that. The candidate is dropped when its criterion
+    at that optimistic value is still above ``best``, the lowest current
+    criterion of any other candidate (which EM only lowers further). Never
+    before five iterations, nor while a change is not positive (a re-seed).
     """
-    if len(lower_bounds) < 3 or not math.isfinite(best):
+    if len(lower_bounds) < 5 or not math.isfinite(best):
         return False
-    d1 = lower_bounds[-2] - lower_bounds[-3]
-    d2 = lower_bounds[-1] - lower_bounds[-2]
-    if not (d1 > d2 > 0.0):
+    changes = np.diff(np.asarray(lower_bounds[-4:], dtype=np.float64))
+    if not np.all(changes > 0.0):
         return False
-    q = d2 / d1
-    remaining = max(max_iter - len(lower_bounds), 0)
-    gain = min(10.0 * d2 * q / (1.0 - q), d2 * remaining)
+    gain = float(changes.max()) * max(max_iter - len(lower_bounds), 0)
     optimistic = _criteria(lower_bounds[-1] + gain, n_parameters, n_samples)[0 if criterion == "bic" else 1]
     return optimistic > best
 
@@ -319,8 +317,10 @@ class _Sweep:
         self.validation_fraction = validation_fraction
         self.n_init = max(s.n_init for s in specs)
         self.x_val = self.w_val = None
+        self.validation_chunks: tuple[int, ...] = ()
         if criterion == "validation":
             train, val = _validation_split(len(x.chunks[0]), validation_fraction, specs[0].seed)
+            self.validation_chunks = tuple(int(i) for i in val)
             self.x_val, self.w_val = _blocks(x, val), _blocks(weight, val)
             x, weight = _blocks(x, train), _blocks(weight, train)
         self.x, self.weight = x, weight
@@ -565,4 +565,4 @@ class _Sweep:
                 n_iter=int(best.n_iter), converged=bool(best.converged), seconds=seconds, result=result,
             ))
         n_val = 0 if self.x_val is None else int(self.x_val.shape[0])
-        return SweepResult(tuple(out), self.criterion, self.n_rows, n_val, iterations)
+        return SweepResult(tuple(out), self.criterion, self.n_rows, n_val, iterations, self.validation_chunks)
