@@ -251,3 +251,39 @@ def test_plot_marks_the_best(tmp_path, sweep, data):
     assert labels[: len(TYPES)] == TYPES
     best = sweep.candidates[sweep.best_index_]
     assert f"best: K={best.n_components} {best.covariance_type}" in labels
+
+
+def test_cli_select_prints_the_table_and_saves_the_best(tmp_path, data):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from ._helpers import invoke
+
+    np.save(tmp_path / "x.npy", data.X)
+    args = ["select", "x.npy", "-k", "1-3,5", "--covariance-type", "full,diag", "-o", "model", "--seed", "0",
+            "--init", "k-means++", "--local-scheduler", "threads"]
+    result = invoke(*args, "--json", "--plot", "bic.png", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert [(c["n_components"], c["covariance_type"]) for c in summary["candidates"]] == [
+        (k, t) for t in ("full", "diag") for k in (1, 2, 3, 5)
+    ]
+    best = dgmm.load(tmp_path / "model")
+    assert (best.n_components, best.covariance_type) == (
+        summary["best_n_components"], summary["best_covariance_type"]
+    )
+    assert (tmp_path / "bic.png").stat().st_size > 0
+    # The same sweep as the library's.
+    sel = _select(data.X, n_components=[1, 2, 3, 5], covariance_type=["full", "diag"], random_state=0,
+                  init_params="k-means++")
+    assert [c["bic"] for c in summary["candidates"]] == pytest.approx([c.bic for c in sel.candidates], rel=1e-10)
+    text = invoke(*args, "--overwrite", cwd=tmp_path)
+    assert text.exit_code == 0 and text.output.count("*") == 1 and "covariance" in text.output
+
+
+@pytest.mark.parametrize("k", ["0-3", "5-2", "a"])
+def test_cli_select_bad_range_is_a_usage_error(tmp_path, k):
+    from ._helpers import invoke
+
+    result = invoke("select", "x.npy", "-k", k, "-o", "model", cwd=tmp_path)
+    assert result.exit_code == 2 and "range or a list" in result.output
