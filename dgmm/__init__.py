@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dgmm.fit.cluster import connect
     from dgmm.fit.data import open_dataset
     from dgmm.fit.predict import write_array
+    from dgmm.selection import select
 
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -30,6 +31,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "load": ("dgmm._estimator_io", "load"),
     "MultinomialMixture": ("dgmm.multinomial_mixture", "MultinomialMixture"),
     "open_dataset": ("dgmm.fit.data", "open_dataset"),
+    "select": ("dgmm.selection", "select"),
     "write_array": ("dgmm.fit.predict", "write_array"),
 }
 

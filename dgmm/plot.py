@@ -33,8 +33,8 @@ from dgmm.errors import (
     UnsupportedInputError,
 )
 
-__all__ = ["ellipse_geometry", "parse_image_shape", "plot_components", "plot_fit", "plot_top_features",
-           "principal_axes", "project_components", "top_features"]
+__all__ = ["ellipse_geometry", "parse_image_shape", "plot_components", "plot_fit", "plot_selection",
+           "plot_top_features", "principal_axes", "project_components", "top_features"]
 
 FIGSIZE = (11.0, 4.5)
 DPI = 100
@@ -245,6 +245,66 @@ def plot_fit(
     curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
     _plot_convergence(curve, model)
     _plot_view(view, params, sample, n_sigmas, Ellipse)
+    if path is not None:
+        _save(figure, path, storage_options)
+    return figure
+
+
+def plot_selection(
+    selection: Any,
+    X_sample: Any = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    n_sigmas: tuple[float, ...] = (1.0, 2.0),
+) -> Any:
+    """Plot a model selection: the criterion against n_components beside the best model.
+
+    Parameters
+    ----------
+    selection : dgmm.selection.SelectionResult
+        What :func:`dgmm.select` returned (or ``SelectionResult.load``).
+    X_sample : array-like of shape (n_samples, n_features), default=None
+        Rows of the data, scattered in the best model's view (as :func:`plot_fit`).
+    path : str or path-like, default=None
+        Also write the figure there (PNG, SVG or PDF by the suffix).
+    storage_options : mapping, default=None
+    n_sigmas : tuple of float, default=(1.0, 2.0)
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        Left: BIC, AIC or held-out log-likelihood per n_components, one line
+        per covariance type, the best circled. Right: the best model's
+        components (the 2-D view of :func:`plot_fit`).
+    """
+    Figure, FigureCanvasAgg, Ellipse = _matplotlib()
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.25)
+    curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
+    score = selection.criterion
+    label = {"bic": "BIC (lower is better)", "aic": "AIC (lower is better)",
+             "validation": "held-out mean log-likelihood (higher is better)"}[score]
+    types = list(dict.fromkeys(c.covariance_type for c in selection.candidates))
+    for i, t in enumerate(types):
+        rows = [c for c in selection.candidates if c.covariance_type == t and np.isfinite(getattr(c, score))]
+        curve.plot([c.n_components for c in rows], [getattr(c, score) for c in rows],
+                   marker="o", markersize=3, linewidth=1.2, color=f"C{i % 10}", label=t)
+    best = selection.best_index_
+    if best is not None:
+        c = selection.candidates[best]
+        curve.plot([c.n_components], [getattr(c, score)], marker="o", markersize=12, fillstyle="none",
+                   color="black", linewidth=0, label=f"best: K={c.n_components} {c.covariance_type}")
+        sample = _as_sample(X_sample, selection.best_estimator_.n_features_in_)
+        _plot_view(view, _model_params(selection.best_estimator_), sample, n_sigmas, Ellipse)
+    else:
+        view.text(0.5, 0.5, "every candidate failed", ha="center", va="center", transform=view.transAxes)
+    curve.set_title(f"Model selection ({score})")
+    curve.set_xlabel("n_components")
+    curve.set_ylabel(label)
+    curve.xaxis.get_major_locator().set_params(integer=True)
+    curve.legend(fontsize=8)
     if path is not None:
         _save(figure, path, storage_options)
     return figure

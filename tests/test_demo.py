@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dgmm.core.params import GMMParams
-from dgmm.demo import generate, label_agreement, sample_mixture, true_params
+from dgmm.demo import demo_separation, generate, label_agreement, sample_mixture, select_demo, true_params
 from tests._helpers import dense_covariance
 
 
@@ -71,3 +71,27 @@ def test_label_agreement_ignores_label_names(rng, lazy):
     wrap = (lambda a: da.from_array(a, chunks=300)) if lazy else (lambda a: a)
     assert label_agreement(wrap(true), wrap(renamed), 4) == 1.0
     assert label_agreement(wrap(true), wrap(wrong), 4) == pytest.approx(0.9)
+
+
+def test_demo_clusters_overlap_in_any_dimension():
+    # The demo's means sit a few standard deviations apart whatever n_features,
+    # much closer than generate's well-separated ones.
+    for d in (2, 8, 32):
+        near = true_params(d, 6, seed=0, separation=demo_separation(d))
+        far = true_params(d, 6, seed=0)
+        gaps = [np.linalg.norm(p.means[:, None] - p.means[None], axis=-1)[np.triu_indices(6, 1)] for p in (near, far)]
+        # Pairwise distances of the means: ~6 (sqrt(2) * DEMO_SPREAD) in every dimension.
+        assert 3.0 < np.median(gaps[0]) < 9.0 and np.median(gaps[1]) > np.median(gaps[0])
+
+
+def test_select_demo_sweeps_and_finds_the_truth():
+    params = true_params(2, 3, seed=0, separation=demo_separation(2))
+    X, labels = sample_mixture(params, 4000, seed=0, chunk_rows=1000)
+    selection, agreement, seconds = select_demo(
+        X, labels, 3, max_components=5, covariance_types=("full", "diag"), seed=0, init_params="k-means++"
+    )
+    assert len(selection.candidates) == 10 and seconds > 0
+    assert selection.best_params_["n_components"] == 3
+    # Overlapping clusters: EM works for its result (more than the two passes of separated blobs).
+    assert max(c.n_iter for c in selection.candidates) > 5
+    assert agreement > 0.85

@@ -33,15 +33,18 @@ CLI_NAMES = {
         "tol": "tol", "init": "init_params", "n_init": "n_init", "seed": "random_state",
         "reg_covar": "reg_covar", "checkpoint": "checkpoint",
     },
-    "demo": {
-        "n_components": "n_components", "covariance_type": "covariance_type",
-        "init": "init_params", "seed": "random_state",
+    "demo": {"n_components": "n_components", "init": "init_params", "seed": "random_state"},
+    "select": {
+        "rank": "rank", "noise_type": "noise_type", "max_iter": "max_iter", "tol": "tol", "init": "init_params",
+        "n_init": "n_init", "seed": "random_state", "reg_covar": "reg_covar", "on_degenerate": "on_degenerate",
+        "checkpoint": "checkpoint",
     },
 }
 # Where a command deliberately departs from the table's default (None: required).
 CLI_DEFAULTS = {
     "fit": {"n_components": None},
-    "demo": {"n_components": 5, "random_state": 0},
+    "demo": {"n_components": 5, "random_state": 0, "init_params": "k-means++"},
+    "select": {},
 }
 
 

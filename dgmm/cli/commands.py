@@ -575,7 +575,7 @@ def plot(
 
 @cli.command()
 @click.option(
-    "-n", "--n-samples", type=click.IntRange(min=2), default=200_000, show_default=True,
+    "-n", "--n-samples", type=click.IntRange(min=2), default=100_000, show_default=True,
     help="Rows of the demo data.",
 )
 @click.option(
@@ -585,8 +585,18 @@ def plot(
 @param_option(
     "n_components", "-k", "--n-components", default=5, help="Components, true and fitted."
 )
-@param_option("covariance_type", "--covariance-type", help="Covariance type fitted.")
-@param_option("init_params", "--init", help="Initialisation method of the fit.")
+@click.option(
+    "--covariance-type", "covariance_type", default="full,diag", show_default=True, metavar="TYPES",
+    help="Covariance types swept, comma separated.",
+)
+@click.option(
+    "--max-components", type=click.IntRange(min=1), default=None,
+    help="Sweep n_components = 1..this (default: the true number + 3).",
+)
+@param_option(
+    "init_params", "--init", default="k-means++", show_default=True,
+    help="Initialisation method of every candidate (k-means++: one pass each).",
+)
 @click.option(
     "--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
     help="Rows per chunk of the demo store.",
@@ -608,23 +618,25 @@ def plot(
 @cluster_options
 @common_options
 def demo(
-    n_samples: int, n_features: int, n_components: int, covariance_type: str, init: str,
-    chunk_rows: int, seed: int, output_dir: str | None, overwrite: bool, progress: bool,
+    n_samples: int, n_features: int, n_components: int, covariance_type: str, max_components: int | None,
+    init: str, chunk_rows: int, seed: int, output_dir: str | None, overwrite: bool, progress: bool,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Generate a known mixture, fit it on a LocalCluster, and check the fit against the truth.
+    """Generate overlapping clusters, choose K and the covariance type by BIC, check against the truth.
 
-    Writes DIR/data.zarr and the true model DIR/data.truth, fits the store,
-    saves DIR/model and DIR/fit.png, and prints iterations, log-likelihood,
-    BIC, seconds and the agreement of the fitted labels with the true ones.
+    Writes DIR/data.zarr and the true model DIR/data.truth, sweeps
+    n_components = 1..--max-components x --covariance-type on the store in
+    shared passes (dgmm select), saves the best as DIR/model and the BIC
+    curve beside its components as DIR/fit.png, and prints the table, the
+    best's iterations, log-likelihood, BIC, seconds and the agreement of its
+    labels with the true ones.
     """
     import tempfile
 
-    from dgmm.demo import label_agreement, sample_mixture, true_params
+    from dgmm.cli.select import parse_types
+    from dgmm.demo import demo_separation, sample_mixture, select_demo, true_params
     from dgmm.errors import OptionalDependencyError
-    from dgmm.estimator import GaussianMixture
     from dgmm.io.persistence import save_model
-    from dgmm.plot import plot_fit
 
     cluster_args = connect_args(**kw)
     directory = output_dir or tempfile.mkdtemp(prefix="dgmm-demo-")
@@ -633,26 +645,24 @@ def demo(
     for name, path in paths.items():
         check_target(path, overwrite, None, f"demo file {name!r}")
     os.makedirs(directory, exist_ok=True)
-    params = true_params(n_features, n_components, seed=seed)
+    types = tuple(parse_types(covariance_type))
+    params = true_params(n_features, n_components, seed=seed, separation=demo_separation(n_features))
     x, true_labels = sample_mixture(params, n_samples, seed=seed, chunk_rows=chunk_rows)
     with cluster(cluster_args) as client:
         _write([(x, paths["data.zarr"])], overwrite, None)
         meta = {"generated": {"data": "data.zarr", "n_samples": n_samples, "seed": seed}}
         save_model(paths["data.truth"], params, meta, overwrite=overwrite)
         x = on_cluster(open_source(paths["data.zarr"], key=None, columns=None, storage_options=None), client)
-        gmm = GaussianMixture(
-            n_components, covariance_type=covariance_type, init_params=init,
-            random_state=seed, verbose=int(progress),
+        selection, agreement, seconds = select_demo(
+            x, true_labels, n_components, max_components=max_components or n_components + 3,
+            covariance_types=types, seed=seed, init_params=init,
         )
-        start = time.perf_counter()
-        gmm.fit(x)
-        seconds = time.perf_counter() - start
+        gmm = selection.best_estimator_
         total = float(gmm.score_samples(x).sum(dtype="float64").compute())
-        agreement = label_agreement(true_labels, gmm.predict(x), n_components)
         shown = row_sample(x, 5000, seed)
-    gmm.save(paths["model"], overwrite=overwrite)
+    selection.save(paths["model"], overwrite=overwrite)
     try:
-        plot_fit(gmm, shown, path=paths["fit.png"])
+        selection.plot(shown, path=paths["fit.png"])
     except OptionalDependencyError as exc:  # matplotlib is an extra; the demo still ran
         logger.warning("no plot: %s", one_line(exc))
         paths["fit.png"] = None
@@ -661,6 +671,9 @@ def demo(
         "n_samples": n_samples,
         "n_features": n_features,
         "n_components": n_components,
+        "best_n_components": gmm.n_components,
+        "best_covariance_type": gmm.covariance_type,
+        "table": "\n" + selection.table(),
         "n_iter": int(gmm.n_iter_),
         "converged": bool(gmm.converged_),
         "log_likelihood": total / n_samples,

@@ -33,7 +33,12 @@ import numpy as np
 
 from dgmm import graph as _graph
 from dgmm.core.family import REASON_TEXT, DecreaseEvent, Event, MixtureParams, family_of
-from dgmm.errors import CheckpointMismatchError, FitInterrupted, LikelihoodDecreaseWarning
+from dgmm.errors import (
+    CheckpointMismatchError,
+    DegenerateComponentError,
+    FitInterrupted,
+    LikelihoodDecreaseWarning,
+)
 from dgmm.fit.spec import EMConfig
 from dgmm.io.checkpoint import Checkpoint, CheckpointState, compare_fingerprints
 
@@ -54,7 +59,13 @@ logger = logging.getLogger("dgmm")
 
 @dataclass
 class RestartState:
-    """One restart of ``n_init`` as the lockstep loop advances it."""
+    """One restart of ``n_init`` as the lockstep loop advances it.
+
+    ``config`` (a sweep's candidate, :mod:`dgmm.fit.select`) replaces the
+    loop's ``EMConfig`` in this restart's M-step and convergence test, so
+    restarts of different covariance types share the passes. ``error`` is
+    set when the restart failed (``isolate_errors``); it then left the lockstep.
+    """
 
     index: int
     params: MixtureParams
@@ -65,6 +76,8 @@ class RestartState:
     converged: bool = False
     n_iter: int = 0
     reseeded_last: bool = False
+    config: EMConfig | None = None
+    error: str | None = None
 
 
 def restart_record(r: RestartState) -> dict[str, Any]:
@@ -78,6 +91,8 @@ def restart_record(r: RestartState) -> dict[str, Any]:
         "converged": bool(r.converged),
         "n_iter": int(r.n_iter),
         "reseeded_last": bool(r.reseeded_last),
+        # Only a failed sweep candidate has one: other checkpoints stay as they were.
+        **({"error": r.error} if r.error is not None else {}),
     }
 
 
@@ -96,6 +111,7 @@ def restart_from_record(record: dict[str, Any], params: MixtureParams) -> Restar
         converged=bool(record["converged"]),
         n_iter=int(record["n_iter"]),
         reseeded_last=bool(record["reseeded_last"]),
+        error=record.get("error"),
     )
 
 
@@ -246,6 +262,7 @@ def run_em(
     on_checkpoint: Callable[[int, list[RestartState]], None] | None = None,
     interrupt: InterruptFlag | None = None,
     checkpoint_url: str = "",
+    isolate_errors: bool = False,
 ) -> list[RestartState]:
     """Advance every restart until it converges or ``max_iter`` passes are done.
 
@@ -254,10 +271,14 @@ def run_em(
     restarts restored from a checkpoint written after that iteration;
     ``on_checkpoint(iteration, restarts)`` writes one after every iteration,
     after which a Ctrl-C noted in ``interrupt`` raises ``FitInterrupted``.
+    With ``isolate_errors`` (a sweep), a restart whose M-step raises
+    ``DegenerateComponentError`` records it in ``error`` and leaves; the others go on.
     """
     dtype = x.dtype
-    live = [r for r in restarts if not r.converged]
+    live = [r for r in restarts if not r.converged and r.error is None]
     for iteration in range(start_iteration + 1, config.max_iter + 1):
+        # A callback may have stopped restarts (a sweep's failed or pruned candidates).
+        live = [r for r in live if r.error is None]
         if not live:
             break
         start = time.perf_counter()
@@ -275,10 +296,11 @@ def run_em(
         still_live = []
         for r, s in zip(live, stats):
             family = family_of(r.params)
+            own = config if r.config is None else r.config
             lower_bound = s.mean_loglik
             change = lower_bound - r.lower_bound
             events: list[Event] = []
-            tolerance = family.decrease_tolerance(r.params, config, dtype, lower_bound)
+            tolerance = family.decrease_tolerance(r.params, own, dtype, lower_bound)
             if change < -tolerance and not r.reseeded_last:
                 message = (
                     f"EM decreased the mean log-likelihood of restart {r.index} at "
@@ -289,7 +311,13 @@ def run_em(
                 warnings.warn(message, LikelihoodDecreaseWarning, stacklevel=2)
                 decrease: DecreaseEvent = {"event": "likelihood_decrease", "amount": float(-change)}
                 events.append(decrease)
-            r.params, reseeds = family.m_step(s, r.params, config, dtype, r.rng)
+            try:
+                r.params, reseeds = family.m_step(s, r.params, own, dtype, r.rng)
+            except DegenerateComponentError as exc:
+                if not isolate_errors:
+                    raise
+                r.error, r.n_iter = f"{type(exc).__name__}: {exc}", iteration
+                continue
             events.extend(reseeds)
             r.lower_bound = lower_bound
             r.lower_bounds.append(lower_bound)
@@ -312,7 +340,7 @@ def run_em(
             # A re-seed changes the model: it can lower the likelihood and must
             # not count as convergence.
             r.reseeded_last = bool(reseeds)
-            if abs(change) < config.tol and not reseeds:
+            if abs(change) < own.tol and not reseeds:
                 r.converged = True
             else:
                 still_live.append(r)
