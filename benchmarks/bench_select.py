@@ -12,9 +12,8 @@
    * ``sweep``: ``dgmm.select(store, range(1, K + 1), ["full", "diag"])``;
    * ``one-by-one``: ``GaussianMixture(k, covariance_type=t).fit(store)`` for
      the same 32 candidates, same options and ``random_state``.
-   Both start every candidate with ``--init`` (default k-means++, one pass
-   per candidate: initialisation is not shared yet, so it costs the same in
-   both modes; the EM reads are what sharing the passes changes).
+   Both start every candidate with ``--init`` (default kmeans: the sweep's
+   candidates share its 2 passes, the one-by-one fits make 2 each).
 3. Kernel batching (issue 14, item 3): one chunk's statistics in this
    process on one thread (BLAS pinned to one): all 32 candidates in one call
    (each block of rows serves every candidate while it is in cache), the
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-features", type=int, default=16)
     parser.add_argument("--n-components", type=int, default=8, help="true components (default %(default)s)")
     parser.add_argument("--max-components", type=int, default=16, help="sweep K = 1..this (default %(default)s)")
-    parser.add_argument("--init", default="k-means++")
+    parser.add_argument("--init", default="kmeans")
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="worker processes (1 thread each)")
     parser.add_argument("--repeats", type=int, default=3, help="kernel batching: median of this many passes")

@@ -43,7 +43,7 @@ CLI_NAMES = {
 # Where a command deliberately departs from the table's default (None: required).
 CLI_DEFAULTS = {
     "fit": {"n_components": None},
-    "demo": {"n_components": 5, "random_state": 0, "init_params": "k-means++"},
+    "demo": {"n_components": 5, "random_state": 0},
     "select": {},
 }
 

@@ -594,8 +594,8 @@ def plot(
     help="Sweep n_components = 1..this (default: the true number + 3).",
 )
 @param_option(
-    "init_params", "--init", default="k-means++", show_default=True,
-    help="Initialisation method of every candidate (k-means++: one pass each).",
+    "init_params", "--init", default="kmeans", show_default=True,
+    help="Initialisation method of every candidate (all candidates share its passes).",
 )
 @click.option(
     "--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
@@ -655,7 +655,7 @@ def demo(
         x = on_cluster(open_source(paths["data.zarr"], key=None, columns=None, storage_options=None), client)
         selection, agreement, seconds = select_demo(
             x, true_labels, n_components, max_components=max_components or n_components + 3,
-            covariance_types=types, seed=seed, init_params=init,
+            covariance_types=types, seed=seed, init_params=init, n_init=3,
         )
         gmm = selection.best_estimator_
         total = float(gmm.score_samples(x).sum(dtype="float64").compute())

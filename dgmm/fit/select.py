@@ -48,9 +48,9 @@ from dgmm.errors import DgmmError, InvalidDataError, InvalidOptionError
 from dgmm.fit import init_lowrank
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
-from dgmm.fit.init import InitConfig, initialize
+from dgmm.fit.init import InitConfig, InitRequest, initialize_many
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
-from dgmm.fit.spec import EMConfig, FitResult, FitSpec, RestartSummary
+from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
 from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
 
@@ -127,28 +127,26 @@ class SweepResult:
         return min(finite, key=lambda i: scores[i]) if finite else None
 
 
-@dataclass(frozen=True)
-class _InitRequest:
-    """One candidate's initialisation: what ``fit.init.initialize_many`` will take."""
-
-    config: InitConfig
-    em_config: EMConfig
-    n_init: int
-    arrays: dict[str, np.ndarray | None]
-
-
 def _initialize_many(
-    x: da.Array, requests: Sequence[_InitRequest], *, sample_weight: da.Array | None = None
+    x: da.Array, requests: Sequence[InitRequest], *, sample_weight: da.Array | None = None
 ) -> list[list[MixtureParams]]:
-    """Starting parameters of every request (``n_init`` each), as ``fit.init.initialize_many`` will.
+    """Starting parameters of every request (``n_init`` each).
 
-    Today one ``initialize`` per request (its passes each); to be replaced by the
-    shared-pass ``initialize_many`` (one sample pass, one hard-assignment pass).
+    The Gaussian requests share the passes of :func:`dgmm.fit.init.initialize_many`
+    (one sample pass, one statistics pass, whatever the number of candidates); a
+    ``"lowrank"`` request runs its own initialisation (:mod:`dgmm.fit.init_lowrank`).
     """
-    out = []
-    for r in requests:
-        start = init_lowrank.initialize if r.em_config.covariance_type == "lowrank" else initialize
-        out.append(list(start(x, r.config, r.em_config, r.n_init, sample_weight=sample_weight, **r.arrays)))
+    shared = [i for i, r in enumerate(requests) if r.em_config.covariance_type != "lowrank"]
+    out: list[list[MixtureParams]] = [[] for _ in requests]
+    if shared:
+        starts = initialize_many(x, [requests[i] for i in shared], sample_weight=sample_weight)
+        for i, params in zip(shared, starts):
+            out[i] = list(params)
+    for i, r in enumerate(requests):
+        if r.em_config.covariance_type == "lowrank":
+            out[i] = list(
+                init_lowrank.initialize(x, r.config, r.em_config, r.n_init, sample_weight=sample_weight, **r.arrays)
+            )
     return out
 
 
@@ -389,7 +387,7 @@ class _Sweep:
             if error is not None:
                 self.errors[c] = error
                 continue
-            requests.append(_InitRequest(InitConfig.from_spec(spec), spec.em_config, spec.n_init, arrays))
+            requests.append(InitRequest(InitConfig.from_spec(spec), spec.em_config, spec.n_init, arrays))
             owners.append(c)
         starts = self._initialize(requests, owners)
         restarts = []
@@ -405,7 +403,7 @@ class _Sweep:
             )
         return restarts
 
-    def _initialize(self, requests: list[_InitRequest], owners: list[int]) -> list[list[MixtureParams] | None]:
+    def _initialize(self, requests: list[InitRequest], owners: list[int]) -> list[list[MixtureParams] | None]:
         """All requests at once; when that raises, one by one so that only the failing candidates fail."""
         if not requests:
             return []
