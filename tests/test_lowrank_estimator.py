@@ -594,3 +594,29 @@ def test_faces_mfa_beats_diag_with_as_many_parameters():
     mfa = fit_quietly(dgmm.GaussianMixture(2, covariance_type="lowrank", rank=4, **kw), train)
     diag = fit_quietly(dgmm.GaussianMixture(k_diag, covariance_type="diag", **kw), train)
     assert mfa.score(test) > diag.score(test)
+
+
+def test_chunks_grow_until_the_data_outweighs_its_statistics(tmp_path, monkeypatch):
+    # A chunk's low-rank statistics are ~8*K*d*(rank+2) bytes whatever its rows (1.2 GB at
+    # K=1000, d=12288, rank 10, where default chunks hold 1365 rows): default chunks grow to
+    # the rows that outweigh them, for stored and in-memory data; chunks= and a user's Dask
+    # array keep their own. Scaled down: 160-byte rows, 2560 bytes of statistics (16 rows).
+    from dgmm.io import sources
+
+    monkeypatch.setattr(sources, "TARGET_CHUNK_BYTES", 1600)  # 10 rows by default
+    monkeypatch.setattr(sources, "MIN_CHUNK_ROWS", 1)
+    X = np.random.default_rng(0).standard_normal((2000, 20))
+    store = str(tmp_path / "x.zarr")
+    dgmm.write_array(da.from_array(X, chunks=(8, 20)), store)
+    kw = dict(covariance_type="lowrank", rank=2, max_iter=2, random_state=0, scheduler="synchronous")
+
+    def chunk_rows(X, **extra):
+        gmm = fit_quietly(dgmm.GaussianMixture(4, **kw, **extra), X)
+        return {p["chunks"] for p in gmm.passes_ if p["phase"] == "EM iteration"}
+
+    assert chunk_rows(X) == {125}  # 16 rows a chunk
+    assert chunk_rows(store) == {125}  # two 8-row storage chunks a task
+    assert chunk_rows(X, chunks=10) == {200}
+    assert chunk_rows(da.from_array(X, chunks=(10, 20))) == {200}
+    diag = fit_quietly(dgmm.GaussianMixture(4, covariance_type="diag", max_iter=2, scheduler="synchronous"), X)
+    assert {p["chunks"] for p in diag.passes_} == {200}

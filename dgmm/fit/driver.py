@@ -24,14 +24,15 @@ import scipy.sparse as sp
 from dgmm.core.family import MixtureParams, family_of
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit import init_lowrank, init_multinomial
-from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
+from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, initialize
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.progress import FitProgress, phase
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
-from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
+from dgmm.io.dataset import Dataset
+from dgmm.io.sources import as_float_array, as_sample_weight, default_row_chunk, is_in_memory
 from dgmm.io.sparse import content_digest as sparse_content_digest
 
 __all__ = ["fit"]
@@ -68,7 +69,8 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
                 with phase("opening data"):
                     # One read of a store's metadata gives the array and the names;
                     # default chunks are sized by this cluster's threads.
-                    data = open_for_fit(X, chunks=spec.chunks, client=client)
+                    data = open_for_fit(X, chunks=_chunks_in_memory(spec, X, client), client=client)
+                    data = _chunks_for_statistics(spec, X, data, client)
                     names = data.feature_names
                     x = data.array
                     _check_data(spec, x)
@@ -102,6 +104,50 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         dtype=str(x.dtype),
         passes=tuple(progress.passes),
     )
+
+
+def statistics_rows(spec: FitSpec, n_rows: int, n_features: int, itemsize: int, n_threads: int) -> int | None:
+    """Rows per chunk a low-rank fit needs so that a chunk's statistics are no larger than its data.
+
+    A chunk's low-rank statistics are ~8·K·d·(rank + 2) bytes whatever its
+    rows: at K=1000, d=12288, rank 10 that is 1.2 GB, so the default ~64 MiB
+    chunks (1365 rows of float32 there) would each send 18x their size to
+    the reduction. Chunks grow until the data outweighs the statistics, but
+    stay at least two per worker thread. None: the default chunks are enough
+    (or the fit is not low-rank, or ``chunks`` was given).
+    """
+    if spec.covariance_type != "lowrank" or spec.chunks is not None or n_rows == 0:
+        return None
+    statistics = 8 * spec.n_components * n_features * (spec.rank + 2)
+    needed = -(-statistics // max(1, n_features * itemsize))
+    by_parallelism = -(-n_rows // (2 * max(1, n_threads)))
+    rows = min(needed, by_parallelism, n_rows)
+    return rows if rows > default_row_chunk(n_rows, n_features, itemsize, n_threads) else None
+
+
+def _chunks_in_memory(spec: FitSpec, X: Any, client: Any) -> int | None:
+    """``spec.chunks``, or for in-memory rows of a low-rank fit the rows its statistics need."""
+    if spec.chunks is not None or not is_in_memory(X) or sp.issparse(X):
+        return spec.chunks
+    shape = np.shape(X)
+    if len(shape) != 2:
+        return None  # open_for_fit names the problem
+    itemsize = 4 if getattr(X, "dtype", None) == np.float32 else 8
+    return statistics_rows(spec, shape[0], shape[1], itemsize, total_threads(client))
+
+
+def _chunks_for_statistics(spec: FitSpec, X: Any, data: Dataset, client: Any) -> Dataset:
+    """Stored data of a low-rank fit re-chunked (along storage chunks) so statistics do not outweigh it.
+
+    A Dask array given by the user keeps its own chunks (as ``chunks=None`` promises).
+    """
+    if data.in_memory or (isinstance(X, da.Array) and Dataset.of(X) is None):
+        return data
+    n_rows, n_features = data.array.shape
+    rows = statistics_rows(spec, n_rows, n_features, data.array.dtype.itemsize, total_threads(client))
+    if rows is None or rows <= max(data.array.chunks[0], default=0):
+        return data
+    return data.reopen(rows)
 
 
 def _check_data(spec: FitSpec, x: da.Array) -> None:
