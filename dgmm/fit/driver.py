@@ -127,10 +127,10 @@ def statistics_rows(spec: FitSpec, n_rows: int, n_features: int, itemsize: int, 
 
 def _chunks_in_memory(spec: FitSpec, X: Any, client: Any) -> int | None:
     """``spec.chunks``, or for in-memory rows of a low-rank fit the rows its statistics need."""
-    if spec.chunks is not None or not is_in_memory(X) or sp.issparse(X):
+    if spec.covariance_type != "lowrank" or spec.chunks is not None or not is_in_memory(X) or sp.issparse(X):
         return spec.chunks
-    shape = np.shape(X)
-    if len(shape) != 2:
+    shape = getattr(X, "shape", None)  # array-likes without one are converted by open_for_fit
+    if shape is None or len(shape) != 2:
         return None  # open_for_fit names the problem
     itemsize = 4 if getattr(X, "dtype", None) == np.float32 else 8
     return statistics_rows(spec, shape[0], shape[1], itemsize, total_threads(client))
