@@ -88,7 +88,7 @@ def kernels(args: argparse.Namespace) -> list[dict[str, Any]]:
                     lambda: (require_finite_rows(x, row_offset=0, chunk_index=0),
                              seeding.sample_chunk(x, shared, None, chunk_index=0, row_offset=0)),
                     args.repeats),
-                "new/old: hard-assignment pass (HardAssign stats)": _cpu(
+                "new: hard-assignment pass (HardAssign stats)": _cpu(
                     lambda: chunk_stats(x, (HardAssign(centers, "diag"),)), args.repeats),
                 "old: k-means|| round 1 (1+2K candidates)": _cpu(
                     lambda: old.sample_candidates(x, ([cands[0]], 2 * k, 0, 0), None, chunk_index=0,

@@ -20,10 +20,11 @@ from dgmm.core.kernels import (
     HardAssign,
     chunk_stats,
     estimate_log_prob_resp,
+    frame_shifts,
     log_sum_exp_resp,
     require_finite_rows,
 )
-from dgmm.core.seeding import _min_sq_dist, nearest_center
+from dgmm.core.seeding import RUNNING_MIN_MAX_K, _min_sq_dist, nearest_center, nearest_labels
 from dgmm.errors import InvalidDataError
 
 from ._helpers import dense_covariance, random_params
@@ -98,6 +99,89 @@ def test_hard_assignment_and_seeding_share_the_nearest_centre(rng):
     _, seeding_label = _min_sq_dist(x, centers)
     (stats,) = chunk_stats(x, (HardAssign(centers, "diag"),))
     np.testing.assert_array_equal(stats.nk, np.bincount(seeding_label, minlength=4))
+
+
+@pytest.mark.parametrize("n_components", [3, RUNNING_MIN_MAX_K + 8])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nearest_labels_are_nearest_centres_labels(rng, dtype, n_components):
+    x = rng.normal(0, 2, (500, 6)).astype(dtype)
+    centers = rng.normal(0, 2, (n_components, 6)).astype(dtype)
+    centers[-1] = centers[0]  # a duplicate centre: the tie goes to the first
+    sq_norms = np.einsum("kd,kd->k", centers, centers)
+    label = nearest_labels(x, -2.0 * centers, sq_norms)
+    _, expected = nearest_center(x, centers, sq_norms)
+    brute = ((x[:, None, :].astype(np.float64) - centers[None].astype(np.float64)) ** 2).sum(axis=2)
+    gap = np.sort(brute[:, :-1], axis=1)
+    clear = gap[:, 1] - gap[:, 0] > 1e-3
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(label[clear], expected[clear])
+    np.testing.assert_array_equal(label[clear], brute[:, :-1].argmin(axis=1)[clear])
+    assert label.max() < n_components - 1
+
+
+def _brute_hard_stats(x, centers, w, covariance_type):
+    """Per-centre statistics of its nearest rows about the centre, in float64 from scratch."""
+    x = x.astype(np.float64)
+    d2 = ((x[:, None, :] - centers[None]) ** 2).sum(axis=2)
+    label = d2.argmin(axis=1)
+    k, d = centers.shape
+    nk, sum_x, full = np.zeros(k), np.zeros((k, d)), np.zeros((k, d, d))
+    for j in range(k):
+        y = x[label == j] - centers[j]
+        wj = w[label == j]
+        nk[j] = wj.sum()
+        sum_x[j] = wj @ y
+        full[j] = (y * wj[:, None]).T @ y
+    sum_xx = {
+        "full": full,
+        "tied": full.sum(axis=0),
+        "diag": np.diagonal(full, axis1=1, axis2=2),
+        "spherical": np.trace(full, axis1=1, axis2=2),
+    }[covariance_type]
+    return nk, sum_x, sum_xx, -float(w @ d2.min(axis=1))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_hard_assignment_statistics_are_each_centres_nearest_rows(rng, covariance_type, dtype, weighted):
+    # Far from the origin (the frame keeps the digits), a centre nobody is
+    # nearest to (its statistics are zero), a cluster of fewer rows than
+    # features, and blocks that split clusters (the last one short).
+    n_features = 7
+    centers = 300.0 + rng.normal(0, 10, (5, n_features))
+    centers[3] += 1e3
+    sizes = [150, 90, 4, 0, 120]
+    x = np.vstack([c + rng.normal(0, 1, (m, n_features)) for c, m in zip(centers, sizes)])
+    x = x[rng.permutation(x.shape[0])].astype(dtype)
+    w = rng.uniform(0, 2, x.shape[0]) if weighted else np.ones(x.shape[0])
+    if weighted:
+        w[:10] = 0.0
+    (stats,) = chunk_stats(x, (HardAssign(centers, covariance_type),), w if weighted else None, block_rows=37)
+    shifts = frame_shifts(centers, np.dtype(dtype))  # the statistics are about these (centres in x's dtype)
+    nk, sum_x, sum_xx, loglik = _brute_hard_stats(x, shifts, w, covariance_type)
+    # float32: the deviations from the centre carry eps32 * |x - c0| each.
+    rtol, atol = (1e-12, 1e-9) if dtype == np.float64 else (1e-5, 1e-5 * 300 * nk.max())
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-12 if dtype == np.float64 else 1e-6)
+    assert stats.nk[3] == 0.0 and not stats.sum_x[3].any()
+    np.testing.assert_allclose(stats.sum_x, sum_x, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(stats.sum_xx, sum_xx, rtol=rtol if dtype == np.float64 else 1e-4, atol=atol)
+    assert stats.loglik == pytest.approx(loglik, rel=1e-12 if dtype == np.float64 else 1e-4)
+    assert stats.weight == pytest.approx(w.sum()) and stats.n_rows == x.shape[0]
+    assert stats.sum_xx.dtype == np.float64
+
+
+def test_hard_assignment_shares_a_chunk_with_e_steps(rng):
+    """Lockstep sources of both kinds in one call equal each alone."""
+    x = rng.normal(0, 3, (400, 4))
+    params = random_params(rng, "full")
+    centers = rng.normal(0, 3, (6, 4))
+    sources = (HardAssign(centers, "full"), EStep(params), HardAssign(centers[:3], "diag"))
+    together = chunk_stats(x, sources, block_rows=50)
+    for source, stats in zip(sources, together):
+        (alone,) = chunk_stats(x, (source,), block_rows=50)
+        for field in ("nk", "sum_x", "sum_xx"):
+            np.testing.assert_allclose(getattr(stats, field), getattr(alone, field), rtol=1e-12, atol=1e-12)
+        assert stats.loglik == pytest.approx(alone.loglik, rel=1e-12)
 
 
 def test_design_matrix_is_by_columns_with_a_ones_column(covariance_type):
