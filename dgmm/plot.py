@@ -235,14 +235,9 @@ def plot_fit(
     dgmm.errors.OptionalDependencyError
         If matplotlib is not installed.
     """
-    Figure, FigureCanvasAgg, Ellipse = _matplotlib()
     params = _model_params(model)
     sample = _as_sample(X_sample, params.n_features)
-    figure = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(figure)
-    # Fixed margins: constrained layout would double the time to render.
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
-    curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
+    figure, curve, view, Ellipse = _curve_and_view(wspace=0.22)
     _plot_convergence(curve, model)
     _plot_view(view, params, sample, n_sigmas, Ellipse)
     if path is not None:
@@ -278,11 +273,7 @@ def plot_selection(
         per covariance type, the best circled. Right: the best model's
         components (the 2-D view of :func:`plot_fit`).
     """
-    Figure, FigureCanvasAgg, Ellipse = _matplotlib()
-    figure = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(figure)
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.25)
-    curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
+    figure, curve, view, Ellipse = _curve_and_view(wspace=0.25)
     score = selection.criterion
     label = {"bic": "BIC (lower is better)", "aic": "AIC (lower is better)",
              "validation": "held-out mean log-likelihood (higher is better)"}[score]
@@ -308,6 +299,17 @@ def plot_selection(
     if path is not None:
         _save(figure, path, storage_options)
     return figure
+
+
+def _curve_and_view(wspace: float) -> tuple[Any, Any, Any, Any]:
+    """A figure of two panels, a curve (left) and a 2-D view (right): ``(figure, curve, view, Ellipse)``."""
+    Figure, FigureCanvasAgg, Ellipse = _matplotlib()
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(figure)
+    # Fixed margins: constrained layout would double the time to render.
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=wspace)
+    curve, view = figure.subplots(1, 2, width_ratios=(1.0, 1.2))
+    return figure, curve, view, Ellipse
 
 
 def _plot_convergence(ax: Any, model: Any) -> None:

@@ -84,6 +84,20 @@ def param_option(name: str, *decls: str, **overrides: Any) -> Any:
     return click.option(*decls, **kwargs)
 
 
+#: The EM hyper-parameters ``fit`` and ``select`` both take, as (table name, option).
+EM_OPTIONS = (
+    ("rank", "--rank"), ("noise_type", "--noise-type"), ("max_iter", "--max-iter"), ("tol", "--tol"),
+    ("init_params", "--init"), ("n_init", "--n-init"), ("random_state", "--seed"), ("reg_covar", "--reg-covar"),
+)
+
+
+def em_options(f: Any) -> Any:
+    """The options of :data:`EM_OPTIONS`, from the parameter table, in that order in ``--help``."""
+    for name, decl in reversed(EM_OPTIONS):
+        f = param_option(name, decl)(f)
+    return f
+
+
 def draw_options(f: Any) -> Any:
     """--chunk-rows, --dtype, --overwrite: the options of the commands that draw rows out of core."""
     f = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
@@ -114,14 +128,7 @@ def cli() -> None:
 @click.argument("source")
 @param_option("n_components", "-k", "--n-components", required=True)
 @param_option("covariance_type", "--covariance-type")
-@param_option("rank", "--rank")
-@param_option("noise_type", "--noise-type")
-@param_option("max_iter", "--max-iter")
-@param_option("tol", "--tol")
-@param_option("init_params", "--init")
-@param_option("n_init", "--n-init")
-@param_option("random_state", "--seed")
-@param_option("reg_covar", "--reg-covar")
+@em_options
 @click.option(
     "--model", "model_family", type=click.Choice(["gaussian", "multinomial"]), default="gaussian",
     show_default=True, help="Mixture of Gaussians, or of multinomials (counts, sparse matrices).",

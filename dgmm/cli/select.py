@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dgmm.cli.commands import cli, param_option
+from dgmm.cli.commands import cli, em_options, param_option
 from dgmm.cli.common import (
     CLUSTER_KEYS,
     SOURCE_KEYS,
@@ -84,14 +84,7 @@ def parse_types(text: str) -> list[str]:
     "--prune", is_flag=True,
     help="Stop candidates whose BIC/AIC cannot beat the best any more (fewer passes; see dgmm.fit.select).",
 )
-@param_option("rank", "--rank")
-@param_option("noise_type", "--noise-type")
-@param_option("max_iter", "--max-iter")
-@param_option("tol", "--tol")
-@param_option("init_params", "--init")
-@param_option("n_init", "--n-init")
-@param_option("random_state", "--seed")
-@param_option("reg_covar", "--reg-covar")
+@em_options
 @param_option("on_degenerate", "--on-degenerate")
 @source_options
 @cluster_options
