@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from dgmm._live_params import LiveParamsMixin
 from dgmm.core.family import family_of, information_criteria
 from dgmm.core.lowrank import DEFAULT_DENSE_BYTES, LowRankParams, dense_covariances
 from dgmm.core.options import (
@@ -70,7 +71,7 @@ def _constraints(param: Param) -> list[Any]:
     return constraints + [None] if param.optional else constraints
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(LiveParamsMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by exact EM over a Dask cluster.
 
     The parameters and fitted attributes are scikit-learn's
@@ -754,24 +755,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         from dgmm._estimator_io import from_sklearn
 
         return from_sklearn(estimator)
-
-    def __sklearn_clone__(self) -> GaussianMixture:
-        """A clone that shares ``client`` (a live connection cannot be deep-copied) and
-        ``on_progress`` (a deep copy of a bound method would report to a copy of its object)."""
-        client, on_progress = self.client, self.on_progress
-        self.client = self.on_progress = None
-        try:
-            new = super().__sklearn_clone__()
-        finally:
-            self.client, self.on_progress = client, on_progress
-        new.client, new.on_progress = client, on_progress
-        return new
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled state without ``client`` and ``on_progress``; the unpickled model finds a
-        cluster when fitted (a callback, often a closure, need not pickle)."""
-        state = super().__getstate__()
-        return {**state, **{k: None for k in ("client", "on_progress") if state.get(k) is not None}}
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -25,6 +25,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from dgmm import graph as _graph
+from dgmm._live_params import LiveParamsMixin
 from dgmm.core import multinomial as mn
 from dgmm.core.multinomial_family import MULTINOMIAL, MultinomialMixtureParams
 from dgmm.core.options import (
@@ -50,7 +51,7 @@ _D = DEFAULTS
 _PREDICT_NAMES: dict[str, str] = {"labels": "label", "proba": "proba", "log_density": "log_density"}
 
 
-class MultinomialMixture(DensityMixin, BaseEstimator):
+class MultinomialMixture(LiveParamsMixin, DensityMixin, BaseEstimator):
     """Mixture of multinomials (documents as bags of words) fitted by exact EM over Dask.
 
     Component k has a weight ``pi_k`` and a word distribution ``b_k``; a
@@ -483,20 +484,6 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         from dgmm._estimator_io import load
 
         return load(path, storage_options=storage_options)
-
-    def __sklearn_clone__(self) -> MultinomialMixture:
-        client, on_progress = self.client, self.on_progress
-        self.client = self.on_progress = None
-        try:
-            new = super().__sklearn_clone__()
-        finally:
-            self.client, self.on_progress = client, on_progress
-        new.client, new.on_progress = client, on_progress
-        return new
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        return {**state, **{k: None for k in ("client", "on_progress") if state.get(k) is not None}}
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

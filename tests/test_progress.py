@@ -228,10 +228,14 @@ def test_the_callback_is_shared_by_clones_and_dropped_by_pickling():
 
     from sklearn.base import clone
 
-    heard: list = []
-    gmm = GaussianMixture(2, on_progress=heard.append)
-    assert clone(gmm).on_progress is gmm.on_progress
-    assert pickle.loads(pickle.dumps(gmm)).on_progress is None
+    from dgmm import MultinomialMixture
+
+    for estimator in (GaussianMixture, MultinomialMixture):
+        heard: list = []
+        model = estimator(2, on_progress=heard.append)
+        assert clone(model).on_progress is model.on_progress
+        assert pickle.loads(pickle.dumps(model)).on_progress is None
+        assert model.on_progress is not None  # the original keeps it
 
 
 def test_the_cli_is_quiet_without_v_and_logs_passes_with_v(tmp_path, X):
