@@ -294,6 +294,8 @@ def run_config(client: Any, text: str, args: argparse.Namespace, n_workers: int)
 # -- projection and the big-shape check ---------------------------------------
 
 def projection(per_core_gflops: float, per_core_kernel_gflops: float) -> dict[str, Any]:
+    from dgmm.core.lowrank import LowRankStats
+
     m = MOTIVATING
     flops = pass_flops(m["n_features"], m["n_components"], m["rank"]) * m["n_samples"]
     return {
@@ -304,7 +306,7 @@ def projection(per_core_gflops: float, per_core_kernel_gflops: float) -> dict[st
         "s_per_iter_64_cores": flops / (64 * per_core_gflops * 1e9),
         "s_per_iter_2_cores_kernel_rate": flops / (2 * per_core_kernel_gflops * 1e9),
         "s_per_iter_64_cores_kernel_rate": flops / (64 * per_core_kernel_gflops * 1e9),
-        "stats_bytes_per_chunk": 8 * m["n_components"] * m["n_features"] * (m["rank"] + 2),
+        "stats_bytes_per_chunk": LowRankStats.nbytes(m["n_components"], m["n_features"], m["rank"]),
         "full_bytes": 8 * m["n_components"] * m["n_features"] ** 2,
     }
 

@@ -600,8 +600,13 @@ def test_chunks_grow_until_the_data_outweighs_its_statistics(tmp_path, monkeypat
     # A chunk's low-rank statistics are ~8*K*d*(rank+2) bytes whatever its rows (1.2 GB at
     # K=1000, d=12288, rank 10, where default chunks hold 1365 rows): default chunks grow to
     # the rows that outweigh them, for stored and in-memory data; chunks= and a user's Dask
-    # array keep their own. Scaled down: 160-byte rows, 2560 bytes of statistics (16 rows).
+    # array keep their own. Scaled down: 160-byte rows, 2592 bytes of statistics (17 rows).
+    from dgmm.core.lowrank import LowRankStats
     from dgmm.io import sources
+
+    stats = LowRankStats.zeros(4, 20, 2, "diag")
+    nbytes = sum(a.nbytes for a in (stats.nk, stats.sum_x, stats.sum_xxb, stats.sum_xx))
+    assert LowRankStats.nbytes(4, 20, 2, "diag") == nbytes == 2592
 
     monkeypatch.setattr(sources, "TARGET_CHUNK_BYTES", 1600)  # 10 rows by default
     monkeypatch.setattr(sources, "MIN_CHUNK_ROWS", 1)
@@ -614,8 +619,8 @@ def test_chunks_grow_until_the_data_outweighs_its_statistics(tmp_path, monkeypat
         gmm = fit_quietly(dgmm.GaussianMixture(4, **kw, **extra), X)
         return {p["chunks"] for p in gmm.passes_ if p["phase"] == "EM iteration"}
 
-    assert chunk_rows(X) == {125}  # 16 rows a chunk
-    assert chunk_rows(store) == {125}  # two 8-row storage chunks a task
+    assert chunk_rows(X) == {118}  # 17 rows a chunk
+    assert chunk_rows(store) == {125}  # 17 rows rounded to whole 8-row storage chunks: 16
     assert chunk_rows(X, chunks=10) == {200}
     assert chunk_rows(da.from_array(X, chunks=(10, 20))) == {200}
     diag = fit_quietly(dgmm.GaussianMixture(4, covariance_type="diag", max_iter=2, scheduler="synchronous"), X)

@@ -439,6 +439,12 @@ class LowRankStats:
         return cls(np.zeros(n_components), np.zeros((n_components, n_features)),
                    np.zeros((n_components, n_features, rank)), np.zeros(shape), 0.0, 0.0, 0)
 
+    @staticmethod
+    def nbytes(n_components: int, n_features: int, rank: int, noise_type: NoiseType = "diag") -> int:
+        """Bytes of one set of statistics (what every chunk sends to the reduction, whatever its rows)."""
+        per_component = 1 + n_features * (rank + 1) + (n_features if noise_type == "diag" else 1)
+        return 8 * n_components * per_component
+
     def __add__(self, other: LowRankStats) -> LowRankStats:
         if not isinstance(other, LowRankStats):
             return NotImplemented

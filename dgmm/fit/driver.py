@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dgmm.core.family import MixtureParams, family_of
+from dgmm.core.lowrank import LowRankStats
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit import init_lowrank, init_multinomial
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
@@ -109,7 +110,7 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
 def statistics_rows(spec: FitSpec, n_rows: int, n_features: int, itemsize: int, n_threads: int) -> int | None:
     """Rows per chunk a low-rank fit needs so that a chunk's statistics are no larger than its data.
 
-    A chunk's low-rank statistics are ~8·K·d·(rank + 2) bytes whatever its
+    A chunk's low-rank statistics (:meth:`LowRankStats.nbytes`) are ~8·K·d·(rank + 2) bytes whatever its
     rows: at K=1000, d=12288, rank 10 that is 1.2 GB, so the default ~64 MiB
     chunks (1365 rows of float32 there) would each send 18x their size to
     the reduction. Chunks grow until the data outweighs the statistics, but
@@ -118,7 +119,7 @@ def statistics_rows(spec: FitSpec, n_rows: int, n_features: int, itemsize: int, 
     """
     if spec.covariance_type != "lowrank" or spec.chunks is not None or n_rows == 0:
         return None
-    statistics = 8 * spec.n_components * n_features * (spec.rank + 2)
+    statistics = LowRankStats.nbytes(spec.n_components, n_features, spec.rank, spec.noise_type)
     needed = -(-statistics // max(1, n_features * itemsize))
     by_parallelism = -(-n_rows // (2 * max(1, n_threads)))
     rows = min(needed, by_parallelism, n_rows)
