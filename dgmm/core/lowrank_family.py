@@ -47,6 +47,7 @@ from dgmm.core.family import FitConfig, ReseedEvent, ReseedReason, register_fami
 from dgmm.core.kernels import require_finite_rows
 from dgmm.core.lowrank import LowRankParams, LowRankStats
 from dgmm.core.options import NOISE_TYPES
+from dgmm.core.params import split_halves
 from dgmm.errors import (
     DegenerateComponentError,
     InvalidDataError,
@@ -148,16 +149,9 @@ def split_component(params: LowRankParams, source: int, target: int) -> LowRankP
     the noise of that feature). The old contents of ``target`` are discarded.
     """
     variance, axis = leading_direction(params, source)
-    offset = math.sqrt(2.0 * variance / math.pi) * axis
-    weights = params.weights.copy()
-    means = params.means.copy()
+    weights, means = split_halves(params.weights, params.means, source, target, variance, axis)
     factors = params.factors.copy()
     noise = params.noise_variances.copy()
-    parent = means[source].copy()
-    means[source] = parent + offset
-    means[target] = parent - offset
-    half = 0.5 * (weights[source] + (weights[target] if target != source else 0.0))
-    weights[source] = weights[target] = half
     shrink = 1.0 - 2.0 / math.pi
     if params.rank:
         a = factors[source]
@@ -169,7 +163,7 @@ def split_component(params: LowRankParams, source: int, target: int) -> LowRankP
         if params.noise_type == "diag":
             j = int(np.argmax(np.abs(axis)))
             noise[source, j] = noise[target, j] = shrink * noise[source, j]
-    return LowRankParams(weights / weights.sum(), means, factors, noise)
+    return LowRankParams(weights, means, factors, noise)
 
 
 def _unresolved(stats: LowRankStats, params: LowRankParams, new: LowRankParams, dtype: np.dtype) -> set[int]:

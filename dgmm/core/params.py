@@ -15,7 +15,7 @@ from dgmm.core.covariance import CovarianceModel, get_covariance_model
 from dgmm.core.options import CovarianceType
 from dgmm.errors import DegenerateComponentError, ShapeMismatchError, degenerate_message
 
-__all__ = ["GMMParams", "split_component"]
+__all__ = ["GMMParams", "split_component", "split_halves"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,14 +198,28 @@ def split_component(
     """
     model = params.model
     variance, axis = model.principal_axis(params.covariances, source, params.n_features, rng)
+    weights, means = split_halves(params.weights, params.means, source, target, variance, axis)
+    covariances = model.split_covariances(params.covariances, source, target, variance, axis)
+    return GMMParams.from_covariances(weights, means, covariances, params.covariance_type)
+
+
+def split_halves(
+    weights: np.ndarray, means: np.ndarray, source: int, target: int, variance: float, axis: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and means after splitting ``source`` into ``source`` and ``target`` along ``axis``.
+
+    The halves of a Gaussian cut through its mean across a direction of
+    variance ``variance``: means ``mu +- sqrt(2 variance / pi) axis``, half the
+    weight each (``target``'s old weight goes to them), weights renormalised.
+    Every family that splits a component shares this; the shape part (the
+    variance along ``axis`` shrunk by ``1 - 2/pi``) is the family's.
+    """
     offset = np.sqrt(2.0 * variance / np.pi) * axis
-    means = params.means.copy()
-    weights = params.weights.copy()
+    means = means.copy()
+    weights = weights.copy()
     parent_mean = means[source].copy()
     means[source] = parent_mean + offset
     means[target] = parent_mean - offset
     half = 0.5 * (weights[source] + (weights[target] if target != source else 0.0))
     weights[source] = weights[target] = half
-    weights /= weights.sum()
-    covariances = model.split_covariances(params.covariances, source, target, variance, axis)
-    return GMMParams.from_covariances(weights, means, covariances, params.covariance_type)
+    return weights / weights.sum(), means
