@@ -63,6 +63,7 @@ __all__ = [
     "information_criteria",
     "merge",
     "register_family",
+    "reseed_from_heaviest",
     "rounding_tolerance",
 ]
 
@@ -298,3 +299,34 @@ def information_criteria(total_loglik: float, n_parameters: int, n_samples: int)
 def rounding_tolerance(dtype: np.dtype, lower_bound: float) -> float:
     """Rounding of a mean log-likelihood of size ``lower_bound`` computed in ``dtype``."""
     return max(1e-12, 100 * float(np.finfo(dtype).eps)) * (1.0 + abs(lower_bound))
+
+
+P = TypeVar("P")
+
+
+def reseed_from_heaviest(
+    params: P,
+    degenerate: Sequence[int],
+    healthy: Sequence[int],
+    split: Callable[[P, int, int], P],
+    reason: Callable[[int], ReseedReason],
+    nk: np.ndarray,
+) -> tuple[P, list[ReseedEvent]]:
+    """Re-seed each ``degenerate`` component in turn by splitting the heaviest healthy one into it.
+
+    ``split(params, donor, k)`` is the family's split (``params.weights`` is read
+    to choose the donor); a re-seeded component counts as healthy for the next.
+    Returns the parameters and one ``"reseed"`` event per component, with its
+    ``reason(k)`` code and its weight ``nk[k]`` in the statistics.
+    """
+    pool = list(healthy)
+    events: list[ReseedEvent] = []
+    for k in degenerate:
+        donor = max(pool, key=lambda j: params.weights[j])  # type: ignore[attr-defined]
+        params = split(params, donor, k)
+        pool.append(k)
+        events.append(
+            {"event": "reseed", "component": int(k), "split_from": int(donor), "reason": reason(k),
+             "nk": float(nk[k])}
+        )
+    return params, events

@@ -43,7 +43,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dgmm.core import lowrank as lr
-from dgmm.core.family import FitConfig, ReseedEvent, ReseedReason, register_family, rounding_tolerance
+from dgmm.core.family import (
+    FitConfig,
+    ReseedEvent,
+    register_family,
+    reseed_from_heaviest,
+    rounding_tolerance,
+)
 from dgmm.core.kernels import require_finite_rows
 from dgmm.core.lowrank import LowRankParams, LowRankStats
 from dgmm.core.options import NOISE_TYPES
@@ -247,21 +253,15 @@ class LowRankFamily:
         weights = new.weights.copy()
         weights[degenerate] = 0.0
         new = LowRankParams(weights / weights.sum(), new.means, new.factors, new.noise_variances)
-        events: list[ReseedEvent] = []
-        for k in degenerate:
-            donor = max(healthy, key=lambda j: new.weights[j])
-            new = split_component(new, donor, k)
-            healthy.append(k)
-            reason: ReseedReason = (
+        return reseed_from_heaviest(
+            new, degenerate, healthy, split_component,
+            lambda k: (
                 "weight_collapsed" if k in collapsed
                 else "variance_within_rounding" if k in unresolved
                 else "not_positive_definite"
-            )
-            events.append(
-                {"event": "reseed", "component": int(k), "split_from": int(donor),
-                 "reason": reason, "nk": float(stats.nk[k])}
-            )
-        return new, events
+            ),
+            stats.nk,
+        )
 
     def decrease_tolerance(
         self, params: LowRankParams, config: FitConfig, dtype: np.dtype, lower_bound: float

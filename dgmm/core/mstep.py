@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from dgmm.core.covariance import get_covariance_model
-from dgmm.core.family import REASON_TEXT, ReseedEvent, ReseedReason, rounding_tolerance
+from dgmm.core.family import REASON_TEXT, ReseedEvent, ReseedReason, reseed_from_heaviest, rounding_tolerance
 from dgmm.core.kernels import frame_shifts
 from dgmm.core.options import CovarianceType, DegeneratePolicy
 from dgmm.core.params import GMMParams, split_component
@@ -129,23 +129,12 @@ def params_from_stats(
         means[k] = means[donor]
         weights[k] = 0.0
     new = GMMParams.from_covariances(weights / weights.sum(), means, covariances, config.covariance_type)
-    events: list[ReseedEvent] = []
-    for k in degenerate:
-        donor = max(healthy, key=lambda j: new.weights[j])
-        new = split_component(new, donor, k, rng)
-        healthy.append(k)
-        reason: ReseedReason = (
+    return reseed_from_heaviest(
+        new, degenerate, healthy, lambda p, donor, k: split_component(p, donor, k, rng),
+        lambda k: (
             "not_positive_definite" if k in bad
             else "variance_within_rounding" if k in unresolved
             else "weight_collapsed"
-        )
-        events.append(
-            {
-                "event": "reseed",
-                "component": int(k),
-                "split_from": int(donor),
-                "reason": reason,
-                "nk": float(stats.nk[k]),
-            }
-        )
-    return new, events
+        ),
+        stats.nk,
+    )
