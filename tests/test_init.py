@@ -40,9 +40,11 @@ def test_same_seed_same_bits(rng, init_params):
 @pytest.mark.parametrize(
     "init_params,passes,gathered",
     [
-        ("kmeans", 2, 0),  # sample pass + hard-assignment pass
-        ("k-means++", 2, 0),
-        ("split", 2, 0),  # sample pass + one EM pass on all rows
+        # 8000 rows fit in the in-memory sample: the sample pass takes them
+        # all, and the starting parameters come from them in memory.
+        ("kmeans", 1, 0),
+        ("k-means++", 1, 0),
+        ("split", 1, 0),
         ("random", 1, 1),  # + the first rows, for a centre
         ("random_from_data", 1, 1),  # + the K sampled rows
     ],
@@ -51,16 +53,71 @@ def test_same_seed_same_bits(rng, init_params):
 def test_passes_over_the_data(rng, streamed, init_params, passes, gathered, n_init):
     data = make_mixture(rng, n_samples=8000, n_components=4)
     source = ReadCounter(data.X, rows=1000)
-    # sample_rows below n_samples: the sample is a true subset here.
     fit_init_only(source.array, init_params, n_components=4, n_init=n_init)
     counts = reads(source)
     assert min(counts) == passes
     assert max(counts) <= passes + gathered
 
 
+def _true_subset(method: str, **kwargs) -> InitConfig:
+    """A sample of 2000 of the 9000 rows, and room for no more (8 bytes x 3 features x 2000)."""
+    return InitConfig(3, method, 4, **{"sample_rows": 2000, "init_sample_bytes": 8 * 3 * 2000, **kwargs})
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "split"])
+@pytest.mark.parametrize(
+    "kwargs,tol,passes",
+    [
+        ({}, 1e-3, 2),  # p / tol = 29,000 rows do not fit: the statistics pass follows
+        ({}, 0.1, 1),  # p / tol = 290 rows: the 2000-row sample stands for all rows
+        ({"init_sample_bytes": 8 * 3 * 40_000}, 1e-3, 1),  # all 9000 rows fit
+        ({"assign_on_sample": False}, 0.1, 2),
+    ],
+)
+def test_the_statistics_pass_is_saved_when_the_sample_stands_for_all_rows(
+    rng, init_params, kwargs, tol, passes
+):
+    data = make_mixture(rng, n_samples=9000, n_components=3)
+    source = ReadCounter(data.X, rows=1000)
+    config = _true_subset(init_params, **kwargs)
+    em_config = EMConfig("full", tol=tol)
+    (start,) = initialize(source.array, config, em_config, 1)
+    assert reads(source) == [passes] * 9
+    size = _init.assign_size(config, em_config, 9000, 3)
+    assert (size is None) == (passes == 2)
+    if passes == 1:
+        assert size == (9000 if "init_sample_bytes" in kwargs else 2000)
+    # Either way the same clusters, to sampling error.
+    (reference,) = initialize(
+        da.from_array(data.X, chunks=(1000, -1)), _true_subset(init_params, assign_on_sample=False),
+        EMConfig("full"), 1,
+    )
+    order = np.argsort(start.means[:, 0])
+    ref_order = np.argsort(reference.means[:, 0])
+    np.testing.assert_allclose(start.means[order], reference.means[ref_order], atol=0.25)
+    np.testing.assert_allclose(start.weights[order], reference.weights[ref_order], atol=0.05)
+
+
+def test_the_sample_stands_for_all_rows_with_p_over_tol_rows():
+    config = InitConfig(8, sample_rows=1000)
+    # diag, K=8, d=16: p = 8*16 + 8*16 + 7 = 263 free parameters.
+    assert _init.assign_size(config, EMConfig("diag", tol=1e-3), 10**7, 16) == 263_000
+    assert _init.assign_size(config, EMConfig("diag", tol=1e-3), 100_000, 16) == 100_000
+    # full: 8*136 + 8*16 + 7 = 1223 -> 1,223,000 rows of 16 float64 = 149 MiB fit in 256 MiB.
+    assert _init.assign_size(config, EMConfig("full", tol=1e-3), 10**7, 16) == 1_223_000
+    # tol=0 (run max_iter): no sample stands for all of 10^7 rows.
+    assert _init.assign_size(config, EMConfig("diag", tol=0.0), 10**7, 16) is None
+    # Forced: the largest sample that fits.
+    forced = InitConfig(8, sample_rows=1000, init_sample_bytes=8 * 16 * 5000, assign_on_sample=True)
+    assert _init.assign_size(forced, EMConfig("full", tol=1e-3), 10**7, 16) == 5000
+    assert _init.assign_size(InitConfig(8, "random"), EMConfig("full"), 10**7, 16) is None
+
+
 def _requests(seed: int = 3) -> list[InitRequest]:
     def one(k, ct, method, n_init=1, **arrays):
-        return InitRequest(InitConfig(k, method, seed, sample_rows=2000), EMConfig(ct), n_init, arrays)
+        # A true 2000-row sample of 9000 rows, too small to stand for all of them.
+        config = InitConfig(k, method, seed, sample_rows=2000, init_sample_bytes=8 * 3 * 2000)
+        return InitRequest(config, EMConfig(ct), n_init, arrays)
 
     return [
         one(2, "full", "kmeans", n_init=2),
@@ -110,7 +167,7 @@ def test_a_sweep_with_random_methods_adds_one_gather(rng):
 def test_assignment_on_the_sample_costs_one_pass(rng, init_params):
     data = make_mixture(rng, n_samples=9000, n_components=3, separation=10.0)
     source = ReadCounter(data.X, rows=1000)
-    on_data = InitConfig(3, init_params, 4, sample_rows=3000)
+    on_data = InitConfig(3, init_params, 4, sample_rows=3000, assign_on_sample=False)
     on_sample = InitConfig(3, init_params, 4, sample_rows=3000, assign_on_sample=True)
     (a,) = initialize(source.array, on_sample, EMConfig("full"), 1)
     assert reads(source) == [1] * 9

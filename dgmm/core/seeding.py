@@ -213,7 +213,13 @@ def smallest_keys(sample: RowSample, size: int) -> RowSample:
     """The ``size`` rows of ``sample`` with the smallest keys (ties by row), in row order."""
     if sample.rows.shape[0] <= size:
         return sample
-    take = np.sort(np.lexsort((sample.rows, sample.keys))[:size])
+    # The size-th smallest key, then the rows under it and, of the rows at it,
+    # the first in row order (rows are increasing): the order (key, row)
+    # without sorting the whole sample.
+    kth = np.partition(sample.keys, size - 1)[size - 1]
+    under = np.flatnonzero(sample.keys < kth)
+    at = np.flatnonzero(sample.keys == kth)[: size - under.size]
+    take = np.sort(np.concatenate([under, at]))
     return RowSample(
         sample.rows[take],
         sample.keys[take],

@@ -9,36 +9,43 @@ once; a gather reads only the chunks holding a few rows):
 ================== ============================================================
 method             cost
 ================== ============================================================
-"kmeans"           2 passes: 1 sample pass, then scikit-learn's ``KMeans``
+"kmeans"           1 or 2 passes: 1 sample pass, then scikit-learn's ``KMeans``
                    (k-means++ and Lloyd, weighted, best of 3 starts) in memory
-                   on the sample, then 1 hard-assignment pass
-"k-means++"        2 passes: 1 sample pass, k-means++ on the sample in memory,
-                   1 hard-assignment pass
+                   on the sample, then the starting parameters from the rows
+                   nearest each centre: in memory when the sample stands for
+                   all rows (below), else 1 hard-assignment pass
+"k-means++"        1 or 2 passes: as "kmeans", k-means++ alone
 "random_from_data" 1 pass: a gather of K rows per restart, 1 hard-assignment
                    pass
 "random"           1 pass: a gather of the first rows (for a centre), 1 pass of
                    random responsibilities
-"split"            2 passes: 1 sample pass, the doubling rounds (split the
+"split"            1 or 2 passes: 1 sample pass, the doubling rounds (split the
                    heaviest components along their principal axes, 2 EM
-                   iterations) in memory on the sample, 1 EM pass on all rows
+                   iterations) in memory on the sample, then 1 EM iteration
+                   in memory when the sample stands for all rows, else 1 EM
+                   pass on all rows
 ================== ============================================================
 
 Whatever methods a call mixes, it makes at most one sample pass and one
 statistics pass (plus one gather for "random"/"random_from_data").
-``InitConfig(assign_on_sample=True)`` takes "kmeans" and "k-means++"
-starting parameters from the sample's rows nearest each centre instead of
-from all rows: 1 pass.
 
-The sample pass draws a uniform sample of ``max(100 K, 100000)`` rows
-(fewer for wide data: ``init_sample_bytes`` of float64 at most), exact in
-size and the same whatever the chunking or number of workers
+The sample pass draws a uniform sample of ``max(100 K, 100000)`` rows for
+the in-memory clustering, and more when that lets the sample stand for all
+rows (:func:`assign_size`: ``p / tol`` rows for ``p`` free parameters, so
+that starting from the sample's estimate costs the first EM iteration at
+most ``tol / 2``; bench_init's default fit of a 4e6-row store takes 3
+passes in all). Samples hold ``init_sample_bytes`` of float64 at most;
+when ``p / tol`` rows do not fit, the hard-assignment pass follows
+(``InitConfig(assign_on_sample=False)`` always makes it). The sample is
+exact in size and the same whatever the chunking or number of workers
 (:mod:`dgmm.core.seeding`), keeps the sampled rows' ``sample_weight``, and
 checks the data for NaN/Inf as the first pass of every fit does. When the
 data has no more rows than that, the sample is all of it, in order: "kmeans"
 then runs exactly scikit-learn's ``KMeans(n_clusters=K, n_init=1,
 random_state=random_state)`` on all rows for the first restart (when
 ``random_state`` is an int), so dgmm and ``sklearn.mixture.GaussianMixture``
-start from the same clusters in the same order.
+start from the same clusters in the same order, and the starting parameters
+are all rows' (one pass in all).
 
 ``covariance_type="lowrank"`` starts in :mod:`dgmm.fit.init_lowrank` (the
 method run as ``"diag"``, then a PCA per component).
@@ -64,6 +71,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dgmm import graph as _graph
 from dgmm.core import seeding as _seeding
+from dgmm.core.covariance import get_covariance_model
 from dgmm.core.gaussian import GAUSSIAN
 from dgmm.core.kernels import HardAssign, RandomResp, frame_shifts
 from dgmm.core.mstep import params_from_stats
@@ -72,7 +80,9 @@ from dgmm.core.params import GMMParams, split_component
 from dgmm.errors import InvalidOptionError
 from dgmm.fit.spec import DEFAULTS, EMConfig, FitSpec
 
-__all__ = ["INIT_METHODS", "InitConfig", "InitRequest", "initialize", "initialize_many", "sample_size"]
+__all__ = [
+    "INIT_METHODS", "InitConfig", "InitRequest", "assign_size", "initialize", "initialize_many", "sample_size",
+]
 
 # Methods whose in-memory steps run on the row sample of the sample pass.
 _SAMPLED = ("kmeans", "k-means++", "split")
@@ -109,9 +119,10 @@ class InitConfig:
     # k-means++ starts (in memory; one start landed two clusters in one on a
     # 46M-row benchmark store). On data no larger than the sample: 1, as scikit-learn.
     sample_kmeans_n_init: int = 3
-    # "kmeans" / "k-means++": the starting parameters from the sample's rows
-    # nearest each centre (no second pass) instead of from all rows'.
-    assign_on_sample: bool = False
+    # "kmeans" / "k-means++" / "split": the starting parameters from a sample's
+    # rows (no second pass) instead of from all rows'. None: when the sample
+    # can hold all rows or enough of them (assign_size).
+    assign_on_sample: bool | None = None
 
     @classmethod
     def from_spec(cls, spec: FitSpec) -> InitConfig:
@@ -167,12 +178,43 @@ def sample_indices(n_rows: int, size: int, rng: np.random.Generator) -> np.ndarr
     return np.sort(rng.choice(n_rows, size=min(size, n_rows), replace=False))
 
 
+def _sample_cap(config: InitConfig, n_features: int) -> int:
+    return max(4 * config.n_components, config.init_sample_bytes // (8 * max(n_features, 1)))
+
+
 def sample_size(config: InitConfig, n_rows: int, n_features: int) -> int:
     """Rows of the sample the in-memory steps of ``config`` run on."""
-    k = config.n_components
-    wanted = max(config.sample_rows, config.rows_per_component * k)
-    cap = max(4 * k, config.init_sample_bytes // (8 * max(n_features, 1)))
-    return int(min(n_rows, wanted, cap))
+    wanted = max(config.sample_rows, config.rows_per_component * config.n_components)
+    return int(min(n_rows, wanted, _sample_cap(config, n_features)))
+
+
+def assign_size(config: InitConfig, em_config: EMConfig, n_rows: int, n_features: int) -> int | None:
+    """Rows of a sample that may stand for all rows in the starting parameters, or None.
+
+    The starting parameters of "kmeans", "k-means++" and "split" are
+    estimates from the rows each centre gets. From a uniform sample of ``m``
+    rows instead of all of them, the mean log-likelihood of the first EM
+    iteration is lower by about ``p / (2 m)`` nats per row (``p`` free
+    parameters; the expected excess of a maximum-likelihood estimate), which
+    the first EM iteration recovers. With ``m >= p / tol`` that is at most
+    ``tol / 2``: a default fit then converges in the EM iterations it takes
+    from all rows' estimate, and the pass that would compute it is saved
+    (measured on bench_init's generated data, 4e6 rows, K=8, every
+    covariance type: 2 EM iterations either way). A sample of all the rows
+    (data no larger than the in-memory sample) gives exactly all rows'
+    estimate. None when neither fits in ``init_sample_bytes`` (float64),
+    or with ``assign_on_sample=False``: the statistics pass follows.
+    """
+    cap = _sample_cap(config, n_features)
+    if config.assign_on_sample is False or config.init_params not in _SAMPLED:
+        return None
+    p = get_covariance_model(em_config.covariance_type).n_parameters(config.n_components, n_features)
+    enough = np.inf if em_config.tol <= 0 else np.ceil(p / em_config.tol)
+    wanted = min(n_rows, max(sample_size(config, n_rows, n_features), enough))
+    if wanted <= cap:
+        return int(wanted)
+    # Forced (assign_on_sample=True): the largest sample that fits.
+    return int(cap) if config.assign_on_sample else None
 
 
 def draw_samples(
@@ -373,17 +415,16 @@ def initialize_many(
         elif config.init_params == "random":
             gathers[i] = [np.arange(min(n_rows, 1000))]
     sizes: dict[int, int] = {}
+    # Per request: rows of the sample its starting parameters come from, or None (all rows').
+    assign = {i: assign_size(requests[i].config, requests[i].em_config, n_rows, n_features) for i in todo}
     for i in todo:
         config = requests[i].config
         if config.init_params in _SAMPLED:
-            size = sample_size(config, n_rows, n_features)
+            size = max(sample_size(config, n_rows, n_features), assign[i] or 0)
             sizes[config.seed] = max(size, sizes.get(config.seed, 0))
     # The steps, as the progress display numbers them: the gather, the sample
     # pass, the in-memory clustering, the statistics pass (those that happen).
-    on_sample = all(
-        requests[i].config.assign_on_sample and requests[i].config.init_params in ("kmeans", "k-means++")
-        for i in todo
-    )
+    on_sample = all(assign[i] is not None for i in todo)
     n_steps = bool(gathers) + 2 * bool(sizes) + (not on_sample)
     steps = iter(range(1, n_steps + 1))
 
@@ -411,10 +452,12 @@ def initialize_many(
             request = requests[i]
             config, em_config = request.config, request.em_config
             ct, k, method = em_config.covariance_type, config.n_components, config.init_params
-            sample = None
+            sample = whole = None
             if method in _SAMPLED:
                 size = sample_size(config, n_rows, n_features)
                 sample = _seeding.smallest_keys(samples[config.seed], size)
+                if assign[i] is not None:
+                    whole = _seeding.smallest_keys(samples[config.seed], assign[i])
             for r, rng in enumerate(rngs[i]):
                 if method in ("kmeans", "k-means++"):
                     seed = int(rng.integers(2**31))
@@ -422,8 +465,8 @@ def initialize_many(
                         seed = config.kmeans_random_state
                     n_init = 1 if sample.rows.shape[0] >= n_rows else config.sample_kmeans_n_init
                     centers = _kmeans_centers(sample, k, seed, method == "k-means++", n_init)
-                    if config.assign_on_sample:
-                        finish.append(("done", i, _assign_in_memory(sample, centers, em_config, rng), rng))
+                    if whole is not None:
+                        finish.append(("done", i, _assign_in_memory(whole, centers, em_config, rng), rng))
                     else:
                         sources.append(HardAssign(centers, ct))
                         finish.append(("hard", i, centers, rng))
@@ -438,8 +481,17 @@ def initialize_many(
                     finish.append(("random", i, source, rng))
                 else:  # split
                     params = _split_on_sample(sample, config, em_config, rng)
-                    sources.append(GAUSSIAN.e_step(params))
-                    finish.append(("em", i, params, rng))
+                    if whole is not None:
+                        # The last EM iteration on a sample that stands for all rows.
+                        (s,) = GAUSSIAN.chunk_stats(
+                            whole.points, (GAUSSIAN.e_step(params),), whole.weights,
+                            block_rows=em_config.block_rows,
+                        )
+                        params = GAUSSIAN.m_step(s, params, em_config, dtype, rng)[0]
+                        finish.append(("done", i, params, rng))
+                    else:
+                        sources.append(GAUSSIAN.e_step(params))
+                        finish.append(("em", i, params, rng))
 
     stats: Iterator[Any] = iter(())
     if sources:
