@@ -163,12 +163,11 @@ def draw_sample(
     size, max_nnz, min_rows = sample_limits(spec.n_components, n_rows)
     key = seeding.seed_key(spec.seed)
     threshold = seeding.key_threshold(n_rows, size)
+    merge = partial(mn_seeding.merge_count_samples, size=size, max_nnz=max_nnz, min_rows=min_rows)
     while True:
         shared = (key, threshold, size, max_nnz, min_rows)
         drawn = _graph.map_chunks(
-            x, mn_seeding.sample_counts, partial(mn_seeding.merge_count_samples, size=size, max_nnz=max_nnz,
-                                                 min_rows=min_rows),
-            shared, sample_weight=sample_weight, split_every=spec.split_every,
+            x, mn_seeding.sample_counts, merge, shared, sample_weight=sample_weight, split_every=spec.split_every
         )
         if drawn.truncated or drawn.sample.rows.shape[0] >= size or threshold >= seeding.ALL_ROWS:
             return drawn.sample
