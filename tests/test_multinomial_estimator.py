@@ -255,6 +255,7 @@ def test_kmeans_sample_and_starts_are_the_same_on_any_chunking_dense_or_sparse(c
     np.testing.assert_array_equal(first.points.toarray(), x[first.rows].toarray())
     for name, sample in samples.items():
         np.testing.assert_array_equal(sample.rows, first.rows, err_msg=name)
+        assert isinstance(sample.points, sp.csr_matrix), name  # dense chunks give a sparse sample too
         assert (sample.points != first.points).nnz == 0, name
     starts = {name: kmeans_starts(X) for name, X in forms.items()}
     for name, got in starts.items():
