@@ -77,8 +77,9 @@ class MultinomialMixture(LiveParamsMixin, DensityMixin, BaseEstimator):
         Initialisations, run in lockstep (one read of the data serves all);
         the best lower bound wins.
     init_params : {'kmeans', 'random_from_data', 'random'}, default='kmeans'
-        'kmeans' is k-means|| over all the documents (L1-normalised, in the
-        Hellinger embedding) then one hard assignment pass; 'random_from_data'
+        'kmeans' is one pass drawing a uniform sample of the documents,
+        scikit-learn's KMeans on it in memory (L1-normalised, in the
+        Hellinger embedding), then one hard assignment pass; 'random_from_data'
         starts each component from a random document's word frequencies
         (mixed with the uniform distribution); 'random' from one pass of
         random responsibilities. See :mod:`dgmm.fit.init_multinomial` for

@@ -316,3 +316,36 @@ def test_merging_many_partials_in_one_buffer_gives_the_pairwise_bits(rng, chunk_
     np.testing.assert_array_equal(got.feature_counts, want.feature_counts)
     np.testing.assert_array_equal(got.nk, want.nk)
     assert (got.loglik, got.weight, got.n_rows) == (want.loglik, want.weight, want.n_rows)
+
+
+@pytest.mark.parametrize("limits", [(150, 10**9, 0), (400, 1500, 12), (400, 10, 12)], ids=["rows", "nnz", "min-rows"])
+def test_sample_cut_per_chunk_and_merge_is_the_cut_of_the_whole(corpus, rng, limits):
+    from dgmm.core import multinomial_seeding as mns
+    from dgmm.core import seeding
+
+    x, _ = corpus
+    size, max_nnz, min_rows = limits
+    shared = (seeding.seed_key(7), seeding.key_threshold(x.shape[0], size), size, max_nnz, min_rows)
+    whole = mns.sample_counts(x, shared, None, chunk_index=0, row_offset=0)
+    assert whole.truncated
+    nnz = np.diff(whole.sample.points.indptr)
+    n = whole.sample.rows.shape[0]
+    assert n <= size and (n <= min_rows or nnz.sum() <= max_nnz)
+    cuts = np.unique(np.concatenate([[0, x.shape[0]], rng.integers(1, x.shape[0], size=9)]))
+    parts = [
+        mns.sample_counts(x[a:b], shared, None, chunk_index=i, row_offset=int(a))
+        for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))
+    ]
+    for split_every in (2, 3, len(parts)):
+        level = parts
+        while len(level) > 1:
+            level = [
+                mns.merge_count_samples(level[i : i + split_every], size, max_nnz, min_rows)
+                for i in range(0, len(level), split_every)
+            ]
+        np.testing.assert_array_equal(level[0].sample.rows, whole.sample.rows)
+        assert level[0].truncated and (level[0].sample.points != whole.sample.points).nnz == 0
+    # The rows kept are those first in key order: no row left out has a smaller key.
+    keys = seeding.row_keys(seeding.seed_key(7), 0, x.shape[0])
+    left_out = np.setdiff1d(np.arange(x.shape[0]), whole.sample.rows)
+    assert keys[left_out].min() > keys[whole.sample.rows].max()

@@ -23,8 +23,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import dgmm
 from dgmm.core import multinomial as mn
+from dgmm.core import multinomial_seeding as seeding
 from dgmm.core.family import get_family
 from dgmm.errors import InvalidDataError, ShapeMismatchError, UnsupportedInputError
+from dgmm.fit import init_multinomial
 from dgmm.io.sparse import from_scipy
 
 from ._helpers import ReadCounter, invoke, reference_step, zipf_topics
@@ -140,8 +142,6 @@ def test_every_init_reaches_the_true_partition(corpus, init_params):
 
 
 def test_kmeans_seeding_distances_are_hellinger(corpus, rng):
-    from dgmm.core import multinomial_seeding as seeding
-
     x, _ = corpus
     centers = rng.dirichlet(np.ones(N_WORDS), size=4)
     dist, label = seeding.nearest(seeding.hellinger_rows(x), np.sqrt(centers))
@@ -212,6 +212,108 @@ def test_lockstep_restarts_read_the_data_once_per_iteration(corpus, streamed):
     fitted(source.array, 4, n_init=3, init_params="random")
     # One pass of random responsibilities, then one pass per iteration for all three.
     assert dict(source.counts) == {i: 5 for i in range(source.n_chunks)}
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_kmeans_init_reads_the_data_twice_for_all_restarts(corpus, streamed, monkeypatch, n_init):
+    x, _ = corpus
+    small_sample(monkeypatch, 250)  # a true sample: KMeans runs 3 starts per restart
+    source = ReadCounter(from_scipy(x, chunks=100))
+    fitted(source.array, 4, n_init=n_init, init_params="kmeans")
+    # One sample pass and one assignment pass, then one pass per iteration for every restart.
+    assert dict(source.counts) == {i: 6 for i in range(source.n_chunks)}
+
+
+def small_sample(monkeypatch, rows: int, nnz: int | None = None) -> None:
+    """Make the "kmeans" sample ``rows`` documents (and ``nnz`` non-zeros) at most."""
+    monkeypatch.setattr(init_multinomial, "SAMPLE_ROWS", rows)
+    monkeypatch.setattr(init_multinomial, "ROWS_PER_COMPONENT", 1)
+    if nnz is not None:
+        monkeypatch.setattr(init_multinomial, "SAMPLE_NNZ", nnz)
+
+
+def kmeans_starts(X, n_init: int = 2, **kwargs):
+    spec = dgmm.MultinomialMixture(K, random_state=0, **kwargs).fit_spec()
+    return init_multinomial.initialize(X, spec, n_init)
+
+
+def test_kmeans_sample_and_starts_are_the_same_on_any_chunking_dense_or_sparse(corpus, monkeypatch):
+    x, _ = corpus
+    small_sample(monkeypatch, 250, nnz=2000)
+    spec = dgmm.MultinomialMixture(K, random_state=0).fit_spec()
+    forms = {
+        "csr-100": from_scipy(x, chunks=100),
+        "csr-37": from_scipy(x, chunks=37),
+        "dense-170": da.from_array(x.toarray(), chunks=(170, -1)),
+        "dense-int-600": da.from_array(x.toarray().astype(np.int64), chunks=(600, -1)),
+    }
+    samples = {name: init_multinomial.draw_sample(X, spec) for name, X in forms.items()}
+    first = samples["csr-100"]
+    # The non-zero cap binds before the 250 rows: a prefix of the hash order, capped.
+    assert 4 * K <= first.rows.shape[0] < 250 and first.points.nnz <= 2000
+    assert np.all(np.diff(first.rows) > 0) and sp.issparse(first.points)
+    np.testing.assert_array_equal(first.points.toarray(), x[first.rows].toarray())
+    for name, sample in samples.items():
+        np.testing.assert_array_equal(sample.rows, first.rows, err_msg=name)
+        assert isinstance(sample.points, sp.csr_matrix), name  # dense chunks give a sparse sample too
+        assert (sample.points != first.points).nnz == 0, name
+    starts = {name: kmeans_starts(X) for name, X in forms.items()}
+    for name, got in starts.items():
+        for a, b in zip(got, starts["csr-100"]):
+            np.testing.assert_allclose(a.weights, b.weights, rtol=1e-10, err_msg=name)
+            np.testing.assert_allclose(a.feature_log_prob, b.feature_log_prob, rtol=1e-10, err_msg=name)
+    # The two restarts clustered the same sample from their own seeds.
+    assert not np.allclose(starts["csr-100"][0].feature_log_prob, starts["csr-100"][1].feature_log_prob)
+
+
+def test_kmeans_sample_is_uniform_and_keeps_the_weights(monkeypatch, rng):
+    x = sp.csr_matrix(np.ones((4000, 3)))
+    w = rng.uniform(0.5, 2.0, size=4000)
+    small_sample(monkeypatch, 1000)
+    spec = dgmm.MultinomialMixture(K, random_state=3).fit_spec()
+    sample = init_multinomial.draw_sample(from_scipy(x, chunks=300), spec, da.from_array(w, chunks=300))
+    assert sample.rows.shape[0] == 1000
+    np.testing.assert_array_equal(sample.weights, w[sample.rows])
+    # Each quarter of the rows holds about a quarter of the sample (binomial sd ~14).
+    np.testing.assert_allclose(np.bincount(sample.rows // 1000), 250, atol=70)
+
+
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        pytest.param("negative", r"Negative values in data.*at row 417, column 5", id="negative-count"),
+        pytest.param("nan", r"NaN.*at row 233", id="nan-count"),
+        pytest.param("weight", r"sample_weight.*row 101.*-1\.0", id="negative-weight"),
+    ],
+)
+def test_bad_counts_are_caught_by_the_sample_pass_outside_the_sample(corpus, monkeypatch, bad, pattern):
+    x, _ = corpus
+    small_sample(monkeypatch, 40)
+    spec = dgmm.MultinomialMixture(K, random_state=0).fit_spec()
+    w = np.ones(N_DOCS)
+    dense = x.toarray()
+    if bad == "negative":
+        dense[417, 5] = -1.0
+    elif bad == "nan":
+        dense[233, 0] = np.nan
+    else:
+        w[101] = -1.0
+    row = {"negative": 417, "nan": 233, "weight": 101}[bad]
+    clean = init_multinomial.draw_sample(from_scipy(x, chunks=100), spec)
+    assert row not in clean.rows  # the check covers every row of a chunk, sampled or not
+    source = ReadCounter(da.from_array(dense, chunks=(100, -1)))
+    with pytest.raises(InvalidDataError, match=pattern):
+        init_multinomial.initialize(source.array, spec, 1, sample_weight=da.from_array(w, chunks=100))
+    assert max(source.counts.values()) == 1  # found in the first pass, no other pass made
+
+
+def test_kmeans_on_a_true_sample_recovers_known_topics(rng, monkeypatch):
+    truth = mn.MultinomialParams.from_probabilities(np.array([0.3, 0.25, 0.2, 0.15, 0.1]), zipf_topics(rng, 5, 1500))
+    x, labels = mn.sample(truth, 3000, rng.poisson(80, size=3000), rng)
+    small_sample(monkeypatch, 500)  # a sixth of the documents
+    mm = dgmm.MultinomialMixture(5, alpha=0.1, random_state=0, chunks=700).fit(x)
+    assert mm.converged_
+    assert adjusted_rand_score(labels, mm.predict(x)) >= 0.95
 
 
 def test_a_fit_with_fixed_chunks_is_deterministic(corpus):

@@ -1,14 +1,14 @@
-"""k-means|| seeding of a mixture of multinomials, in the Hellinger embedding (numpy + scipy).
+"""Seeding a mixture of multinomials in the Hellinger embedding (numpy + scipy).
 
 A document's counts ``c`` become the unit vector ``phi = sqrt(c / sum(c))``
-(an empty document: the zero vector, which is never sampled); the
+(an empty document: the zero vector, which k-means never sees); the
 Euclidean distance between two such vectors is twice the squared Hellinger
-distance of the word distributions. Per-chunk kernels of the rounds of
-k-means|| (Bahmani et al. 2012), the weights of the candidates, and the
-hard assignment that turns the final centres into statistics. Candidates are
-sparse rows (CSR), never a dense (candidates x V) matrix; distances are
-computed by blocks of rows so a task holds at most a (block x candidates)
-array.
+distance of the word distributions. Per-chunk kernels of the two passes of
+the "kmeans" initialisation: the sample pass (a uniform row sample of the
+counts, kept sparse, capped in rows and in non-zeros; :mod:`dgmm.core.seeding`
+draws it) and the hard assignment that turns the centres into statistics.
+Samples are sparse rows (CSR), never a dense (rows x V) matrix; distances are
+computed by blocks of rows so a task holds at most a (block x centres) array.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from dgmm.core import multinomial as mn
-from dgmm.core.seeding import sum_lists
+from dgmm.core import seeding
+from dgmm.core.kernels import require_valid_weights
 
 __all__ = [
-    "Candidates",
+    "CountSample",
     "HellingerAssign",
-    "candidate_weights",
+    "first_rows",
     "hellinger_rows",
-    "merge_candidates",
+    "merge_count_samples",
     "nearest",
-    "sample_candidates",
-    "sum_lists",
+    "sample_counts",
 ]
 
 # Bytes of a block's (rows x candidates) distance array.
@@ -77,64 +77,81 @@ def nearest(phi: sp.csr_matrix, centers: sp.csr_matrix | np.ndarray) -> tuple[np
 
 
 @dataclass(frozen=True, eq=False)
-class Candidates:
-    """Sampled rows of one round: keys (larger wins), global rows, their embeddings, the cost."""
+class CountSample:
+    """A row sample of counts (CSR ``sample.points``) and whether a limit cut it.
 
-    keys: np.ndarray
-    rows: np.ndarray
-    points: sp.csr_matrix
-    phi: float
+    ``truncated`` is True when :func:`first_rows` dropped a row anywhere in
+    the reduction tree: the sample then holds as many rows as its limits
+    allow, and a sample short of the wanted size is not a threshold drawn too low.
+    """
 
-
-def sample_candidates(
-    x: Any, shared: tuple[list[sp.csr_matrix], int, int, int], sample_weight: np.ndarray | None,
-    *, chunk_index: int, row_offset: int,
-) -> list[Candidates]:
-    """One k-means|| round for every restart (``shared = (centres per restart, l, seed, round)``):
-    the ``l`` rows of the chunk with the largest keys ``log(u) / cost`` (sampling by cost)."""
-    centers_per_restart, oversampling, seed, round_index = shared
-    phi = hellinger_rows(mn.as_count_block(x, row_offset=row_offset, chunk_index=chunk_index))
-    out = []
-    for restart, centers in enumerate(centers_per_restart):
-        dist, _ = nearest(phi, centers)
-        cost = dist if sample_weight is None else dist * sample_weight
-        u = np.random.default_rng([seed, restart, round_index, chunk_index]).uniform(size=phi.shape[0])
-        with np.errstate(divide="ignore"):
-            keys = np.where(cost > 0.0, np.log(u) / np.where(cost > 0, cost, 1.0), -np.inf)
-        idx = np.argsort(-keys, kind="stable")[: min(oversampling, phi.shape[0])]
-        idx = idx[np.isfinite(keys[idx])]
-        out.append(Candidates(keys[idx], row_offset + idx, phi[idx], float(cost.sum())))
-    return out
+    sample: seeding.RowSample
+    truncated: bool
 
 
-def merge_candidates(parts: list[list[Candidates]], oversampling: int) -> list[Candidates]:
-    """Keep the ``oversampling`` largest keys per restart (ties by row); add the costs."""
-    merged = []
-    for r in range(len(parts[0])):
-        group = [p[r] for p in parts]
-        keys = np.concatenate([g.keys for g in group])
-        rows = np.concatenate([g.rows for g in group])
-        points = sp.vstack([g.points for g in group]).tocsr()
-        order = np.lexsort((rows, -keys))[:oversampling]
-        merged.append(Candidates(keys[order], rows[order], points[order], float(sum(g.phi for g in group))))
-    return merged
+def first_rows(sample: seeding.RowSample, size: int, max_nnz: int, min_rows: int) -> tuple[seeding.RowSample, bool]:
+    """The rows of ``sample`` first in key order (ties by row) within the limits, in row order;
+    and whether any row was dropped.
+
+    A row is kept when fewer than ``size`` rows precede it and either fewer
+    than ``min_rows`` precede it or the non-zeros of it and those before it
+    add up to at most ``max_nnz``. A row kept from the whole data is kept
+    from any part of it (its rank and its running total are no larger
+    there), so cutting each chunk's and each merge's sample gives the cut of
+    the whole: the same rows on any chunking and any reduction tree, and no
+    task ever holds more than about ``max_nnz`` sampled non-zeros. The rows
+    are a prefix of a uniformly random order, hence (up to whether the last
+    row fits) a uniform sample.
+    """
+    n = sample.rows.shape[0]
+    order = np.lexsort((sample.rows, sample.keys))[:size]
+    nnz = np.diff(sample.points.indptr)[order]
+    keep = (np.arange(order.size) < min_rows) | (np.cumsum(nnz) <= max_nnz)
+    # cumsum is non-decreasing: ``keep`` is a prefix of ``order``.
+    n_keep = int(np.count_nonzero(keep))
+    if n_keep == n:
+        return sample, False
+    take = np.sort(order[:n_keep])
+    weights = None if sample.weights is None else sample.weights[take]
+    return seeding.RowSample(sample.rows[take], sample.keys[take], sample.points[take], weights), True
 
 
-def candidate_weights(
-    x: Any, centers_per_restart: list[sp.csr_matrix], sample_weight: np.ndarray | None,
-    *, chunk_index: int, row_offset: int,
-) -> list[np.ndarray]:
-    """Weight of the (non-empty) rows nearest to each candidate, per restart."""
-    phi = hellinger_rows(mn.as_count_block(x, row_offset=row_offset, chunk_index=chunk_index))
-    nonempty = np.diff(phi.indptr) > 0
-    out = []
-    for centers in centers_per_restart:
-        _, label = nearest(phi, centers)
-        w = nonempty.astype(np.float64) if sample_weight is None else sample_weight * nonempty
-        out.append(np.bincount(label, weights=w, minlength=centers.shape[0]).astype(np.float64))
-    return out
+def sample_counts(
+    x: Any,
+    shared: tuple[int, int, int, int, int],
+    sample_weight: np.ndarray | None,
+    *,
+    chunk_index: int,
+    row_offset: int,
+) -> CountSample:
+    """The chunk's sampled rows (``shared = (key, threshold, size, max_nnz, min_rows)``), as CSR.
+
+    The first pass of a fit: the counts (negative, NaN, Inf) and the sample
+    weights of the whole chunk are checked here, naming the global row. The
+    sample is the rows whose key is under the threshold
+    (:func:`dgmm.core.seeding.sample_chunk`), cut by :func:`first_rows`.
+    Dense chunks give the same CSR sample as their sparse form.
+    """
+    key, threshold, size, max_nnz, min_rows = shared
+    require_valid_weights(sample_weight, row_offset=row_offset, chunk_index=chunk_index)
+    block = mn.as_count_block(x, row_offset=row_offset, chunk_index=chunk_index)
+    (sample,) = seeding.sample_chunk(
+        block, ((key, threshold),), sample_weight, chunk_index=chunk_index, row_offset=row_offset
+    )
+    # Row indexing copied the rows (dense or CSR), so the chunk itself is never modified below.
+    points = sp.csr_matrix(sample.points)
+    # Stored zeros are no words: the dense and sparse forms of a chunk count the same non-zeros.
+    points.eliminate_zeros()
+    points.sort_indices()
+    sample = seeding.RowSample(sample.rows, sample.keys, points, sample.weights)
+    return CountSample(*first_rows(sample, size, max_nnz, min_rows))
 
 
+def merge_count_samples(parts: list[CountSample], size: int, max_nnz: int, min_rows: int) -> CountSample:
+    """Concatenate the samples of consecutive chunk ranges and cut them to the limits again."""
+    (merged,) = seeding.concat_samples([[p.sample] for p in parts])
+    sample, cut = first_rows(merged, size, max_nnz, min_rows)
+    return CountSample(sample, cut or any(p.truncated for p in parts))
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,7 @@ depends only on the seed and the global row indices: not on the chunking,
 not on the number of workers, not on the order chunks finish. Samples of
 different sizes with the same seed are nested (the smaller is the start of
 the larger), so fits that share a pass (restarts, a selection sweep) draw
-the rows each would draw alone.
+the rows each would draw alone. Sparse (CSR) chunks give sparse samples.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = [
     "ALL_ROWS",
@@ -162,7 +163,7 @@ class RowSample:
 
     rows: np.ndarray  # (m,) int64 global row indices, increasing
     keys: np.ndarray  # (m,) uint64
-    points: np.ndarray  # (m, n_features), the data's dtype
+    points: np.ndarray | sp.csr_matrix  # (m, n_features), the data's dtype; CSR for CSR chunks
     weights: np.ndarray | None  # (m,) float64 sample weights, or None
 
 
@@ -186,7 +187,7 @@ def sample_chunk(
         else:
             idx = np.flatnonzero(keys < np.uint64(threshold))
             keys = keys[idx]
-        points = np.array(x[idx], copy=True)
+        points = x[idx] if sp.issparse(x) else np.array(x[idx], copy=True)
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[idx]
         out.append(RowSample(row_offset + idx.astype(np.int64), keys, points, w))
     return out
@@ -198,11 +199,12 @@ def concat_samples(parts: list[list[RowSample]]) -> list[RowSample]:
     for r in range(len(parts[0])):
         group = [p[r] for p in parts]
         weights = None if group[0].weights is None else np.concatenate([g.weights for g in group])
+        points = [g.points for g in group]
         merged.append(
             RowSample(
                 np.concatenate([g.rows for g in group]),
                 np.concatenate([g.keys for g in group]),
-                np.concatenate([g.points for g in group]),
+                sp.vstack(points, format="csr") if sp.issparse(points[0]) else np.concatenate(points),
                 weights,
             )
         )

@@ -10,23 +10,32 @@ method               cost
                      half and half with the uniform distribution, weights equal
 "random"             1 pass of random responsibilities (Dirichlet(1) per row),
                      then an M-step
-"kmeans"             k-means|| (Bahmani et al. 2012) on the L1-normalised rows in
-                     the Hellinger embedding sqrt(c / sum c): 1 gather (a first
-                     document), 5 sampling rounds (one pass each, 2K candidate
-                     documents a round, kept sparse), 1 pass weighting the
-                     candidates, weighted k-means (scikit-learn's KMeans, sparse)
-                     on the candidates in memory, then 1 pass assigning every
-                     document to its nearest centre and an M-step on those counts
+"kmeans"             2 passes: 1 sample pass drawing a uniform sample of the
+                     documents (kept sparse; it checks the counts and weights as
+                     every first pass does), weighted k-means (scikit-learn's
+                     KMeans, sparse; best of 3 starts, 1 when the sample is all
+                     documents) on the sample's L1-normalised rows in the
+                     Hellinger embedding sqrt(c / sum c) in memory, then 1 pass
+                     assigning every document to its nearest centre and an
+                     M-step on those counts
 given arrays         ``feature_prob_init`` (and ``weights_init``): no pass
 ==================== ===============================================================
 
 ``weights_init`` alone replaces the weights the method found;
 ``feature_prob_init`` (K x V, rows summing to 1) replaces the word
 distributions, and with it no pass is made.
+
+The "kmeans" sample is ``max(100 K, 100000)`` documents, and at most 2^24
+non-zeros (but at least ``4 K`` documents): the documents first in the
+order of a hash of ``(seed, global row)`` (:mod:`dgmm.core.seeding`,
+:func:`dgmm.core.multinomial_seeding.first_rows`), so the same documents on
+any chunking, any number of workers, dense or sparse chunks. When the data
+has no more documents than that, the sample is all of them.
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Literal, get_args
 
@@ -34,10 +43,13 @@ import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 
 from dgmm import graph as _graph
 from dgmm.core import multinomial as mn
-from dgmm.core import multinomial_seeding as seeding
+from dgmm.core import multinomial_seeding as mn_seeding
+from dgmm.core import seeding
 from dgmm.core.multinomial_family import (
     MULTINOMIAL,
     MultinomialMixtureParams,
@@ -47,13 +59,19 @@ from dgmm.core.multinomial_family import (
 from dgmm.errors import InvalidDataError, InvalidOptionError, ShapeMismatchError
 from dgmm.fit.spec import FitSpec
 
-__all__ = ["MULTINOMIAL_INIT_METHODS", "MultinomialInit", "init_arrays", "initialize"]
+__all__ = ["MULTINOMIAL_INIT_METHODS", "MultinomialInit", "draw_sample", "init_arrays", "initialize", "sample_limits"]
 
 #: How a mixture of multinomials may be initialised.
 MultinomialInit = Literal["kmeans", "random_from_data", "random"]
 MULTINOMIAL_INIT_METHODS: tuple[str, ...] = get_args(MultinomialInit)
-#: k-means|| sampling rounds, and candidates per round per component.
-KMEANS_ROUNDS, OVERSAMPLING = 5, 2.0
+#: The "kmeans" sample: max(SAMPLE_ROWS, ROWS_PER_COMPONENT * K) documents, as
+#: the Gaussian initialisation's; at most SAMPLE_NNZ non-zeros (200 MB as float64
+#: CSR with int32 indices, the order of the Gaussian sample's 256 MB; KMeans's
+#: Lloyd iterations cost non-zeros x K each), but at least
+#: MIN_ROWS_PER_COMPONENT * K documents whatever their length.
+SAMPLE_ROWS, ROWS_PER_COMPONENT, SAMPLE_NNZ, MIN_ROWS_PER_COMPONENT = 100_000, 100, 1 << 24, 4
+#: KMeans starts on a sample of larger data (1 when the sample is all rows).
+SAMPLE_KMEANS_N_INIT = 3
 #: Share of the uniform distribution in a word distribution seeded from one document.
 UNIFORM_SHARE = 0.5
 
@@ -130,42 +148,81 @@ def _from_documents(docs: sp.csr_matrix | np.ndarray) -> MultinomialMixtureParam
     return as_mixture_params(mn.MultinomialParams.from_probabilities(np.full(k, 1.0 / k), prob))
 
 
-def _kmeans_parallel(
+def sample_limits(n_components: int, n_rows: int) -> tuple[int, int, int]:
+    """``(rows, non-zeros at most, rows at least)`` of the "kmeans" sample of ``n_rows`` documents."""
+    size = min(n_rows, max(SAMPLE_ROWS, ROWS_PER_COMPONENT * n_components))
+    return size, SAMPLE_NNZ, min(size, MIN_ROWS_PER_COMPONENT * n_components)
+
+
+def draw_sample(
+    x: da.Array, spec: FitSpec, sample_weight: da.Array | None = None
+) -> seeding.RowSample:
+    """The "kmeans" row sample of ``x`` (CSR counts, in row order, with weights), in one
+    pass that checks the counts and the weights (see :func:`sample_limits` and the module docstring)."""
+    n_rows = x.shape[0]
+    size, max_nnz, min_rows = sample_limits(spec.n_components, n_rows)
+    key = seeding.seed_key(spec.seed)
+    threshold = seeding.key_threshold(n_rows, size)
+    merge = partial(mn_seeding.merge_count_samples, size=size, max_nnz=max_nnz, min_rows=min_rows)
+    while True:
+        shared = (key, threshold, size, max_nnz, min_rows)
+        drawn = _graph.map_chunks(
+            x, mn_seeding.sample_counts, merge, shared, sample_weight=sample_weight, split_every=spec.split_every
+        )
+        if drawn.truncated or drawn.sample.rows.shape[0] >= size or threshold >= seeding.ALL_ROWS:
+            return drawn.sample
+        # Fewer rows under the threshold than wanted (probability ~1e-9): draw
+        # again with twice the threshold; the same rows come back first.
+        threshold = min(int(seeding.ALL_ROWS), 2 * threshold)
+
+
+def _kmeans_centers(
+    sample: seeding.RowSample, n_features: int, k: int, seed: int, n_init: int
+) -> np.ndarray:
+    """scikit-learn's KMeans on the sample's non-empty rows in the Hellinger embedding,
+    weighted; (K, V) float64."""
+    phi = mn_seeding.hellinger_rows(sample.points)
+    keep = np.diff(phi.indptr) > 0
+    w = sample.weights
+    if w is not None and (keep & (w > 0)).any():
+        # Rows of weight 0 take no part; if the sample holds no weighted row at
+        # all (weight concentrated on few rows), cluster it unweighted.
+        keep &= w > 0
+    else:
+        w = None
+    phi, w = phi[keep], None if w is None else w[keep]
+    if phi.shape[0] == 0:  # every sampled document is empty: any centre will do
+        return np.full((k, n_features), n_features**-0.5)
+    if phi.shape[0] <= k:
+        # Fewer documents than components: repeat them; EM re-seeds the duplicates.
+        return phi[np.arange(k) % phi.shape[0]].toarray()
+    with warnings.catch_warnings():
+        # Fewer distinct documents than components: KMeans warns and repeats a
+        # centre; EM re-seeds the component that collapses (an event in the history).
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(phi, sample_weight=w)
+    return np.asarray(km.cluster_centers_, dtype=np.float64)
+
+
+def _kmeans(
     x: da.Array, spec: FitSpec, sample_weight: da.Array | None, rngs: list[np.random.Generator]
 ) -> list[MultinomialMixtureParams]:
-    """k-means|| in the Hellinger embedding, in lockstep for every restart (see the module docstring)."""
-    from sklearn.cluster import KMeans
-
-    k, n_rows = spec.n_components, x.shape[0]
-    first = _gather_documents(x, [np.asarray([rng.integers(n_rows)]) for rng in rngs])
-    candidates = [seeding.hellinger_rows(doc) for doc in first]
-    oversampling = max(1, int(round(OVERSAMPLING * k)))
-    for round_index in range(KMEANS_ROUNDS):
-        merged = _graph.map_chunks(
-            x, seeding.sample_candidates, partial(seeding.merge_candidates, oversampling=oversampling),
-            (candidates, oversampling, spec.seed, round_index),
-            sample_weight=sample_weight, split_every=spec.split_every,
+    """Every restart's "kmeans" start from one sample pass and one assignment pass (module docstring)."""
+    with _graph.phase("initialisation", 1, 3):
+        sample = draw_sample(x, spec, sample_weight)
+    # On a true sample of larger data the best of a few k-means++ starts costs
+    # only memory time; on all the rows, one start, as scikit-learn's default.
+    n_init = 1 if sample.rows.shape[0] >= x.shape[0] else SAMPLE_KMEANS_N_INIT
+    with _graph.phase("initialisation", 2, 3):
+        centers = [
+            _kmeans_centers(sample, x.shape[1], spec.n_components, int(rng.integers(2**31)), n_init)
+            for rng in rngs
+        ]
+    with _graph.phase("initialisation", 3, 3):
+        stats = _graph.stats_pass(
+            x, tuple(mn_seeding.HellingerAssign(c) for c in centers), sample_weight,
+            split_every=spec.split_every,
         )
-        candidates = [sp.vstack([c, m.points]).tocsr() for c, m in zip(candidates, merged)]
-    weights = _graph.map_chunks(
-        x, seeding.candidate_weights, seeding.sum_lists, candidates,
-        sample_weight=sample_weight, split_every=spec.split_every,
-    )
-    centers = []
-    for cand, w, rng in zip(candidates, weights, rngs):
-        keep = (w > 0) & (np.diff(cand.indptr) > 0)
-        cand, w = cand[keep], w[keep]
-        if cand.shape[0] == 0:  # every document is empty: any centre will do
-            cand, w = sp.csr_matrix(np.full((1, x.shape[1]), x.shape[1] ** -0.5)), np.ones(1)
-        if cand.shape[0] <= k:
-            # Fewer candidates than components: repeat them; EM re-seeds the duplicates.
-            centers.append(cand[np.arange(k) % cand.shape[0]].toarray())
-            continue
-        km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31)))
-        centers.append(np.asarray(km.fit(cand, sample_weight=w).cluster_centers_, dtype=np.float64))
-    stats = _graph.stats_pass(
-        x, tuple(seeding.HellingerAssign(c) for c in centers), sample_weight, split_every=spec.split_every
-    )
     return [as_mixture_params(mn.m_step(s, spec.alpha).params) for s in stats]
 
 
@@ -190,7 +247,7 @@ def initialize(
         index_sets = [np.sort(rng.choice(n_rows, size=k, replace=False)) for rng in rngs]
         params = [_from_documents(docs) for docs in _gather_documents(x, index_sets)]
     elif method == "kmeans":
-        params = _kmeans_parallel(x, spec, sample_weight, rngs)
+        params = _kmeans(x, spec, sample_weight, rngs)
     elif method == "random":
         sources = tuple(RandomMultinomialResp(k, int(rng.integers(2**63))) for rng in rngs)
         stats = _graph.stats_pass(
