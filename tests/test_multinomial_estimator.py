@@ -22,6 +22,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import dgmm
+from dgmm import graph
 from dgmm.core import multinomial as mn
 from dgmm.core import multinomial_seeding as seeding
 from dgmm.core.family import get_family
@@ -222,6 +223,24 @@ def test_kmeans_init_reads_the_data_twice_for_all_restarts(corpus, streamed, mon
     fitted(source.array, 4, n_init=n_init, init_params="kmeans")
     # One sample pass and one assignment pass, then one pass per iteration for every restart.
     assert dict(source.counts) == {i: 6 for i in range(source.n_chunks)}
+
+
+def test_kmeans_init_reads_once_when_the_sample_is_every_document(corpus, streamed):
+    x, _ = corpus
+    source = ReadCounter(from_scipy(x, chunks=100))
+    model = fitted(source.array, 4, init_params="kmeans")
+    # The sample holds every document: they are assigned in memory, no second pass.
+    assert dict(source.counts) == {i: 1 + model.n_iter_ for i in range(source.n_chunks)}
+    # The same start as the assignment pass over the data gives.
+    x_ = from_scipy(x, chunks=100)
+    spec = dgmm.MultinomialMixture(K, random_state=0).fit_spec()
+    in_memory = init_multinomial.initialize(x_, spec, 1)[0]
+    seed = int(np.random.default_rng([spec.seed, 0]).integers(2**31))
+    centers = init_multinomial._kmeans_centers(init_multinomial.draw_sample(x_, spec), x.shape[1], K, seed, 1)
+    (stats,) = graph.stats_pass(x_, (seeding.HellingerAssign(centers),))
+    from_pass = mn.m_step(stats, spec.alpha).params
+    np.testing.assert_allclose(in_memory.feature_log_prob, from_pass.feature_log_prob, rtol=1e-12)
+    np.testing.assert_allclose(in_memory.weights, from_pass.weights, rtol=1e-12)
 
 
 def small_sample(monkeypatch, rows: int, nnz: int | None = None) -> None:

@@ -10,14 +10,15 @@ method               cost
                      half and half with the uniform distribution, weights equal
 "random"             1 pass of random responsibilities (Dirichlet(1) per row),
                      then an M-step
-"kmeans"             2 passes: 1 sample pass drawing a uniform sample of the
+"kmeans"             1 or 2 passes: 1 sample pass drawing a uniform sample of the
                      documents (kept sparse; it checks the counts and weights as
                      every first pass does), weighted k-means (scikit-learn's
                      KMeans, sparse; best of 3 starts, 1 when the sample is all
                      documents) on the sample's L1-normalised rows in the
                      Hellinger embedding sqrt(c / sum c) in memory, then 1 pass
                      assigning every document to its nearest centre and an
-                     M-step on those counts
+                     M-step on those counts (in memory, no second pass, when
+                     the sample is every document)
 given arrays         ``feature_prob_init`` (and ``weights_init``): no pass
 ==================== ===============================================================
 
@@ -208,21 +209,28 @@ def _kmeans(
     x: da.Array, spec: FitSpec, sample_weight: da.Array | None, rngs: list[np.random.Generator]
 ) -> list[MultinomialMixtureParams]:
     """Every restart's "kmeans" start from one sample pass and one assignment pass (module docstring)."""
-    with _graph.phase("initialisation", 1, 3):
+    # Two steps when the sample will be every document (unless their non-zeros
+    # overflow it), else three.
+    steps = 2 if sample_limits(spec.n_components, x.shape[0])[0] >= x.shape[0] else 3
+    with _graph.phase("initialisation", 1, steps):
         sample = draw_sample(x, spec, sample_weight)
+    everything = sample.rows.shape[0] >= x.shape[0]
+    steps = 2 if everything else 3
     # On a true sample of larger data the best of a few k-means++ starts costs
     # only memory time; on all the rows, one start, as scikit-learn's default.
-    n_init = 1 if sample.rows.shape[0] >= x.shape[0] else SAMPLE_KMEANS_N_INIT
-    with _graph.phase("initialisation", 2, 3):
+    n_init = 1 if everything else SAMPLE_KMEANS_N_INIT
+    with _graph.phase("initialisation", 2, steps):
         centers = [
             _kmeans_centers(sample, x.shape[1], spec.n_components, int(rng.integers(2**31)), n_init)
             for rng in rngs
         ]
-    with _graph.phase("initialisation", 3, 3):
-        stats = _graph.stats_pass(
-            x, tuple(mn_seeding.HellingerAssign(c) for c in centers), sample_weight,
-            split_every=spec.split_every,
-        )
+        sources = tuple(mn_seeding.HellingerAssign(c) for c in centers)
+        if everything:
+            # The sample is every document: their assignment in memory, no second pass.
+            stats = MULTINOMIAL.chunk_stats(sample.points, sources, sample.weights)
+    if not everything:
+        with _graph.phase("initialisation", 3, steps):
+            stats = _graph.stats_pass(x, sources, sample_weight, split_every=spec.split_every)
     return [as_mixture_params(mn.m_step(s, spec.alpha).params) for s in stats]
 
 
