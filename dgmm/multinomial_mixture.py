@@ -79,7 +79,8 @@ class MultinomialMixture(LiveParamsMixin, DensityMixin, BaseEstimator):
     init_params : {'kmeans', 'random_from_data', 'random'}, default='kmeans'
         'kmeans' is one pass drawing a uniform sample of the documents,
         scikit-learn's KMeans on it in memory (L1-normalised, in the
-        Hellinger embedding), then one hard assignment pass; 'random_from_data'
+        Hellinger embedding), then one hard assignment pass (in memory when
+        the sample is every document); 'random_from_data'
         starts each component from a random document's word frequencies
         (mixed with the uniform distribution); 'random' from one pass of
         random responsibilities. See :mod:`dgmm.fit.init_multinomial` for
