@@ -256,7 +256,7 @@ def _default_fit(X: Any, k: int, ct: str, seed: int, counter: PassCounter, timel
     return out
 
 
-def force_sample(fraction: float) -> dict[str, Any]:
+def force_sample(fraction: float, n_init: int | None = None) -> dict[str, Any]:
     """Make every fit of this process take the out-of-core initialisation path on in-memory data.
 
     ``InitConfig.from_spec`` (the driver's one way to an ``InitConfig``) is
@@ -265,7 +265,9 @@ def force_sample(fraction: float) -> dict[str, Any]:
     small dataset: ``KMeans`` then runs on a true sample (best of
     ``sample_kmeans_n_init`` starts) and the hard-assignment pass over all
     rows follows, as on a store larger than the sample. The library is not
-    changed, only this process's class attribute. Set ``state["n_rows"]``
+    changed, only this process's class attribute. ``n_init``, when given,
+    replaces ``sample_kmeans_n_init`` (the starts KMeans keeps the best of).
+    Set ``state["n_rows"]``
     before each fit; ``state["kmeans"]`` records the rows and ``n_init`` of
     each in-memory ``KMeans`` (``init._kmeans_centers``), to show the path
     was taken.
@@ -279,7 +281,8 @@ def force_sample(fraction: float) -> dict[str, Any]:
 
     def from_spec(cls: type, spec: Any) -> Any:
         rows = max(1, math.ceil(fraction * state["n_rows"]))
-        return replace(real_from_spec(spec), sample_rows=rows, rows_per_component=1)
+        config = replace(real_from_spec(spec), sample_rows=rows, rows_per_component=1)
+        return config if n_init is None else replace(config, sample_kmeans_n_init=n_init)
 
     def centers(sample: Any, k: int, seed: int, plusplus_only: bool, n_init: int = 1) -> Any:
         state["kmeans"].append((int(sample.points.shape[0]), int(n_init)))
@@ -292,7 +295,7 @@ def force_sample(fraction: float) -> dict[str, Any]:
 
 def quality_worker(args: argparse.Namespace) -> None:
     counter = PassCounter()
-    forced = force_sample(args.sample_fraction) if args.sample_fraction else None
+    forced = force_sample(args.sample_fraction, args.sample_n_init) if args.sample_fraction else None
     out = []
     for name, (X, k, ct) in datasets(args.datasets).items():
         for seed in range(args.seeds):
@@ -381,6 +384,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     if args.sample_fraction and small:
         forced = ["quality-worker", "--datasets", small, "--seeds", str(args.seeds),
                   "--sample-fraction", str(args.sample_fraction)]
+        forced += ["--sample-n-init", str(args.sample_n_init)] if args.sample_n_init else []
         results["new_sampled"] = _run_worker(str(NEW), forced)
         print(f"+ new, sampled: {time.perf_counter() - start:.0f} s", flush=True)
     results["sklearn"] = sklearn_quality(args.datasets, args.seeds)
@@ -461,8 +465,9 @@ def print_split(row: dict[str, Any]) -> None:
     em_start = next((e[2] for e in events if e[0].startswith("EM loop")), float("inf"))
     first_em = next((e for e in events if e[0].startswith("statistics pass") and e[2] >= em_start), None)
     horizon = first_em[3] if first_em else row["to_first_iter"]
-    print(f"\nTime line of the fit on {row['config']} until its first EM iteration ends (seconds from "
-          "fit() called):\n\n| call | start | end | seconds |\n|---|---|---|---|")
+    print(f"\n{row['config']}: {row['to_first_iter']:.1f} s to the first EM iteration. Time line until "
+          "the first EM iteration ends (seconds from fit() called):\n"
+          "\n| call | start | end | seconds |\n|---|---|---|---|")
     for label, depth, start, end in events:
         if start <= horizon:
             print(f"| {'· ' * depth}{label} | {start:.2f} | {end:.2f} | {end - start:.2f} |")
@@ -510,7 +515,9 @@ def e2e(args: argparse.Namespace) -> dict[str, Any]:
     if store:
         argv += ["--store", store, "--store-desc", f"{args.store_gb} GB float32 d=16 K={args.store_k} diag"]
     results = {"new": _run_worker(str(NEW), argv + ["--split"] * args.split)}
-    print(f"new: {results['new'][0]['wall']:.0f} s for the first fit", flush=True)
+    for row in results["new"]:
+        if "timeline" in row:  # printed now: the old tree's fit takes much longer
+            print_split(row)
     results["old"] = [] if args.no_old else _run_worker(args.old, argv)
     results["sklearn"] = sklearn_fit(args.configs)
     print("| config | version | to 1st EM iter (s) | EM s/iter | EM iters | total wall (s) | passes (+gathers) |"
@@ -524,9 +531,6 @@ def e2e(args: argparse.Namespace) -> dict[str, Any]:
         sk = next((s for s in results["sklearn"] if s["config"] == row_new["config"]), None)
         if sk:
             print(f"| {sk['config']} | scikit-learn | | | {sk['n_iter']} | {sk['wall']:.1f} | | {sk['loglik']:.4f} |")
-    for row in results["new"]:
-        if "timeline" in row:
-            print_split(row)
     return results
 
 
@@ -545,10 +549,13 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--sample-fraction", type=float, default=0.4,
                    help="also fit the small real datasets on the out-of-core path, KMeans on this share of "
                         "the rows (0: not)")
+    q.add_argument("--sample-n-init", type=int, default=None,
+                   help="KMeans starts on the forced sample (default: the library's sample_kmeans_n_init)")
     qw = sub.add_parser("quality-worker")
     qw.add_argument("--datasets", required=True)
     qw.add_argument("--seeds", type=int, required=True)
     qw.add_argument("--sample-fraction", type=float, default=0.0)
+    qw.add_argument("--sample-n-init", type=int, default=None)
     e = sub.add_parser("e2e", help="a default fit end to end, before/after, with scikit-learn")
     e.add_argument("--configs", default="1e5:16:16:full,1e5:32:64:diag,2e4:64:32:full",
                    help="in-memory n:d:K:covariance_type (bench_em.py's, n / 10)")
