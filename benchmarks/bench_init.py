@@ -27,6 +27,7 @@ end-to-end ``fit`` on the latter in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -227,6 +228,14 @@ class Timeline:
 
     def reset(self) -> None:
         self.events, self.depth, self.t0 = [], 0, time.perf_counter()
+        self.wall0 = time.time()  # the workers' task stream is in wall-clock seconds
+
+    def tasks(self, stream: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
+        """``distributed``'s task stream as (key prefix, action, start, stop), relative to :meth:`reset`."""
+        from dask.utils import key_split
+
+        return [(key_split(t["key"]), s["action"], s["start"] - self.wall0, s["stop"] - self.wall0)
+                for t in stream for s in t.get("startstops", ())]
 
 
 def _default_fit(X: Any, k: int, ct: str, seed: int, counter: PassCounter, timeline: Timeline | None = None,
@@ -405,7 +414,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 # -- end to end ------------------------------------------------------------------------------
 
 def e2e_worker(args: argparse.Namespace) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     counter = PassCounter()
     timeline = Timeline() if args.split else None
@@ -416,7 +425,11 @@ def e2e_worker(args: argparse.Namespace) -> None:
             from dgmm import open_dataset
 
             X = open_dataset(args.store)
-            fit = _default_fit(X, args.store_k, "diag", 0, counter, timeline)
+            stream = get_task_stream() if timeline is not None else contextlib.nullcontext()
+            with stream as tasks:
+                fit = _default_fit(X, args.store_k, "diag", 0, counter, timeline)
+            if timeline is not None:
+                fit["tasks"], fit["n_workers"] = timeline.tasks(tasks.data), args.n_workers
             out.append({"config": f"store {args.store_desc}", **fit})
     for config in filter(None, args.configs.split(",")):
         n, d, k, ct = config.split(":")
@@ -492,6 +505,19 @@ def print_split(row: dict[str, Any]) -> None:
     print("\n| part | seconds |\n|---|---|")
     for what, seconds in split:
         print(f"| {what} | {seconds:.1f} |")
+    if row.get("tasks"):
+        n_workers = row.get("n_workers", 2)
+        print(f"\nWorkers' task seconds per pass (distributed's task stream; {n_workers} single-threaded "
+              "workers, so a pass has n_workers x wall worker-seconds):\n\n| pass | wall s | worker-seconds "
+              "busy | by task prefix (action: seconds) |\n|---|---|---|---|")
+        passes = [e for e in events if e[0].startswith(("statistics pass", "map pass")) and e[2] <= horizon]
+        for label, _, start, end in passes:
+            busy: dict[str, float] = {}
+            for prefix, action, t0, t1 in row["tasks"]:
+                if start <= t0 <= end:
+                    busy[f"{prefix} ({action})"] = busy.get(f"{prefix} ({action})", 0.0) + t1 - t0
+            parts = ", ".join(f"{k}: {v:.1f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+            print(f"| {label} at {start:.1f} s | {end - start:.1f} | {sum(busy.values()):.1f} | {parts} |")
     if row.get("passes_record"):
         print("\nPasses as the fit recorded them (passes_):\n\n| phase | step | pass | kind | seconds | GB/s |"
               "\n|---|---|---|---|---|---|")
