@@ -7,19 +7,27 @@ initialisation pass, beside the EM statistics kernel (``chunk_stats`` of an
 E-step), BLAS pinned to one thread as in a dgmm task. The old kernels are
 loaded from ``--old``'s ``dgmm/core/seeding.py`` (numpy only).
 
-``quality`` -- for each dataset and seed, a default fit (``init_params``
-``"kmeans"``, default ``tol``) to convergence, with the old and the new
-initialisation (each in its own subprocess, ``PYTHONPATH`` at its tree):
-final mean log-likelihood per sample (``lower_bound_``), EM iterations
-(``n_iter_``), passes over the data (calls of ``dgmm.graph._map_reduce``: every
-pass of both versions goes through it) and gathers.
+``quality`` -- for each dataset and seed (``--seeds N``), a default fit
+(``init_params`` ``"kmeans"``, default ``tol``) to convergence, with the old
+and the new initialisation (each in its own subprocess, ``PYTHONPATH`` at its
+tree), and scikit-learn's ``GaussianMixture(K, covariance_type,
+random_state=seed).fit`` in the same run: final mean log-likelihood per
+sample (``lower_bound_``), EM iterations (``n_iter_``), passes over the data
+(calls of ``dgmm.graph._map_reduce``: every pass of both versions goes
+through it) and gathers; per dataset the paired statistics over seeds (mean
+and standard error of new - old and new - scikit-learn, the worst seed, the
+share of seeds with new >= old - 1e-3). ``--sample-fraction F`` also fits
+the small real datasets on the out-of-core path (:func:`force_sample`:
+KMeans on a sample of F of the rows, then the hard-assignment pass).
 
 ``e2e`` -- a default fit end to end, before and after: time to the first EM
 iteration (the driver's ``_start`` returning), EM seconds per iteration
 (``history_``), total wall, passes; on an out-of-core Zarr store (a
 LocalCluster whose workers' memory is smaller than the store) and on
 in-memory configurations of ``bench_em.py``, with scikit-learn's own
-end-to-end ``fit`` on the latter in the same run.
+end-to-end ``fit`` on the latter in the same run. ``--split``: where this
+tree's store fit spends the time to its first EM iteration (:class:`Timeline`,
+the workers' task stream, ``passes_``).
 
 ``python benchmarks/bench_init.py {kernels,quality,e2e} --help``.
 """
