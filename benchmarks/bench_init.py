@@ -301,9 +301,9 @@ def force_sample(fraction: float, n_init: int | None = None) -> dict[str, Any]:
         config = replace(real_from_spec(spec), sample_rows=rows, rows_per_component=1)
         return config if n_init is None else replace(config, sample_kmeans_n_init=n_init)
 
-    def centers(sample: Any, k: int, seed: int, plusplus_only: bool, n_init: int = 1) -> Any:
+    def centers(sample: Any, k: int, seed: int, plusplus_only: bool, n_init: int = 1, *args: Any) -> Any:
         state["kmeans"].append((int(sample.points.shape[0]), int(n_init)))
-        return real_centers(sample, k, seed, plusplus_only, n_init)
+        return real_centers(sample, k, seed, plusplus_only, n_init, *args)
 
     init_module.InitConfig.from_spec = classmethod(from_spec)  # type: ignore[method-assign, assignment]
     init_module._kmeans_centers = centers

@@ -356,3 +356,28 @@ def test_grow_doubles_by_splitting_the_heaviest(rng, covariance_type, target):
         assert params.n_components == min(2 * before, target)
     assert params.weights.sum() == pytest.approx(1.0)
     assert len({tuple(m) for m in np.round(params.means, 9)}) == target
+
+
+def test_of_several_kmeans_starts_the_likeliest_mixture_wins(rng):
+    # A feature of 100x the others' spread decides KMeans's inertia; the mixture's
+    # likelihood weighs every feature by its own spread.
+    data = make_mixture(rng, n_samples=3000, n_features=4, n_components=5, separation=3.0)
+    X = data.X * np.array([100.0, 1.0, 1.0, 1.0])
+    sample = _seeding.RowSample(np.arange(3000), np.arange(3000, dtype=np.uint64), X, None)
+    em_config = EMConfig("full")
+    chosen = _init._kmeans_centers(sample, 5, 7, False, 5, em_config)
+    scores = {}
+    for s in np.random.default_rng(7).integers(2**31, size=5):
+        centers = _init._kmeans_centers(sample, 5, int(s), False, 1)
+        params = _init._assign_in_memory(sample, centers, em_config, np.random.default_rng(0))
+        scores[float(_scipy_mean_loglik(X, params))] = centers
+    assert len(scores) > 1  # the starts differ, so the choice matters
+    np.testing.assert_array_equal(chosen, scores[max(scores)])
+
+
+def _scipy_mean_loglik(X, params):
+    """The mixture's mean log-likelihood on X by scipy's densities (the oracle)."""
+    from scipy.stats import multivariate_normal
+
+    parts = zip(params.weights, params.means, params.covariances)
+    return np.mean(np.log(sum(w * multivariate_normal(m, c).pdf(X) for w, m, c in parts)))
