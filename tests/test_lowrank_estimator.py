@@ -348,6 +348,15 @@ def test_init_does_not_depend_on_chunking(mfa, init_params, chunks):
             np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "split"])
+def test_no_restart_is_refused_before_any_pass(mfa, init_params):
+    X, _, _ = mfa
+    source = ReadCounter(X, rows=500)
+    with pytest.raises(InvalidOptionError, match="n_init"):
+        _init_lowrank(source.array, init_params, 0)
+    assert sum(source.counts.values()) == 0
+
+
 def test_pca_weights_count_like_repeated_rows():
     from dgmm.core.params import GMMParams
     from dgmm.fit.init_lowrank import lowrank_from_diag

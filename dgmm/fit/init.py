@@ -41,7 +41,8 @@ random_state=random_state)`` on all rows for the first restart (when
 start from the same clusters in the same order.
 
 ``covariance_type="lowrank"`` starts in :mod:`dgmm.fit.init_lowrank` (the
-method run as ``"diag"``, then a PCA per component).
+method run as ``"diag"``, then a PCA per component, on one sample pass that
+it draws and hands to :func:`initialize_many` as ``samples``).
 
 The hard-assignment pass gives each component the weight, mean and
 covariance of the rows nearest its centre (scikit-learn's "kmeans" does the

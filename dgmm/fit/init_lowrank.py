@@ -47,6 +47,7 @@ from dgmm.core.lowrank import LowRankParams
 from dgmm.core.lowrank_family import LOWRANK, split_component
 from dgmm.core.options import NoiseType
 from dgmm.core.params import GMMParams
+from dgmm.errors import InvalidOptionError
 from dgmm.fit import init as _init
 from dgmm.fit.init import InitConfig, InitRequest
 from dgmm.fit.spec import EMConfig
@@ -86,6 +87,10 @@ def initialize(
     given = (weights_init, means_init, factors_init, noise_variances_init)
     if all(a is not None for a in given):
         return [LowRankParams(*given)] * n_init  # type: ignore[arg-type]
+    if int(n_init) < 1:
+        raise InvalidOptionError(
+            f"n_init must be an integer of at least 1, got {n_init!r}. Pass n_init=1, the default."
+        )
     n_rows, n_features = x.shape
     split = config.init_params == "split"
     diag = InitRequest(
@@ -137,11 +142,12 @@ def _split(
     dtype = x.dtype
     points, w = sample.points, sample.weights
     with _graph.phase("initialisation", 2, 3):
-        one = _one_component(np.asarray(points, dtype=np.float64), w, em_config.reg_covar)
+        points64 = np.asarray(points, dtype=np.float64)
+        one = _one_component(points64, w, em_config.reg_covar)
         params = [
             lowrank_from_diag(
-                one, np.asarray(points, dtype=np.float64), config.rank, config.noise_type,
-                np.random.default_rng([config.seed, r, 7]), sample_weight=w,
+                one, points64, config.rank, config.noise_type, np.random.default_rng([config.seed, r, 7]),
+                sample_weight=w,
             )
             for r in range(n_init)
         ]
@@ -154,6 +160,7 @@ def _split(
                     points, tuple(LOWRANK.e_step(p) for p in params), w, block_rows=em_config.block_rows
                 )
                 params = [LOWRANK.m_step(s, p, em_config, dtype, rng)[0] for s, p, rng in zip(stats, params, rngs)]
+        del points64
     with _graph.phase("initialisation", 3, 3):
         # The sample pass checked the data.
         stats = _graph.stats_pass(
