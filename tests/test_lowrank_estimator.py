@@ -357,6 +357,20 @@ def test_no_restart_is_refused_before_any_pass(mfa, init_params):
     assert sum(source.counts.values()) == 0
 
 
+def test_randomized_pca_of_many_members_finds_the_exact_directions(monkeypatch):
+    from dgmm.core.params import GMMParams
+    from dgmm.fit import init_lowrank
+
+    X, _, truth = make_mfa(np.random.default_rng(6), n_samples=3000, n_features=40, n_components=1)
+    diag = GMMParams.from_covariances(np.ones(1), X.mean(axis=0)[None], X.var(axis=0)[None], "diag")
+    exact = init_lowrank.lowrank_from_diag(diag, X, 2, "diag", np.random.default_rng(0))
+    monkeypatch.setattr(init_lowrank, "EXACT_SVD_MAX", 10)
+    fast = init_lowrank.lowrank_from_diag(diag, X, 2, "diag", np.random.default_rng(0))
+    # The same leading subspace and scales (factors up to rotation: compare A A^T).
+    a, b = exact.factors[0] @ exact.factors[0].T, fast.factors[0] @ fast.factors[0].T
+    assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(a)
+
+
 def test_pca_weights_count_like_repeated_rows():
     from dgmm.core.params import GMMParams
     from dgmm.fit.init_lowrank import lowrank_from_diag
