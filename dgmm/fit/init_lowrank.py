@@ -227,8 +227,9 @@ def _nearest(sample: np.ndarray, means: np.ndarray, block_rows: int = 4096) -> n
 
 # Members (rows or features) above which the PCA takes the top singular
 # vectors by scikit-learn's randomized SVD instead of LAPACK's full one, which
-# costs min(rows, features) / rank times more: 84 s against 1.6 s for 6,000 rows
-# of 3,072 features (rank 10, top eigenvalues within 2e-4, subspace cosines 0.9998).
+# computes all min(rows, features) of them: 84 s against 1.6 s for 6,000 rows of
+# 3,072 features, under load (rank 10, top eigenvalues within 2e-4, subspace
+# cosines 0.9998).
 EXACT_SVD_MAX = 200
 
 
@@ -261,10 +262,10 @@ def lowrank_from_diag(
     (``"spherical"``). Directions a component's few members cannot give are
     random and small (zero factors are a fixed point of EM). Above
     ``EXACT_SVD_MAX`` members and features, the top directions come from a
-    randomized SVD (the full one costs hundreds of times more on images). ``factors``, if
-    given (n_components, n_features, rank), replace the PCA's. With
-    ``sample_weight``, each member counts by its weight (a component whose
-    members all weigh 0 counts them alike).
+    randomized SVD (the full one costs up to ~50 times more on images).
+    ``factors``, if given (n_components, n_features, rank), replace the
+    PCA's. With ``sample_weight``, each member counts by its weight (a
+    component whose members all weigh 0 counts them alike).
 
     Parameters
     ----------
