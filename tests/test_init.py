@@ -381,3 +381,33 @@ def _scipy_mean_loglik(X, params):
 
     parts = zip(params.weights, params.means, params.covariances)
     return np.mean(np.log(sum(w * multivariate_normal(m, c).pdf(X) for w, m, c in parts)))
+
+
+def test_samples_drawn_by_the_caller_replace_the_sample_pass(rng):
+    # The hook the low-rank initialisation uses: one sample pass serving its own
+    # steps and the requests'. A larger sample of the same seed gives the same starts.
+    data = make_mixture(rng, n_samples=9000, n_components=4)
+    requests = _requests()
+    alone = initialize_many(da.from_array(data.X, chunks=(1000, -1)), requests)
+    source = ReadCounter(data.X, rows=1000)
+    sizes = {seed: 2 * size for seed, size in _init.sample_sizes(requests, *data.X.shape).items()}
+    samples = _init.draw_samples(source.array, sizes)
+    assert reads(source) == [1] * 9
+    given = initialize_many(source.array, requests, samples=samples)
+    assert reads(source) == [2] * 9
+    for a_starts, g_starts in zip(alone, given):
+        for a, g in zip(a_starts, g_starts):
+            np.testing.assert_array_equal(a.means, g.means)
+            np.testing.assert_array_equal(a.covariances, g.covariances)
+
+
+def test_a_given_sample_too_small_is_refused(rng):
+    data = make_mixture(rng, n_samples=9000, n_components=4)
+    x = da.from_array(data.X, chunks=(1000, -1))
+    requests = _requests()
+    (seed,) = _init.sample_sizes(requests, *data.X.shape)
+    small = _init.draw_samples(x, {seed: 10})
+    with pytest.raises(InvalidOptionError, match="at least"):
+        initialize_many(x, requests, samples=small)
+    with pytest.raises(InvalidOptionError, match="seed"):
+        initialize_many(x, requests, samples={})

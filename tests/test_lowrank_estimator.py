@@ -273,13 +273,26 @@ def test_split_init_reads_counted(mfa, streamed, n_init):
             source.array,
         )
         reads[max_iter] = dict(source.counts)
-    # Initialisation: one hard-assignment pass for one component, the row sample
-    # (every row here), two doubling rounds (1 -> 2 -> 3) of two EM passes each,
-    # plus the chunk holding the first gathered row; then one read per iteration.
+    # Initialisation: the sample pass, which holds every row of this small data:
+    # the doubling rounds and their last EM iteration run on it in memory; then
+    # one read per iteration. (A true sample: test_init_reads_every_chunk_twice...)
     n_chunks = source.n_chunks
-    init_reads = sum(reads[1].values()) - n_chunks
-    assert 6 * n_chunks + 1 <= init_reads <= 6 * n_chunks + n_init
+    assert reads[1] == {i: 1 + 1 for i in range(n_chunks)}
     assert {i: reads[3][i] - reads[1][i] for i in range(n_chunks)} == {i: 2 for i in range(n_chunks)}
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_init_reads_once_when_the_sample_is_every_row(mfa, streamed, init_params):
+    X, _, _ = mfa
+    source = ReadCounter(X, rows=600)
+    fit_quietly(
+        dgmm.GaussianMixture(3, covariance_type="lowrank", rank=2, init_params=init_params,
+                             max_iter=1, tol=0.0, random_state=4),
+        source.array,
+    )
+    # The sample pass holds all 4000 rows: the "diag" start and the PCA come
+    # from them in memory; then one read for the iteration.
+    assert dict(source.counts) == {i: 2 for i in range(source.n_chunks)}
 
 
 def test_split_init_restarts_advance_in_lockstep(mfa, streamed):
@@ -292,9 +305,103 @@ def test_split_init_restarts_advance_in_lockstep(mfa, streamed):
                                  max_iter=2, tol=0.0, random_state=4),
             source.array,
         )
-        reads[n_init] = sum(source.counts.values())
-    # The restarts' first rows are one gather: it may touch two more chunks.
-    assert reads[1] <= reads[3] <= reads[1] + 2
+        reads[n_init] = dict(source.counts)
+    assert reads[3] == reads[1]
+
+
+def _init_lowrank(x, method: str, n_init: int = 1, **config):
+    from dgmm.fit.init import InitConfig
+    from dgmm.fit.init_lowrank import initialize
+    from dgmm.fit.spec import EMConfig
+
+    # sample_rows below the 4000 rows: the sample is a true subset.
+    config = {"seed": 4, "rank": 2, "sample_rows": 1000, **config}
+    return initialize(x, InitConfig(3, method, **config), EMConfig("lowrank"), n_init)
+
+
+@pytest.mark.parametrize(
+    "init_params,gathered",
+    [
+        ("kmeans", 0),  # sample pass + hard-assignment pass
+        ("k-means++", 0),
+        ("split", 0),  # sample pass + one EM pass on all rows
+        ("random_from_data", 1),  # + the K rows of each restart
+        ("random", 1),  # + the first rows, for a centre
+    ],
+)
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_init_reads_every_chunk_twice_whatever_the_restarts(mfa, streamed, init_params, gathered, n_init):
+    X, _, _ = mfa
+    source = ReadCounter(X, rows=500)
+    starts = _init_lowrank(source.array, init_params, n_init)
+    assert len(starts) == n_init and all(p.factors.shape == (3, X.shape[1], 2) for p in starts)
+    counts = [source.counts[i] for i in range(source.n_chunks)]
+    # Two passes (the PCA uses the sample pass's rows: no gather of its own);
+    # the restarts share both.
+    assert min(counts) == 2
+    assert max(counts) <= 2 + gathered
+
+
+def test_init_on_the_sample_alone_reads_once(mfa, streamed):
+    X, _, _ = mfa
+    source = ReadCounter(X, rows=500)
+    _init_lowrank(source.array, "kmeans", 2, assign_on_sample=True)
+    assert dict(source.counts) == {i: 1 for i in range(source.n_chunks)}
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "split", "random_from_data"])
+@pytest.mark.parametrize("chunks", [(250, 2), (999, 3)])
+def test_init_does_not_depend_on_chunking(mfa, init_params, chunks):
+    X, _, _ = mfa
+    rows, split_every = chunks
+    ref = _init_lowrank(da.from_array(X, chunks=(4000, -1)), init_params, 2)
+    got = _init_lowrank(da.from_array(X, chunks=(rows, -1)), init_params, 2)
+    # The same sample rows on any chunking; the one pass on all rows sums in
+    # another order: agreement to rounding.
+    for a, b in zip(got, ref):
+        for name in ("weights", "means", "factors", "noise_variances"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "split"])
+def test_no_restart_is_refused_before_any_pass(mfa, init_params):
+    X, _, _ = mfa
+    source = ReadCounter(X, rows=500)
+    with pytest.raises(InvalidOptionError, match="n_init"):
+        _init_lowrank(source.array, init_params, 0)
+    assert sum(source.counts.values()) == 0
+
+
+def test_randomized_pca_of_many_members_finds_the_exact_directions(monkeypatch):
+    from dgmm.core.params import GMMParams
+    from dgmm.fit import init_lowrank
+
+    X, _, truth = make_mfa(np.random.default_rng(6), n_samples=3000, n_features=40, n_components=1)
+    diag = GMMParams.from_covariances(np.ones(1), X.mean(axis=0)[None], X.var(axis=0)[None], "diag")
+    exact = init_lowrank.lowrank_from_diag(diag, X, 2, "diag", np.random.default_rng(0))
+    monkeypatch.setattr(init_lowrank, "EXACT_SVD_MAX", 10)
+    fast = init_lowrank.lowrank_from_diag(diag, X, 2, "diag", np.random.default_rng(0))
+    # The same leading subspace and scales (factors up to rotation: compare A A^T).
+    a, b = exact.factors[0] @ exact.factors[0].T, fast.factors[0] @ fast.factors[0].T
+    assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(a)
+
+
+def test_pca_weights_count_like_repeated_rows():
+    from dgmm.core.params import GMMParams
+    from dgmm.fit.init_lowrank import lowrank_from_diag
+
+    rng = np.random.default_rng(5)
+    X, _, _ = make_mfa(rng, n_samples=600, n_components=2)
+    weights = rng.integers(1, 4, X.shape[0]).astype(np.float64)
+    means = np.stack([X[:300].mean(axis=0), X[300:].mean(axis=0)])
+    diag = GMMParams.from_covariances(np.full(2, 0.5), means, np.ones((2, X.shape[1])), "diag")
+    weighted = lowrank_from_diag(diag, X, 2, "diag", np.random.default_rng(0), sample_weight=weights)
+    repeated = lowrank_from_diag(diag, np.repeat(X, weights.astype(int), axis=0), 2, "diag",
+                                 np.random.default_rng(0))
+    # A weight of w counts as w copies of the row (factors up to sign: compare A A^T).
+    for a, b in zip(weighted.factors, repeated.factors):
+        np.testing.assert_allclose(a @ a.T, b @ b.T, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(weighted.noise_variances, repeated.noise_variances, rtol=1e-9)
 
 
 @pytest.mark.parametrize("chunks, split_every", [(250, 2), (999, 3), (4000, 8)])

@@ -49,7 +49,8 @@ start from the same clusters in the same order, and the starting parameters
 are all rows' (one pass in all).
 
 ``covariance_type="lowrank"`` starts in :mod:`dgmm.fit.init_lowrank` (the
-method run as ``"diag"``, then a PCA per component).
+method run as ``"diag"``, then a PCA per component, on one sample pass that
+it draws and hands to :func:`initialize_many` as ``samples``).
 
 The hard-assignment pass gives each component the weight, mean and
 covariance of the rows nearest its centre (scikit-learn's "kmeans" does the
@@ -82,7 +83,8 @@ from dgmm.errors import InvalidOptionError
 from dgmm.fit.spec import DEFAULTS, EMConfig, FitSpec
 
 __all__ = [
-    "INIT_METHODS", "InitConfig", "InitRequest", "assign_size", "initialize", "initialize_many", "sample_size",
+    "INIT_METHODS", "InitConfig", "InitRequest", "assign_size", "draw_samples", "initialize", "initialize_many",
+    "sample_size", "sample_sizes",
 ]
 
 # Methods whose in-memory steps run on the row sample of the sample pass.
@@ -97,15 +99,14 @@ class InitConfig:
     ``kmeans_random_state``, when set, seeds the first restart's ``KMeans`` /
     k-means++ as scikit-learn's ``GaussianMixture(random_state=...)`` does
     (``random_state`` itself), so that both agree on small data.
-    ``sample_size`` and ``sample_bytes`` size the low-rank initialisation's
-    own sample (:mod:`dgmm.fit.init_lowrank`).
+    ``sample_bytes`` caps the low-rank initialisation's sample
+    (:mod:`dgmm.fit.init_lowrank`) instead of ``init_sample_bytes``.
     """
 
     n_components: int
     init_params: InitMethod = DEFAULTS["init_params"]
     seed: int = 0
     split_em_iter: int = 2
-    sample_size: int = 10_000
     rank: int = DEFAULTS["rank"]
     noise_type: NoiseType = DEFAULTS["noise_type"]
     # Bytes of the low-rank initialisation's row sample (float64) at most.
@@ -216,6 +217,22 @@ def assign_size(config: InitConfig, em_config: EMConfig, n_rows: int, n_features
         return int(wanted)
     # Forced (assign_on_sample=True): the largest sample that fits.
     return int(cap) if config.assign_on_sample else None
+
+
+def sample_sizes(requests: Sequence[InitRequest], n_rows: int, n_features: int) -> dict[int, int]:
+    """Rows per seed of the sample pass ``requests`` need (the largest request of each seed).
+
+    What :func:`initialize_many` draws; a caller that draws first (one pass
+    serving its own in-memory steps too) passes the result as its ``samples``.
+    """
+    sizes: dict[int, int] = {}
+    for request in requests:
+        config = request.config
+        if config.init_params in _SAMPLED:
+            size = sample_size(config, n_rows, n_features)
+            size = max(size, assign_size(config, request.em_config, n_rows, n_features) or 0)
+            sizes[config.seed] = max(size, sizes.get(config.seed, 0))
+    return sizes
 
 
 def draw_samples(
@@ -384,6 +401,17 @@ def _check_request(request: InitRequest) -> None:
         )
 
 
+def _check_samples(samples: Mapping[int, _seeding.RowSample], sizes: Mapping[int, int], n_rows: int) -> None:
+    for seed, size in sizes.items():
+        got = samples[seed].rows.shape[0] if seed in samples else 0
+        if got < min(size, n_rows):
+            raise InvalidOptionError(
+                f"initialize_many(samples=...) needs a sample of at least {min(size, n_rows)} rows "
+                f"for seed {seed}; got {got}. Draw them with draw_samples(x, sample_sizes(requests, ...)), "
+                "or pass samples=None to draw them here."
+            )
+
+
 def _given(request: InitRequest) -> tuple[np.ndarray | None, ...]:
     return tuple(request.arrays.get(name) for name in _ARRAY_NAMES)
 
@@ -393,6 +421,7 @@ def initialize_many(
     requests: Sequence[InitRequest],
     *,
     sample_weight: da.Array | None = None,
+    samples: Mapping[int, _seeding.RowSample] | None = None,
 ) -> list[list[GMMParams]]:
     """Starting parameters for every request, all sharing the same passes.
 
@@ -404,6 +433,10 @@ def initialize_many(
         Any mix of ``n_components``, covariance types (not ``"lowrank"``),
         methods and ``n_init``.
     sample_weight : dask array of shape (n_samples,), default=None
+    samples : mapping of seed to RowSample, default=None
+        Row samples :func:`draw_samples` drew from ``x`` (checking it), each at
+        least :func:`sample_sizes` rows: used instead of a sample pass (a
+        larger sample serves, as samples of one seed are nested).
 
     Returns
     -------
@@ -444,18 +477,16 @@ def initialize_many(
             gathers[i] = [sample_indices(n_rows, config.n_components, rng) for rng in rngs[i]]
         elif config.init_params == "random":
             gathers[i] = [np.arange(min(n_rows, 1000))]
-    sizes: dict[int, int] = {}
     # Per request: rows of the sample its starting parameters come from, or None (all rows').
     assign = {i: assign_size(requests[i].config, requests[i].em_config, n_rows, n_features) for i in todo}
-    for i in todo:
-        config = requests[i].config
-        if config.init_params in _SAMPLED:
-            size = max(sample_size(config, n_rows, n_features), assign[i] or 0)
-            sizes[config.seed] = max(size, sizes.get(config.seed, 0))
+    sizes = sample_sizes([requests[i] for i in todo], n_rows, n_features)
+    given_samples = samples is not None
+    if samples is not None:
+        _check_samples(samples, sizes, n_rows)
     # The steps, as the progress display numbers them: the gather, the sample
     # pass, the in-memory clustering, the statistics pass (those that happen).
     on_sample = all(assign[i] is not None for i in todo)
-    n_steps = bool(gathers) + 2 * bool(sizes) + (not on_sample)
+    n_steps = bool(gathers) + (bool(sizes) and not given_samples) + bool(sizes) + (not on_sample)
     steps = iter(range(1, n_steps + 1))
 
     gathered: dict[int, list[np.ndarray]] = {}
@@ -467,8 +498,8 @@ def initialize_many(
             gathered[i], rows = rows[: len(gathers[i])], rows[len(gathers[i]) :]
 
     # One sample pass for every request that needs one (per seed, nested sizes).
-    samples = {}
-    if sizes:
+    samples = dict(samples or {})
+    if sizes and not given_samples:
         with _graph.phase("initialisation", next(steps), n_steps):
             samples = draw_samples(x, sizes, sample_weight, split_every=split_every)
 
