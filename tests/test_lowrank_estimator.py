@@ -732,3 +732,35 @@ def test_chunks_grow_until_the_data_outweighs_its_statistics(tmp_path, monkeypat
     assert chunk_rows(da.from_array(X, chunks=(10, 20))) == {200}
     diag = fit_quietly(dgmm.GaussianMixture(4, covariance_type="diag", max_iter=2, scheduler="synchronous"), X)
     assert {p["chunks"] for p in diag.passes_} == {200}
+
+
+def test_a_sweep_of_gaussian_and_low_rank_requests_shares_the_passes(mfa, streamed):
+    # One sample pass, one statistics pass (the Gaussian request and the low-rank
+    # ones' "diag" starts), one EM pass (the "split" ones): 3 reads whatever the
+    # number of candidates; each request gets what it gets alone.
+    from dgmm.fit.init import InitConfig, InitRequest
+    from dgmm.fit.init_lowrank import initialize_many
+    from dgmm.fit.spec import EMConfig
+
+    X, _, _ = mfa
+
+    def request(k, ct, method, rank=2):
+        return InitRequest(InitConfig(k, method, 4, rank=rank, sample_rows=1000), EMConfig(ct), 2)
+
+    requests = [
+        request(2, "diag", "kmeans"),
+        request(2, "lowrank", "kmeans"),
+        request(3, "lowrank", "k-means++", rank=1),
+        request(3, "lowrank", "split"),
+        request(2, "lowrank", "split", rank=1),
+    ]
+    source = ReadCounter(X, rows=500)
+    together = initialize_many(source.array, requests)
+    assert dict(source.counts) == {i: 3 for i in range(source.n_chunks)}
+    x = da.from_array(X, chunks=(500, -1))
+    for r, starts in zip(requests, together):
+        (alone,) = initialize_many(x, [r])
+        assert len(starts) == 2
+        for a, b in zip(alone, starts):
+            np.testing.assert_array_equal(a.means, b.means)
+            np.testing.assert_array_equal(a.weights, b.weights)

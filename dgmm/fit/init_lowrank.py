@@ -39,6 +39,7 @@ forces the sample's estimate anyway).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import dask.array as da
@@ -56,7 +57,7 @@ from dgmm.fit import init as _init
 from dgmm.fit.init import InitConfig, InitRequest
 from dgmm.fit.spec import EMConfig
 
-__all__ = ["grow", "initialize", "lowrank_from_diag", "sample_rows"]
+__all__ = ["grow", "initialize", "initialize_many", "lowrank_from_diag", "sample_rows"]
 
 
 def sample_rows(config: InitConfig, n_rows: int, n_features: int) -> int:
@@ -86,50 +87,113 @@ def initialize(
     The method runs as ``"diag"`` on the shared row sample, then a PCA per
     component on that sample; ``"split"`` grows from one component on the
     sample. Given arrays replace what the method found (as scikit-learn);
-    when all four are given, no pass is made.
+    when all four are given, no pass is made. One request of
+    :func:`initialize_many`.
     """
-    given = (weights_init, means_init, factors_init, noise_variances_init)
-    if all(a is not None for a in given):
-        return [LowRankParams(*given)] * n_init  # type: ignore[arg-type]
-    if int(n_init) < 1:
-        raise InvalidOptionError(
-            f"n_init must be an integer of at least 1, got {n_init!r}. Pass n_init=1, the default."
-        )
+    arrays = {
+        "weights_init": weights_init, "means_init": means_init, "factors_init": factors_init,
+        "noise_variances_init": noise_variances_init,
+    }
+    request = InitRequest(config, em_config, n_init, arrays)
+    return initialize_many(x, [request], sample_weight=sample_weight)[0]  # type: ignore[return-value]
+
+
+_LOWRANK_ARRAYS = ("weights_init", "means_init", "factors_init", "noise_variances_init")
+
+
+def initialize_many(
+    x: da.Array,
+    requests: Sequence[InitRequest],
+    *,
+    sample_weight: da.Array | None = None,
+) -> list[list[GMMParams | LowRankParams]]:
+    """Starting parameters of Gaussian and low-rank requests, all sharing the same passes.
+
+    One sample pass serves every request: the Gaussian ones' and the
+    low-rank ones' ``"diag"`` starts (:func:`dgmm.fit.init.initialize_many`,
+    at most one statistics pass for all of them) and each low-rank
+    request's PCA; the low-rank ``"split"`` requests grow on the sample in
+    memory and share one EM pass on all rows (none when the sample is
+    every row). A selection sweep over ranks, K and covariance types thus
+    reads the data at most 3 times to start (plus a gather for "random").
+
+    Returns
+    -------
+    starts : list of list of GMMParams or LowRankParams
+        Per request, one starting point per restart.
+    """
+    if not any(r.em_config.covariance_type == "lowrank" for r in requests):
+        return _init.initialize_many(x, requests, sample_weight=sample_weight)  # type: ignore[return-value]
     n_rows, n_features = x.shape
-    split = config.init_params == "split"
-    size = sample_rows(config, n_rows, n_features)
-    # The "diag" start may come from the sample in memory (no second pass) only
-    # when the sample is every row: the rule of init.assign_size counts the
-    # "diag" parameters, far fewer than the factors' (unless forced).
-    every_row = size >= n_rows
-    if config.assign_on_sample is None and not every_row:
-        config = replace(config, assign_on_sample=False)
-    diag = InitRequest(
-        config, replace(em_config, covariance_type="diag"), n_init,
-        {"weights_init": weights_init, "means_init": means_init},
-    )
-    sizes = {} if split else _init.sample_sizes([diag], n_rows, n_features)
-    sizes[config.seed] = max(size, sizes.get(config.seed, 0))
-    # The one sample pass: the "diag" method's in-memory steps and the PCA share it.
-    split_steps = 2 if every_row else 3
-    with _graph.phase("initialisation", 1 if split else None, split_steps if split else None):
-        samples = _init.draw_samples(x, sizes, sample_weight, split_every=em_config.split_every)
-    sample = _seeding.smallest_keys(samples[config.seed], size)
-    if split:
-        out = _split(x, sample, sample_weight, config, em_config, n_init, split_steps)
-    else:
-        starts = _init.initialize_many(x, [diag], sample_weight=sample_weight, samples=samples)[0]
-        points = np.asarray(sample.points, dtype=np.float64)
-        out = []
-        for r, g in enumerate(starts):
-            rng = np.random.default_rng([config.seed, r, 7])
-            out.append(
-                lowrank_from_diag(
-                    g, points, config.rank, config.noise_type, rng, factors=factors_init,
-                    sample_weight=sample.weights,
-                )
+    out: list[list[GMMParams | LowRankParams]] = [[] for _ in requests]
+    gaussian: list[InitRequest] = []  # the Gaussian requests and the low-rank ones' "diag" starts
+    owners: list[int] = []
+    splits: list[int] = []
+    sizes: dict[int, int] = {}
+    for i, request in enumerate(requests):
+        if request.em_config.covariance_type != "lowrank":
+            gaussian.append(request)
+            owners.append(i)
+            continue
+        given = tuple(request.arrays.get(name) for name in _LOWRANK_ARRAYS)
+        if all(a is not None for a in given):
+            out[i] = [LowRankParams(*given)] * int(request.n_init)  # type: ignore[arg-type]
+            continue
+        if int(request.n_init) < 1:
+            raise InvalidOptionError(
+                f"n_init must be an integer of at least 1, got {request.n_init!r}. Pass n_init=1, the default."
             )
-    return [_override(p, weights_init, means_init, factors_init, noise_variances_init) for p in out]
+        config = request.config
+        size = sample_rows(config, n_rows, n_features)
+        sizes[config.seed] = max(size, sizes.get(config.seed, 0))
+        if config.init_params == "split":
+            splits.append(i)
+            continue
+        # The "diag" start may come from the sample in memory (no second pass) only
+        # when the sample is every row: the rule of init.assign_size counts the
+        # "diag" parameters, far fewer than the factors' (unless forced).
+        if config.assign_on_sample is None and size < n_rows:
+            config = replace(config, assign_on_sample=False)
+        arrays = {"weights_init": request.arrays.get("weights_init"), "means_init": request.arrays.get("means_init")}
+        gaussian.append(InitRequest(config, replace(request.em_config, covariance_type="diag"), request.n_init, arrays))
+        owners.append(i)
+    for seed, size in _init.sample_sizes(gaussian, n_rows, n_features).items():
+        sizes[seed] = max(size, sizes.get(seed, 0))
+    samples: dict[int, _seeding.RowSample] = {}
+    # Numbered steps when only "split" requests start here (1: the sample pass, 2: the
+    # rounds in memory, 3: the EM pass on all rows); else init.initialize_many numbers its own.
+    every_row = all(sample_rows(requests[i].config, n_rows, n_features) >= n_rows for i in splits)
+    steps = None if gaussian else 2 if every_row else 3
+    if sizes:
+        # The one sample pass: every request's in-memory steps and the PCAs share it.
+        with _graph.phase("initialisation", steps and 1, steps):
+            samples = _init.draw_samples(x, sizes, sample_weight, split_every=requests[0].em_config.split_every)
+    if gaussian:
+        starts = _init.initialize_many(x, gaussian, sample_weight=sample_weight, samples=samples)
+        for i, request, params in zip(owners, gaussian, starts):
+            if requests[i].em_config.covariance_type != "lowrank":
+                out[i] = list(params)
+                continue
+            config = requests[i].config
+            sample = _seeding.smallest_keys(samples[config.seed], sample_rows(config, n_rows, n_features))
+            points = np.asarray(sample.points, dtype=np.float64)
+            factors = requests[i].arrays.get("factors_init")
+            out[i] = [
+                lowrank_from_diag(
+                    g, points, config.rank, config.noise_type, np.random.default_rng([config.seed, r, 7]),
+                    factors=factors, sample_weight=sample.weights,
+                )
+                for r, g in enumerate(params)
+            ]
+    if splits:
+        grown = _split_many(x, [requests[i] for i in splits], samples, sample_weight, steps)
+        for i, params in zip(splits, grown):
+            out[i] = params
+    for i, request in enumerate(requests):
+        if request.em_config.covariance_type == "lowrank":
+            given = [request.arrays.get(name) for name in _LOWRANK_ARRAYS]
+            out[i] = [_override(p, *given) for p in out[i]]  # type: ignore[arg-type]
+    return out
 
 
 def _one_component(points: np.ndarray, weights: np.ndarray | None, reg_covar: float) -> GMMParams:
@@ -141,51 +205,66 @@ def _one_component(points: np.ndarray, weights: np.ndarray | None, reg_covar: fl
     return GMMParams.from_covariances(np.ones(1), mean[None, :], var[None, :], "diag")
 
 
-def _split(
+def _split_many(
     x: da.Array,
-    sample: _seeding.RowSample,
+    requests: Sequence[InitRequest],
+    samples: Mapping[int, _seeding.RowSample],
     sample_weight: da.Array | None,
-    config: InitConfig,
-    em_config: EMConfig,
-    n_init: int,
-    steps: int = 3,
-) -> list[LowRankParams]:
-    """``"split"``: the doubling rounds in memory on the sample, then one lockstep EM pass on
-    all rows (``steps`` 3), or one more EM iteration in memory when the sample is every row (2)."""
+    steps: int | None,
+) -> list[list[LowRankParams]]:
+    """``"split"``: per request, the doubling rounds in memory on its sample; then the last EM
+    iteration in memory when the sample is every row, else in one lockstep EM pass on all
+    rows shared by every such request."""
     dtype = x.dtype
-    points, w = sample.points, sample.weights
-    with _graph.phase("initialisation", 2, steps):
-        points64 = np.asarray(points, dtype=np.float64)
-        one = _one_component(points64, w, em_config.reg_covar)
-        params = [
-            lowrank_from_diag(
-                one, points64, config.rank, config.noise_type, np.random.default_rng([config.seed, r, 7]),
-                sample_weight=w,
-            )
-            for r in range(n_init)
-        ]
-        rngs = [np.random.default_rng([config.seed, r, 11]) for r in range(n_init)]
-        while params[0].n_components < config.n_components:
-            params = [grow(p, config.n_components) for p in params]
-            for _ in range(config.split_em_iter):
-                # Every restart reads the sample in the one call, as a pass would the chunks.
-                stats = LOWRANK.chunk_stats(
-                    points, tuple(LOWRANK.e_step(p) for p in params), w, block_rows=em_config.block_rows
+    n_rows, n_features = x.shape
+    grown: list[tuple[list[LowRankParams], list[np.random.Generator], EMConfig]] = []
+    stats: list[tuple] = []
+    with _graph.phase("initialisation", steps and 2, steps):
+        for request in requests:
+            config, em_config, n_init = request.config, request.em_config, int(request.n_init)
+            sample = _seeding.smallest_keys(samples[config.seed], sample_rows(config, n_rows, n_features))
+            points, w = sample.points, sample.weights
+            points64 = np.asarray(points, dtype=np.float64)
+            one = _one_component(points64, w, em_config.reg_covar)
+            params = [
+                lowrank_from_diag(
+                    one, points64, config.rank, config.noise_type, np.random.default_rng([config.seed, r, 7]),
+                    sample_weight=w,
                 )
-                params = [LOWRANK.m_step(s, p, em_config, dtype, rng)[0] for s, p, rng in zip(stats, params, rngs)]
-        del points64
-        if steps == 2:
-            stats = LOWRANK.chunk_stats(
-                points, tuple(LOWRANK.e_step(p) for p in params), w, block_rows=em_config.block_rows
+                for r in range(n_init)
+            ]
+            del points64
+            rngs = [np.random.default_rng([config.seed, r, 11]) for r in range(n_init)]
+            while params[0].n_components < config.n_components:
+                params = [grow(p, config.n_components) for p in params]
+                for _ in range(config.split_em_iter):
+                    # Every restart reads the sample in the one call, as a pass would the chunks.
+                    s = LOWRANK.chunk_stats(
+                        points, tuple(LOWRANK.e_step(p) for p in params), w, block_rows=em_config.block_rows
+                    )
+                    params = [LOWRANK.m_step(t, p, em_config, dtype, rng)[0] for t, p, rng in zip(s, params, rngs)]
+            grown.append((params, rngs, em_config))
+            # The sample is every row: the last EM iteration on it, in memory.
+            every_row = sample.rows.shape[0] >= n_rows
+            stats.append(
+                LOWRANK.chunk_stats(points, tuple(LOWRANK.e_step(p) for p in params), w, block_rows=em_config.block_rows)
+                if every_row else None
             )
-    if steps == 3:
-        with _graph.phase("initialisation", 3, 3):
+    pending = [j for j, s in enumerate(stats) if s is None]
+    if pending:
+        em_config = requests[pending[0]].em_config
+        with _graph.phase("initialisation", steps and 3, steps):
             # The sample pass checked the data.
-            stats = _graph.stats_pass(
-                x, tuple(LOWRANK.e_step(p) for p in params), sample_weight,
+            flat = iter(_graph.stats_pass(
+                x, tuple(LOWRANK.e_step(p) for j in pending for p in grown[j][0]), sample_weight,
                 split_every=em_config.split_every, block_rows=em_config.block_rows,
-            )
-    return [LOWRANK.m_step(s, p, em_config, dtype, rng)[0] for s, p, rng in zip(stats, params, rngs)]
+            ))
+        for j in pending:
+            stats[j] = tuple(next(flat) for _ in grown[j][0])
+    return [
+        [LOWRANK.m_step(t, p, em_config, dtype, rng)[0] for t, p, rng in zip(s, params, rngs)]
+        for s, (params, rngs, em_config) in zip(stats, grown)
+    ]
 
 
 def grow(params: LowRankParams, n_components: int) -> LowRankParams:

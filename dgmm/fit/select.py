@@ -48,7 +48,7 @@ from dgmm.errors import DgmmError, InvalidDataError, InvalidOptionError
 from dgmm.fit import init_lowrank
 from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
-from dgmm.fit.init import InitConfig, InitRequest, initialize_many
+from dgmm.fit.init import InitConfig, InitRequest
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
@@ -130,24 +130,13 @@ class SweepResult:
 def _initialize_many(
     x: da.Array, requests: Sequence[InitRequest], *, sample_weight: da.Array | None = None
 ) -> list[list[MixtureParams]]:
-    """Starting parameters of every request (``n_init`` each).
+    """Starting parameters of every request (``n_init`` each), all sharing the same passes.
 
-    The Gaussian requests share the passes of :func:`dgmm.fit.init.initialize_many`
-    (one sample pass, one statistics pass, whatever the number of candidates); a
-    ``"lowrank"`` request runs its own initialisation (:mod:`dgmm.fit.init_lowrank`).
+    :func:`dgmm.fit.init_lowrank.initialize_many`: one sample pass for every
+    candidate, one statistics pass for the Gaussian ones and the low-rank ones'
+    "diag" starts, one EM pass for the low-rank "split" ones (those that happen).
     """
-    shared = [i for i, r in enumerate(requests) if r.em_config.covariance_type != "lowrank"]
-    out: list[list[MixtureParams]] = [[] for _ in requests]
-    if shared:
-        starts = initialize_many(x, [requests[i] for i in shared], sample_weight=sample_weight)
-        for i, params in zip(shared, starts):
-            out[i] = list(params)
-    for i, r in enumerate(requests):
-        if r.em_config.covariance_type == "lowrank":
-            out[i] = list(
-                init_lowrank.initialize(x, r.config, r.em_config, r.n_init, sample_weight=sample_weight, **r.arrays)
-            )
-    return out
+    return [list(starts) for starts in init_lowrank.initialize_many(x, requests, sample_weight=sample_weight)]
 
 
 def prune_rule(
