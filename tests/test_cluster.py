@@ -86,6 +86,29 @@ def test_fit_without_a_client_starts_a_pinned_local_cluster_logs_it_and_closes_i
     assert "children 0" in out.stdout and "means (2, 2)" in out.stdout
 
 
+def test_a_plain_script_without_a_main_guard_fits_a_store(tmp_path):
+    # multiprocessing's spawn runs an unguarded script again in every worker,
+    # which would start a LocalCluster there too ("Nanny failed to start").
+    import zarr
+
+    store = tmp_path / "x.zarr"
+    x = np.random.default_rng(0).normal(size=(3000, 2)).astype("float32")
+    zarr.create_array(str(store), shape=x.shape, chunks=(1000, 2), dtype="float32")[:] = x
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import dgmm\n"
+        f"gmm = dgmm.GaussianMixture(2, random_state=0, max_iter=3).fit({str(store)!r})\n"
+        "print('ran', __name__, gmm.means_.shape)\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    # The script ran once, in the parent only.
+    assert out.stdout.splitlines() == ["ran __main__ (2, 2)"], out.stdout
+    assert "Nanny failed" not in out.stderr
+
+
 def test_small_input_is_persisted_large_input_streamed(client, monkeypatch):
     x = da.ones((1000, 4), chunks=(100, 4))
     persisted = cluster.maybe_persist(x, client)

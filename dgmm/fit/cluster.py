@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -385,7 +386,7 @@ def _connect(
             own.close()
         return
     n_workers = n_workers or _n_cores()
-    with LocalCluster(
+    with _workers_skip_the_main_script(), LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,
@@ -399,6 +400,37 @@ def _connect(
         )
         with _as_current(own):
             yield own
+
+
+@contextlib.contextmanager
+def _workers_skip_the_main_script() -> Iterator[None]:
+    """While dgmm's own LocalCluster lives, its worker processes do not run the user's script.
+
+    multiprocessing's "spawn" (distributed's default start method) runs the
+    parent's ``__main__`` again in every child, as ``__mp_main__``, from its
+    file or its module name. A plain script without an ``if __name__ ==
+    "__main__":`` guard that fits a stored source would then start a
+    LocalCluster inside each worker it starts, and fail ("Nanny failed to
+    start"). dgmm's tasks need nothing from ``__main__``, so the main module's
+    ``__file__`` and ``__spec__`` are hidden (multiprocessing then prepares the
+    children without it) while the cluster lives: workers that the nanny
+    restarts later start the same way.
+    """
+    main = sys.modules.get("__main__")
+    hidden = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    if main is None or not any(v is not None for v in hidden.values()):
+        yield
+        return
+    for name in hidden:
+        if name == "__spec__":
+            main.__spec__ = None
+        else:
+            delattr(main, name)
+    try:
+        yield
+    finally:
+        for name, value in hidden.items():
+            setattr(main, name, value)
 
 
 def fit_client() -> contextlib.AbstractContextManager[Client]:
