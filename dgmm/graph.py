@@ -326,6 +326,33 @@ def _weight_blocks(x: da.Array, sample_weight: da.Array | None) -> list[Any]:
     return list(sample_weight.to_delayed(optimize_graph=True).ravel())
 
 
+def _families_chunk_stats(
+    groups: tuple[tuple[Any, tuple[int, ...]], ...],
+    x: Any,
+    sources: tuple[ResponsibilitySource, ...],
+    w: np.ndarray | None,
+    *,
+    block_rows: int | None,
+    chunk_index: int,
+    row_offset: int,
+) -> tuple[Stats, ...]:
+    """Every family's statistics of one chunk, in the order of ``sources``."""
+    out: list[Any] = [None] * len(sources)
+    for family, index in groups:
+        stats = family.chunk_stats(
+            x, tuple(sources[i] for i in index), w,
+            block_rows=block_rows, chunk_index=chunk_index, row_offset=row_offset,
+        )
+        for i, st in zip(index, stats):
+            out[i] = st
+    return tuple(out)
+
+
+def _check_all(checks: tuple[Callable[..., None], ...], x: Any, *, row_offset: int, chunk_index: int) -> None:
+    for check in checks:
+        check(x, row_offset=row_offset, chunk_index=chunk_index)
+
+
 def _checked(
     kernel: Callable[..., Any],
     check_data: Callable[..., None],
@@ -447,20 +474,24 @@ def stats_pass(
     """One pass over ``x``: statistics for every responsibility source.
 
     ``sources`` are the lockstep restarts' sources (``family.e_step(params)``,
-    or the initialisation's), all of one family; each chunk is read once and
-    serves all of them. ``check_finite`` (the first pass of a fit) finds
-    invalid data (the family's ``check_block``) and bad sample weights,
-    naming the chunk and the global row.
+    or the initialisation's), of one family or several (a selection sweep of
+    Gaussian and low-rank candidates); each chunk is read once and serves all
+    of them. ``check_finite`` (the first pass of a fit) finds invalid data
+    (each family's ``check_block``) and bad sample weights, naming the chunk
+    and the global row.
     """
-    family = family_of(sources[0])
-    if any(s.family != family.name for s in sources):
-        raise InvalidOptionError(
-            f"One pass serves sources of one model family; got families "
-            f"{sorted({s.family for s in sources})}. Fit each family in its own pass."
+    families = list(dict.fromkeys(family_of(s) for s in sources))
+    if len(families) == 1:
+        kernel: Callable[..., Any] = partial(families[0].chunk_stats, block_rows=block_rows)
+    else:
+        # Sources of several families (a selection sweep of Gaussian and low-rank
+        # candidates): each family's kernel on the same chunk, one read for all.
+        groups = tuple(
+            (family, tuple(i for i, s in enumerate(sources) if family_of(s) is family)) for family in families
         )
-    kernel: Callable[..., Any] = partial(family.chunk_stats, block_rows=block_rows)
+        kernel = partial(_families_chunk_stats, groups, block_rows=block_rows)
     if check_finite:
-        kernel = partial(_checked, kernel, family.check_block)
+        kernel = partial(_checked, kernel, partial(_check_all, tuple(f.check_block for f in families)))
     return _map_reduce(x, kernel, _merge_restarts, tuple(sources), sample_weight, split_every, "stats")
 
 

@@ -149,6 +149,23 @@ def test_lowrank_candidate_with_a_rank_too_large_is_a_row(data):
     assert sel.candidates[0].result is not None
 
 
+def test_a_sweep_of_gaussian_and_low_rank_candidates_reads_once_per_iteration(rng, streamed):
+    # Sources of two model families in one lockstep run: each pass reads a chunk
+    # once for all of them, and each candidate ends where its own fit ends.
+    mix = make_mixture(rng, n_samples=3000, n_features=4, n_components=3, separation=3.0)
+    source = ReadCounter(mix.X, rows=500)
+    kw = dict(random_state=1, max_iter=8, tol=0.0)
+    sel = _select(source.array, n_components=[2, 3], covariance_type=["diag", "lowrank"], rank=1, **kw)
+    assert [c.status for c in sel.candidates] == ["max_iter"] * 4
+    # The sample pass holds every row: no statistics pass; then 8 iterations for all.
+    assert dict(source.counts) == {i: 1 + 8 for i in range(source.n_chunks)}
+    for k, ct in [(3, "diag"), (3, "lowrank")]:
+        own = fit_quietly(dgmm.GaussianMixture(k, covariance_type=ct, rank=1, **kw), source.array)
+        got = sel.estimator(k, ct)
+        np.testing.assert_allclose(got.means_, own.means_, rtol=1e-9, atol=1e-12)
+        assert got.lower_bound_ == pytest.approx(own.lower_bound_, rel=1e-12)
+
+
 def test_save_load_round_trip(tmp_path, sweep):
     path = tmp_path / "selection"
     sweep.save(path)
