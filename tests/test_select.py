@@ -319,3 +319,17 @@ def test_cli_select_bad_range_is_a_usage_error(tmp_path, k):
 
     result = invoke("select", "x.npy", "-k", k, "-o", "model", cwd=tmp_path)
     assert result.exit_code == 2 and "range or a list" in result.output
+
+
+def test_a_sweep_shows_its_progress_as_a_fit_does(data):
+    heard = []
+    _select(data.X, n_components=[1, 2], covariance_type=["diag"], random_state=0, max_iter=3, tol=0.0,
+            chunks=500, on_progress=heard.append)
+    phases = [p.label for p in heard if p.event == "phase"]
+    assert phases[0] == "opening data"
+    assert [p for p in phases if p.startswith("EM")] == [f"EM iteration {i} of 3" for i in (1, 2, 3)]
+    # Every pass is heard from its start to its end, chunk by chunk.
+    ends = [p for p in heard if p.event == "end"]
+    em = [f"EM iteration {i} of 3" for i in (1, 2, 3)]
+    assert [p.label.split(" step")[0] for p in ends] == ["initialisation", *em]
+    assert all(p.chunks_done == p.n_chunks == 6 for p in ends)

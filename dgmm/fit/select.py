@@ -50,6 +50,7 @@ from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, InitRequest
 from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
+from dgmm.fit.progress import FitProgress, phase
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
 from dgmm.io.sources import as_float_array, as_sample_weight, is_in_memory
@@ -252,22 +253,26 @@ def sweep(
             f"validation_fraction must be in (0, 1); got {validation_fraction!r}. Pass e.g. 0.2."
         )
     first = specs[0]
-    with connect(
+    # What a fit shows (a bar or a line per pass with verbose, INFO lines, on_progress):
+    # the sweep's phases and passes, whatever its number of candidates.
+    progress = FitProgress(first.verbose, first.verbose_interval, first.on_progress)
+    with progress, connect(
         client=first.client, scheduler_address=first.scheduler_address, scheduler=first.scheduler, data=X,
     ) as client:
         watch = WorkerWatch(client)
         for attempt in itertools.count():
             try:
-                data = open_for_fit(X, chunks=first.chunks, client=client)
-                x = data.array
-                require_dense(x)
-                weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
-                if not data.in_memory:
-                    x = maybe_persist(x, client)
+                with phase("opening data"):
+                    data = open_for_fit(X, chunks=first.chunks, client=client)
+                    x = data.array
+                    require_dense(x)
+                    weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
+                    if not data.in_memory:
+                        x = maybe_persist(x, client)
                 run = _Sweep(specs, x, weight, criterion, validation_fraction, prune)
                 if checkpoint is not None:
                     run.open_checkpoint(X, sample_weight, checkpoint, checkpoint_storage_options)
-                out = run.run(on_iteration=_chain(on_iteration, watch))
+                out = run.run(on_iteration=_chain(progress.on_iteration, on_iteration, watch))
                 break
             except Exception as exc:
                 if not recoverable(client, exc, attempt, watch):
