@@ -27,7 +27,9 @@ from dgmm.core.kernels import (
     chunk_stats,
     estimate_log_prob_resp,
     float64_components,
+    float64_log_densities,
     frame_shifts,
+    kernel_frame,
 )
 from dgmm.core.mstep import em_update, params_from_stats
 from dgmm.core.params import GMMParams
@@ -163,6 +165,24 @@ def test_float64_statistics_of_some_components_equal_a_float64_pass(covariance_t
     np.testing.assert_allclose(s32.sum_xx[precise], s64.sum_xx[precise], rtol=0, atol=1e-9 * scale)
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_high_dimensional_log_densities_stay_float32(covariance_type: str) -> None:
+    """12288 features (64 x 64 x 3 images): the E-step's expansion about c0 costs
+    more than 1e-3 nats per row in float32, but no more than float32 rounds
+    log-densities of this size at anyway, so it keeps float32 speed."""
+    rng = np.random.default_rng(0)
+    n_features = 12288
+    means = 0.5 + 0.15 * rng.standard_normal((4, n_features))
+    variances = np.full((4, n_features), 3e-3)
+    if covariance_type == "spherical":
+        variances = variances[:, 0]
+    params = GMMParams.from_covariances(np.full(4, 0.25), means, variances, covariance_type)
+    _, shifts_c = kernel_frame(params, np.float32)
+    expansion = np.sum(shifts_c**2, axis=1) / 3e-3
+    assert float(np.finfo(np.float32).eps) * expansion.min() > 1e-3  # the premise
+    assert float64_log_densities(params, np.float32).size == 0
+
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits (1797 x 64 float64, pixel values 0-16) and their classes."""
@@ -180,7 +200,8 @@ def test_digits_e_step_in_float32_follows_float64(digits: tuple[np.ndarray, np.n
     x, labels = digits
     params = _params_from_labels(x, labels, "diag")
     assert params.covariances.min() == REG_COVAR  # the premise: collapsed pixels
-    assert float64_components(params, np.float32).size > 0
+    assert float64_log_densities(params, np.float32).size > 0
+    assert float64_log_densities(params, np.float64).size == 0
     log_p64, log_resp64 = estimate_log_prob_resp(x, params)
     log_p32, log_resp32 = estimate_log_prob_resp(x.astype(np.float32), params)
     # Per row: the components left in float32 lose a few times eps32 times
@@ -195,7 +216,28 @@ def test_digits_e_step_in_float32_follows_float64(digits: tuple[np.ndarray, np.n
     assert stats32.mean_loglik == pytest.approx(stats64.mean_loglik, rel=0, abs=1e-3)
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+# The low-rank family's kernels (dgmm/core/lowrank.py) expand the noise term
+# -1/2 (x - m)^2 / psi about c0 as diag does and have no float64 route: with
+# psi = reg_covar on constant pixels the float32 E-step is off by ~24 nats per
+# row; routing such passes to float64 converges, but the first pass (psi of the
+# start ~6e-3, not yet flagged) still makes 3 noise variances negative in float32
+# statistics and they are re-seeded, so the fit ends 1.5-5 nats off float64.
+_LOWRANK_GAP = (
+    "low-rank float32 kernels: no float64 route for components float32 cannot resolve "
+    "(E-step expansion about c0 and first-pass statistics)"
+)
+
+
+@pytest.mark.parametrize(
+    "covariance_type",
+    [
+        "full",
+        "tied",
+        "diag",
+        "spherical",
+        pytest.param("lowrank", marks=pytest.mark.xfail(strict=True, reason=_LOWRANK_GAP)),
+    ],
+)
 def test_digits_float32_fit_follows_float64(
     digits: tuple[np.ndarray, np.ndarray], covariance_type: str
 ) -> None:

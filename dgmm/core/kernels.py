@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from dgmm.core.covariance import Scratch, get_covariance_model
-from dgmm.core.covariance.base import CovarianceModel, ExpandedGEMM
+from dgmm.core.covariance.base import LOG_2PI, CovarianceModel, ExpandedGEMM
 from dgmm.core.options import CovarianceType
 from dgmm.core.params import GMMParams
 from dgmm.core.seeding import nearest_labels
@@ -40,6 +40,7 @@ __all__ = [
     "chunk_stats",
     "estimate_log_prob_resp",
     "float64_components",
+    "float64_log_densities",
     "kernel_frame",
     "require_finite_rows",
 ]
@@ -104,16 +105,20 @@ def frame_shifts(params: GMMParams | np.ndarray, dtype: np.dtype) -> np.ndarray:
 # above 1 (eps32 * D * variance / reg_covar); the bound leaves a margin for a
 # component that tightens between two iterations.
 #
-# The E-step has the same limit. diag and spherical expand
+# The E-step has its own limit. diag and spherical expand
 # (x - mu)^2 P = x^2 P - 2 x mu P + mu^2 P about c0 (one GEMM): in float32 the
-# cancellation costs eps32 * sum_d (c_k - c0)_d^2 P_dd nats per row, summed
-# over features (not their max). A diag component with a feature constant
-# inside it (a pixel always 0 in a digit class) has P_dd = 1 / reg_covar: on
-# digits that was 1-10 nats per row, wrong responsibilities, and a float32
-# fit that never converged. So for these types the sum enters the score, and
-# every component routed to float64 also gets its log-density in float64
-# (``EStep``): its statistics are only as good as its responsibilities.
+# cancellation costs about eps32 * E_k nats per row, E_k = sum_d (c_k - c0)_d^2
+# P_dd (summed over features, not their max). A diag component with a feature
+# constant inside it (a pixel always 0 in a digit class) has P_dd = 1 / reg_covar:
+# on digits that was up to 11 nats per row, wrong responsibilities, and a float32 fit
+# that never converged. Its log-density is computed in float64 (``EStep``), and
+# its statistics too, when eps32 * E_k passes _FLOAT64_BELOW and E_k passes
+# _EXPANSION_OVER times the magnitude float32 rounds the log-density at anyway,
+# |log det L_k - D/2 log 2 pi| + D/2 (on 12288-pixel images E_k is of that
+# order: float64 would buy nothing there). A component routed for its
+# statistics alone keeps its float32 log-density, which resolves it.
 _FLOAT64_BELOW = 1e-3
+_EXPANSION_OVER = 10.0
 # Rows whose responsibilities for every such component are at most this
 # keep their (tiny) part of its statistics in float32: their rounding,
 # eps32 * r * |x - c_k|^2 per row, is far below reg_covar * N_k. A small,
@@ -125,8 +130,8 @@ def float64_components(params: GMMParams, dtype: np.dtype) -> np.ndarray:
     """Components whose statistics ``chunk_stats`` accumulates in float64 (indices).
 
     None for float64 data. For float32 data, the components whose covariance
-    float32 moments may not resolve (see ``_FLOAT64_BELOW``); for a shared
-    (tied) covariance, all of them or none.
+    float32 moments may not resolve (see ``_FLOAT64_BELOW``), and those of
+    ``float64_log_densities``; for a shared (tied) covariance, all of them or none.
     """
     if np.dtype(dtype) != np.float32:
         return np.zeros(0, dtype=np.intp)
@@ -143,14 +148,37 @@ def float64_components(params: GMMParams, dtype: np.dtype) -> np.ndarray:
         score = (extremes[1] + (shifts_c**2).max(axis=1)) * traces
     else:
         variances, precisions = diagonals
-        offsets = shifts_c**2 * precisions
-        # The expanded square's cancellation adds up over features (see above).
-        spread = np.sum(offsets, axis=1) if isinstance(model, ExpandedGEMM) else np.max(offsets, axis=1)
-        score = np.sum(variances * precisions, axis=1) + spread
-    flagged = np.flatnonzero(float(np.finfo(np.float32).eps) * score > _FLOAT64_BELOW)
+        score = np.sum(variances * precisions, axis=1) + np.max(shifts_c**2 * precisions, axis=1)
+    unresolved = float(np.finfo(np.float32).eps) * score > _FLOAT64_BELOW
+    flagged = np.flatnonzero(unresolved | _expansion_unresolved(params, dtype))
     if model.shared and flagged.size:
         return np.arange(params.n_components)
     return flagged
+
+
+def float64_log_densities(params: GMMParams, dtype: np.dtype) -> np.ndarray:
+    """Components whose log-density the E-step computes in float64 (indices).
+
+    None for float64 data and for types that do not expand the square (full,
+    tied). For float32 data with diag or spherical covariances, the components
+    whose expansion about c0 float32 cannot resolve (see ``_EXPANSION_OVER``).
+    """
+    return np.flatnonzero(_expansion_unresolved(params, dtype))
+
+
+def _expansion_unresolved(params: GMMParams, dtype: np.dtype) -> np.ndarray:
+    """Whether the E-step's expansion of each component loses more to float32
+    cancellation than float32 rounds its log-density at anyway (bool (K,))."""
+    diagonals = _variances_and_precisions(params)
+    if np.dtype(dtype) != np.float32 or not isinstance(params.model, ExpandedGEMM) or diagonals is None:
+        return np.zeros(params.n_components, dtype=bool)
+    _, shifts_c = kernel_frame(params, dtype)
+    expansion = np.sum(shifts_c**2 * diagonals[1], axis=1)
+    n_features = params.n_features
+    log_det = params.model.log_det_cholesky(params.precisions_cholesky, n_features)
+    own = np.abs(log_det - 0.5 * n_features * LOG_2PI) + 0.5 * n_features
+    eps32 = float(np.finfo(np.float32).eps)
+    return (eps32 * expansion > _FLOAT64_BELOW) & (expansion > _EXPANSION_OVER * own)
 
 
 def _variances_and_precisions(params: GMMParams) -> tuple[np.ndarray, np.ndarray] | None:
@@ -201,7 +229,8 @@ class Responsibilities(Protocol):
 
         ``a`` is the block's design matrix ``[1, x - c0, extra]`` (see
         ``CovarianceModel.design``); ``a64`` the same in float64, from the rows
-        as read, when ``float64_components`` is not empty (else None).
+        as read, when ``state`` computes some log-densities in float64 (an
+        ``EStep``'s ``_SplitEStep``), else None.
         ``resp`` may live in ``scratch`` and may be modified by the caller
         until the next block.
         """
@@ -271,12 +300,12 @@ class EStep:
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object:
         """The model's prepared constants, or a ``_SplitEStep`` when some
-        components take the float64 route."""
+        log-densities are computed in float64 (``float64_log_densities``)."""
         params = self.params
         c0, _ = self.frame(dtype)
         with np.errstate(divide="ignore"):
             log_weights = np.log(params.weights)
-        precise = self.float64_components(dtype)
+        precise = float64_log_densities(params, dtype)
         if precise.size == 0:
             return params.model.prepare(
                 (params.means - c0).astype(dtype), params.precisions_cholesky.astype(dtype), log_weights
@@ -516,15 +545,16 @@ def chunk_stats(
             np.subtract(xb, a["c0"], out=design[:, 1 : 1 + n_features])
             a["model"].fill_extra(design, n_features)
             comps = a["precise"]
-            design64 = _design64(a["model"], xb, a["c0"], a["scratch64"]) if comps.size else None
+            split = isinstance(a["state"], _SplitEStep)
+            design64 = _design64(a["model"], xb, a["c0"], a["scratch64"]) if split else None
             resp, score = source.block(design, a["state"], a["scratch"], design64)
             if wb is None:
                 a["loglik"] += float(np.sum(score, dtype=np.float64))
             else:
                 a["loglik"] += float(np.dot(wb.astype(np.float64), score.astype(np.float64)))
                 resp *= wb.astype(dtype)[:, None]
-            if design64 is not None:
-                _float64_stats(design64, resp, comps, a)
+            if comps.size:
+                _float64_stats(xb, design64, resp, comps, a)
             # One GEMM: nk, sum r (x - c0) and the type's extra moments. Summed
             # in the data's dtype within the block, in float64 across blocks.
             moments = (resp.T @ design).astype(np.float64)
@@ -557,15 +587,18 @@ def _design64(model: CovarianceModel, xb: np.ndarray, c0: np.ndarray, scratch: S
     return a64
 
 
-def _float64_stats(design64: np.ndarray, resp: np.ndarray, comps: np.ndarray, a: dict) -> None:
+def _float64_stats(
+    xb: np.ndarray, design64: np.ndarray | None, resp: np.ndarray, comps: np.ndarray, a: dict
+) -> None:
     """Add the statistics of components ``comps`` over the block's rows they
     hold, in float64, to ``a``; zero those responsibilities so the float32
     GEMM that follows counts the other rows only.
 
-    ``design64`` is the block's float64 design matrix (``_design64``, built
-    for the E-step from the block already in memory: no second read) and
-    ``resp`` (rows, K) its weighted responsibilities. Only rows with a
-    responsibility above ``_FLOAT64_MIN_RESP`` for one of ``comps`` enter.
+    ``xb`` (rows, D) is the block as read, ``design64`` its float64 design
+    when the E-step built one (``_design64``) and ``resp`` (rows, K) its
+    weighted responsibilities. Runs on the block already in memory: no second
+    read. Only rows with a responsibility above ``_FLOAT64_MIN_RESP`` for one
+    of ``comps`` enter: a small component costs its own rows.
     """
     model = a["model"]
     sub = resp[:, comps]
@@ -573,9 +606,14 @@ def _float64_stats(design64: np.ndarray, resp: np.ndarray, comps: np.ndarray, a:
     if rows.size == 0:
         return
     r64 = sub[rows].astype(np.float64)
-    design = design64[rows]
+    if design64 is None:
+        xc = xb[rows].astype(np.float64)
+        xc -= a["c0"].astype(np.float64)  # exact: c0 is a float32 value
+        design = model.design(xc)
+    else:
+        design = design64[rows]
     moments = r64.T @ design
-    part = model.zero_sum_xx(comps.size, a["shifts_c"].shape[1])
+    part = model.zero_sum_xx(comps.size, xb.shape[1])
     model.block_sum_xx(design, r64, moments, a["shifts_c"][comps], part, a["scratch64"])
     a["moments"][comps] += moments
     if model.shared:
@@ -731,8 +769,8 @@ def estimate_log_prob_resp(
         a = design[: stop - start]
         np.subtract(x[start:stop], c0, out=a[:, 1 : 1 + n_features])
         model.fill_extra(a, n_features)
-        # The fit's float64 route for components float32 cannot resolve (see
-        # ``_FLOAT64_BELOW``): prediction scores them as the fit did.
+        # Log-densities float32 cannot resolve (``float64_log_densities``) in
+        # float64, as the fit computed them.
         a64 = _design64(model, x[start:stop], c0, scratch) if isinstance(state, _SplitEStep) else None
         wlp = _weighted_log_prob(model, a, a64, state, scratch)
         log_prob_resp_into(wlp, log_norm[start:stop], log_resp[start:stop])
