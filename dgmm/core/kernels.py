@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from dgmm.core.covariance import Scratch, get_covariance_model
+from dgmm.core.covariance.base import LOG_2PI, CovarianceModel, ExpandedGEMM
 from dgmm.core.options import CovarianceType
 from dgmm.core.params import GMMParams
 from dgmm.core.seeding import nearest_labels
@@ -39,6 +40,7 @@ __all__ = [
     "chunk_stats",
     "estimate_log_prob_resp",
     "float64_components",
+    "float64_log_densities",
     "kernel_frame",
     "require_finite_rows",
 ]
@@ -102,7 +104,21 @@ def frame_shifts(params: GMMParams | np.ndarray, dtype: np.dtype) -> np.ndarray:
 # 16-d blobs, 4e-5 to 2e-4 on the 50-d PCA); every rank-deficient one scores
 # above 1 (eps32 * D * variance / reg_covar); the bound leaves a margin for a
 # component that tightens between two iterations.
+#
+# The E-step has its own limit. diag and spherical expand
+# (x - mu)^2 P = x^2 P - 2 x mu P + mu^2 P about c0 (one GEMM): in float32 the
+# cancellation costs about eps32 * E_k nats per row, E_k = sum_d (c_k - c0)_d^2
+# P_dd (summed over features, not their max). A diag component with a feature
+# constant inside it (a pixel always 0 in a digit class) has P_dd = 1 / reg_covar:
+# on digits that was up to 11 nats per row, wrong responsibilities, and a float32 fit
+# that never converged. Its log-density is computed in float64 (``EStep``), and
+# its statistics too, when eps32 * E_k passes _FLOAT64_BELOW and E_k passes
+# _EXPANSION_OVER times the magnitude float32 rounds the log-density at anyway,
+# |log det L_k - D/2 log 2 pi| + D/2 (on 12288-pixel images E_k is of that
+# order: float64 would buy nothing there). A component routed for its
+# statistics alone keeps its float32 log-density, which resolves it.
 _FLOAT64_BELOW = 1e-3
+_EXPANSION_OVER = 10.0
 # Rows whose responsibilities for every such component are at most this
 # keep their (tiny) part of its statistics in float32: their rounding,
 # eps32 * r * |x - c_k|^2 per row, is far below reg_covar * N_k. A small,
@@ -114,8 +130,8 @@ def float64_components(params: GMMParams, dtype: np.dtype) -> np.ndarray:
     """Components whose statistics ``chunk_stats`` accumulates in float64 (indices).
 
     None for float64 data. For float32 data, the components whose covariance
-    float32 moments may not resolve (see ``_FLOAT64_BELOW``); for a shared
-    (tied) covariance, all of them or none.
+    float32 moments may not resolve (see ``_FLOAT64_BELOW``), and those of
+    ``float64_log_densities``; for a shared (tied) covariance, all of them or none.
     """
     if np.dtype(dtype) != np.float32:
         return np.zeros(0, dtype=np.intp)
@@ -133,10 +149,36 @@ def float64_components(params: GMMParams, dtype: np.dtype) -> np.ndarray:
     else:
         variances, precisions = diagonals
         score = np.sum(variances * precisions, axis=1) + np.max(shifts_c**2 * precisions, axis=1)
-    flagged = np.flatnonzero(float(np.finfo(np.float32).eps) * score > _FLOAT64_BELOW)
+    unresolved = float(np.finfo(np.float32).eps) * score > _FLOAT64_BELOW
+    flagged = np.flatnonzero(unresolved | _expansion_unresolved(params, dtype))
     if model.shared and flagged.size:
         return np.arange(params.n_components)
     return flagged
+
+
+def float64_log_densities(params: GMMParams, dtype: np.dtype) -> np.ndarray:
+    """Components whose log-density the E-step computes in float64 (indices).
+
+    None for float64 data and for types that do not expand the square (full,
+    tied). For float32 data with diag or spherical covariances, the components
+    whose expansion about c0 float32 cannot resolve (see ``_EXPANSION_OVER``).
+    """
+    return np.flatnonzero(_expansion_unresolved(params, dtype))
+
+
+def _expansion_unresolved(params: GMMParams, dtype: np.dtype) -> np.ndarray:
+    """Whether the E-step's expansion of each component loses more to float32
+    cancellation than float32 rounds its log-density at anyway (bool (K,))."""
+    diagonals = _variances_and_precisions(params)
+    if np.dtype(dtype) != np.float32 or not isinstance(params.model, ExpandedGEMM) or diagonals is None:
+        return np.zeros(params.n_components, dtype=bool)
+    _, shifts_c = kernel_frame(params, dtype)
+    expansion = np.sum(shifts_c**2 * diagonals[1], axis=1)
+    n_features = params.n_features
+    log_det = params.model.log_det_cholesky(params.precisions_cholesky, n_features)
+    own = np.abs(log_det - 0.5 * n_features * LOG_2PI) + 0.5 * n_features
+    eps32 = float(np.finfo(np.float32).eps)
+    return (eps32 * expansion > _FLOAT64_BELOW) & (expansion > _EXPANSION_OVER * own)
 
 
 def _variances_and_precisions(params: GMMParams) -> tuple[np.ndarray, np.ndarray] | None:
@@ -181,13 +223,16 @@ class Responsibilities(Protocol):
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object: ...
 
     def block(
-        self, a: np.ndarray, state: object, scratch: Scratch
+        self, a: np.ndarray, state: object, scratch: Scratch, a64: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(resp (rows, K) in a's dtype, per-row score (rows,))`` (soft sources).
 
         ``a`` is the block's design matrix ``[1, x - c0, extra]`` (see
-        ``CovarianceModel.design``); ``resp`` may live in ``scratch`` and may
-        be modified by the caller until the next block.
+        ``CovarianceModel.design``); ``a64`` the same in float64, from the rows
+        as read, when ``state`` computes some log-densities in float64 (an
+        ``EStep``'s ``_SplitEStep``), else None.
+        ``resp`` may live in ``scratch`` and may be modified by the caller
+        until the next block.
         """
         ...
 
@@ -254,17 +299,69 @@ class EStep:
         return float64_components(self.params, dtype)
 
     def start_chunk(self, dtype: np.dtype, chunk_index: int) -> object:
-        c0, shifts_c = self.frame(dtype)
+        """The model's prepared constants, or a ``_SplitEStep`` when some
+        log-densities are computed in float64 (``float64_log_densities``)."""
+        params = self.params
+        c0, _ = self.frame(dtype)
         with np.errstate(divide="ignore"):
-            log_weights = np.log(self.params.weights)
-        return self.params.model.prepare(
-            (self.params.means - c0).astype(dtype),
-            self.params.precisions_cholesky.astype(dtype),
-            log_weights,
+            log_weights = np.log(params.weights)
+        precise = float64_log_densities(params, dtype)
+        if precise.size == 0:
+            return params.model.prepare(
+                (params.means - c0).astype(dtype), params.precisions_cholesky.astype(dtype), log_weights
+            )
+        rest = np.setdiff1d(np.arange(params.n_components), precise)
+        return _SplitEStep(
+            rest,
+            precise,
+            _prepare_some(params, rest, c0, dtype, log_weights) if rest.size else None,
+            _prepare_some(params, precise, c0, np.dtype(np.float64), log_weights),
+            Scratch(),
         )
 
-    def block(self, a: np.ndarray, state: object, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
-        return log_sum_exp_resp(self.params.model.weighted_log_prob(a, state, scratch))
+    def block(
+        self, a: np.ndarray, state: object, scratch: Scratch, a64: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return log_sum_exp_resp(_weighted_log_prob(self.params.model, a, a64, state, scratch))
+
+
+@dataclass(frozen=True)
+class _SplitEStep:
+    """Per-chunk E-step constants when components ``precise`` take the float64
+    route: ``low`` prepared for the ``rest`` in the data's dtype (None when
+    there is none), ``high`` for ``precise`` in float64, with its own work arrays."""
+
+    rest: np.ndarray
+    precise: np.ndarray
+    low: object | None
+    high: object
+    scratch64: Scratch
+
+
+def _prepare_some(
+    params: GMMParams, index: np.ndarray, c0: np.ndarray, dtype: np.dtype, log_weights: np.ndarray
+) -> object:
+    """The model's prepared E-step constants of components ``index`` in ``dtype``."""
+    chol = params.precisions_cholesky if params.model.shared else params.precisions_cholesky[index]
+    means_c = (params.means[index] - c0).astype(dtype)
+    return params.model.prepare(means_c, chol.astype(dtype), log_weights[index])
+
+
+def _weighted_log_prob(
+    model: CovarianceModel, a: np.ndarray, a64: np.ndarray | None, state: object, scratch: Scratch
+) -> np.ndarray:
+    """``log w_k + log N(x | mu_k, Sigma_k)`` (rows, K) in ``a``'s dtype; the
+    columns of a ``_SplitEStep``'s ``precise`` components from the float64
+    design ``a64``, rounded once at the end (relative to the value, not to
+    the expansion's terms)."""
+    if not isinstance(state, _SplitEStep):
+        return model.weighted_log_prob(a, state, scratch)
+    n_components = state.rest.size + state.precise.size
+    out = scratch.get_columns("wlp_split", (a.shape[0], n_components), a.dtype)
+    if state.low is not None:
+        out[:, state.rest] = model.weighted_log_prob(a, state.low, scratch)
+    out[:, state.precise] = model.weighted_log_prob(a64, state.high, state.scratch64)
+    return out
 
 
 @dataclass(frozen=True)
@@ -328,7 +425,7 @@ class RandomResp:
         return np.random.default_rng([self.seed, chunk_index])
 
     def block(
-        self, a: np.ndarray, rng: np.random.Generator, scratch: Scratch
+        self, a: np.ndarray, rng: np.random.Generator, scratch: Scratch, a64: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         resp = rng.uniform(size=(a.shape[0], self.n_components)).astype(a.dtype)
         resp /= resp.sum(axis=1, keepdims=True)
@@ -447,15 +544,17 @@ def chunk_stats(
             design = a["design"][: xb.shape[0]]
             np.subtract(xb, a["c0"], out=design[:, 1 : 1 + n_features])
             a["model"].fill_extra(design, n_features)
-            resp, score = source.block(design, a["state"], a["scratch"])
+            comps = a["precise"]
+            split = isinstance(a["state"], _SplitEStep)
+            design64 = _design64(a["model"], xb, a["c0"], a["scratch64"]) if split else None
+            resp, score = source.block(design, a["state"], a["scratch"], design64)
             if wb is None:
                 a["loglik"] += float(np.sum(score, dtype=np.float64))
             else:
                 a["loglik"] += float(np.dot(wb.astype(np.float64), score.astype(np.float64)))
                 resp *= wb.astype(dtype)[:, None]
-            comps = a["precise"]
             if comps.size:
-                _float64_stats(xb, resp, comps, a)
+                _float64_stats(xb, design64, resp, comps, a)
             # One GEMM: nk, sum r (x - c0) and the type's extra moments. Summed
             # in the data's dtype within the block, in float64 across blocks.
             moments = (resp.T @ design).astype(np.float64)
@@ -476,15 +575,30 @@ def chunk_stats(
     return tuple(stats)
 
 
-def _float64_stats(xb: np.ndarray, resp: np.ndarray, comps: np.ndarray, a: dict) -> None:
+def _design64(model: CovarianceModel, xb: np.ndarray, c0: np.ndarray, scratch: Scratch) -> np.ndarray:
+    """The design matrix ``[1, x - c0, extra]`` (rows, columns) of the block
+    ``xb`` as read, in float64 (exact differences: c0 is a float32 value)."""
+    n_rows, n_features = xb.shape
+    width = 1 + n_features + model.n_extra(n_features)
+    a64 = scratch.get_columns("design64", (n_rows, width), np.dtype(np.float64))
+    a64[:, 0] = 1.0
+    np.subtract(xb, c0.astype(np.float64), out=a64[:, 1 : 1 + n_features])
+    model.fill_extra(a64, n_features)
+    return a64
+
+
+def _float64_stats(
+    xb: np.ndarray, design64: np.ndarray | None, resp: np.ndarray, comps: np.ndarray, a: dict
+) -> None:
     """Add the statistics of components ``comps`` over the block's rows they
     hold, in float64, to ``a``; zero those responsibilities so the float32
     GEMM that follows counts the other rows only.
 
-    ``xb`` (rows, D) is the block as read and ``resp`` (rows, K) its weighted
-    responsibilities. Runs on the block already in memory: no second read.
-    Only rows with a responsibility above ``_FLOAT64_MIN_RESP`` for one of
-    ``comps`` are converted: a small component costs its own rows.
+    ``xb`` (rows, D) is the block as read, ``design64`` its float64 design
+    when the E-step built one (``_design64``) and ``resp`` (rows, K) its
+    weighted responsibilities. Runs on the block already in memory: no second
+    read. Only rows with a responsibility above ``_FLOAT64_MIN_RESP`` for one
+    of ``comps`` enter: a small component costs its own rows.
     """
     model = a["model"]
     sub = resp[:, comps]
@@ -492,9 +606,12 @@ def _float64_stats(xb: np.ndarray, resp: np.ndarray, comps: np.ndarray, a: dict)
     if rows.size == 0:
         return
     r64 = sub[rows].astype(np.float64)
-    xc = xb[rows].astype(np.float64)
-    xc -= a["c0"].astype(np.float64)  # exact: c0 is a float32 value
-    design = model.design(xc)
+    if design64 is None:
+        xc = xb[rows].astype(np.float64)
+        xc -= a["c0"].astype(np.float64)  # exact: c0 is a float32 value
+        design = model.design(xc)
+    else:
+        design = design64[rows]
     moments = r64.T @ design
     part = model.zero_sum_xx(comps.size, xb.shape[1])
     model.block_sum_xx(design, r64, moments, a["shifts_c"][comps], part, a["scratch64"])
@@ -652,7 +769,10 @@ def estimate_log_prob_resp(
         a = design[: stop - start]
         np.subtract(x[start:stop], c0, out=a[:, 1 : 1 + n_features])
         model.fill_extra(a, n_features)
-        wlp = model.weighted_log_prob(a, state, scratch)
+        # Log-densities float32 cannot resolve (``float64_log_densities``) in
+        # float64, as the fit computed them.
+        a64 = _design64(model, x[start:stop], c0, scratch) if isinstance(state, _SplitEStep) else None
+        wlp = _weighted_log_prob(model, a, a64, state, scratch)
         log_prob_resp_into(wlp, log_norm[start:stop], log_resp[start:stop])
     return log_norm, log_resp
 
