@@ -28,11 +28,12 @@ where the speed-up is on BLAS-3 shapes this small.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 import dask
 import dask.array as da
@@ -54,11 +55,13 @@ __all__ = [
     "fit_client",
     "maybe_persist",
     "recoverable",
+    "redo_while_recoverable",
     "scheduler_workers",
     "total_threads",
 ]
 
 logger = logging.getLogger("dgmm")
+_T = TypeVar("_T")
 
 # Persist the input when it takes at most this fraction of the workers' memory.
 PERSIST_FRACTION = 0.5
@@ -506,6 +509,21 @@ class WorkerWatch:
             entry = by_iteration.get(iteration) or (history[0] if iteration < history[0]["iteration"] else history[-1])
             entry["events"].append(event)
         self.events = []
+
+
+def redo_while_recoverable(client: Client | None, watch: WorkerWatch | None, attempt: Callable[[], _T]) -> _T:
+    """``attempt()``, redone on the same cluster for as long as :func:`recoverable` says so.
+
+    A lost worker took chunks only the client has (or the scattered
+    parameters): the attempt sends them again and redoes the fit (bit-identical).
+    """
+    for n in itertools.count():
+        try:
+            return attempt()
+        except Exception as exc:
+            if not recoverable(client, exc, n, watch):
+                raise
+    raise AssertionError("unreachable")  # itertools.count() never ends
 
 
 def recoverable(client: Client | None, exc: BaseException, attempt: int, watch: WorkerWatch | None = None) -> bool:

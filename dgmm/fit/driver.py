@@ -13,8 +13,6 @@ attributes (and issues the result's ``ConvergenceWarning``) from the result.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
@@ -25,10 +23,17 @@ from dgmm.core.family import MixtureParams, family_of
 from dgmm.core.lowrank import LowRankStats
 from dgmm.errors import InvalidDataError, ShapeMismatchError
 from dgmm.fit import init_lowrank, init_multinomial
-from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable, total_threads
+from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, redo_while_recoverable, total_threads
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, initialize
-from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
+from dgmm.fit.loop import (
+    LoopCheckpoint,
+    RestartState,
+    best_restart,
+    chain_iterations,
+    run_em,
+    stop_on_interrupt,
+)
 from dgmm.fit.progress import FitProgress, phase
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
@@ -37,9 +42,6 @@ from dgmm.io.sources import as_float_array, as_sample_weight, default_row_chunk,
 from dgmm.io.sparse import content_digest as sparse_content_digest
 
 __all__ = ["fit"]
-
-#: ``on_iteration(iteration, restarts)``: called by the loop after every iteration.
-IterationCallback = Callable[[int, list[RestartState]], None]
 
 
 def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
@@ -59,33 +61,27 @@ def fit(spec: FitSpec, X: Any, sample_weight: Any = None) -> FitResult:
         The best restart's parameters, convergence and history, and the
         data's feature count and names.
     """
-    names = None
     progress = FitProgress(spec.verbose, spec.verbose_interval, spec.on_progress)
     with progress, connect(
         client=spec.client, scheduler_address=spec.scheduler_address, scheduler=spec.scheduler, data=X,
     ) as client:
         watch = WorkerWatch(client)
-        for attempt in itertools.count():
-            try:
-                with phase("opening data"):
-                    # One read of a store's metadata gives the array and the names;
-                    # default chunks are sized by this cluster's threads.
-                    data = open_for_fit(X, chunks=_chunks_in_memory(spec, X, client), client=client)
-                    data = _chunks_for_statistics(spec, X, data, client)
-                    names = data.feature_names
-                    x = data.array
-                    _check_data(spec, x)
-                    weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
-                    if not data.in_memory:
-                        x = maybe_persist(x, client)
-                digests = _digests(X, sample_weight) if spec.checkpoint is not None else (None, None)
-                restarts = _fit(spec, x, weight, digests, watch=watch, progress=progress)
-                break
-            except Exception as exc:
-                # A lost worker took chunks only the client has (or the scattered
-                # parameters): send them again and redo the fit (bit-identical).
-                if not recoverable(client, exc, attempt, watch):
-                    raise
+
+        def attempt() -> tuple[da.Array, np.ndarray | None, list[RestartState]]:
+            with phase("opening data"):
+                # One read of a store's metadata gives the array and the names;
+                # default chunks are sized by this cluster's threads.
+                data = open_for_fit(X, chunks=_chunks_in_memory(spec, X, client), client=client)
+                data = _chunks_for_statistics(spec, X, data, client)
+                x = data.array
+                _check_data(spec, x)
+                weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
+                if not data.in_memory:
+                    x = maybe_persist(x, client)
+            digests = _digests(X, sample_weight) if spec.checkpoint is not None else (None, None)
+            return x, data.feature_names, _fit(spec, x, weight, digests, watch=watch, progress=progress)
+
+        x, names, restarts = redo_while_recoverable(client, watch, attempt)
         best = best_restart(restarts)
         watch.attach(best.history)
     return FitResult(
@@ -286,7 +282,7 @@ def _fit(
                     interrupt.check(0, loop.url)
             run_em(
                 x, restarts, em_config, sample_weight=weight,
-                on_iteration=_chain(None if progress is None else progress.on_iteration, watch),
+                on_iteration=chain_iterations(None if progress is None else progress.on_iteration, watch),
                 start_iteration=start,
                 on_checkpoint=None if loop is None else loop.save,
                 interrupt=interrupt,
@@ -313,19 +309,6 @@ def _convergence_message(spec: FitSpec, best: RestartState) -> str | None:
             "collapsing (see history_): increase reg_covar or reduce n_components."
         )
     return message
-
-
-def _chain(*callbacks: IterationCallback | None) -> IterationCallback | None:
-    """One ``on_iteration(iteration, restarts)`` calling every non-None callback in order."""
-    live = [c for c in callbacks if c is not None]
-    if not live:
-        return None
-
-    def call(iteration: int, restarts: list[RestartState]) -> None:
-        for callback in live:
-            callback(iteration, restarts)
-
-    return call
 
 
 def _params_digest(params: MixtureParams) -> str:

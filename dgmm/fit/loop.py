@@ -48,6 +48,7 @@ __all__ = [
     "LoopCheckpoint",
     "RestartState",
     "best_restart",
+    "chain_iterations",
     "restart_from_record",
     "restart_record",
     "run_em",
@@ -248,6 +249,23 @@ class stop_on_interrupt:
 
     def __exit__(self, *exc: object) -> None:
         self._restore()
+
+
+#: ``on_iteration(iteration, restarts)``: called after every pass.
+IterationCallback = Callable[[int, list[RestartState]], None]
+
+
+def chain_iterations(*callbacks: IterationCallback | None) -> IterationCallback | None:
+    """One ``on_iteration(iteration, restarts)`` calling every non-None callback in order (None if none)."""
+    live = [c for c in callbacks if c is not None]
+    if not live:
+        return None
+
+    def call(iteration: int, restarts: list[RestartState]) -> None:
+        for callback in live:
+            callback(iteration, restarts)
+
+    return call
 
 
 def run_em(

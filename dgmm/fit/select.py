@@ -31,7 +31,6 @@ failed sweep.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -46,10 +45,17 @@ from dgmm import graph as _graph
 from dgmm.core.family import MixtureParams, family_of, information_criteria
 from dgmm.errors import DgmmError, InvalidDataError, InvalidOptionError
 from dgmm.fit import init_lowrank
-from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, recoverable
+from dgmm.fit.cluster import WorkerWatch, connect, maybe_persist, redo_while_recoverable
 from dgmm.fit.data import open_for_fit, require_dense, scatter_to
 from dgmm.fit.init import InitConfig, InitRequest
-from dgmm.fit.loop import LoopCheckpoint, RestartState, best_restart, run_em, stop_on_interrupt
+from dgmm.fit.loop import (
+    LoopCheckpoint,
+    RestartState,
+    best_restart,
+    chain_iterations,
+    run_em,
+    stop_on_interrupt,
+)
 from dgmm.fit.progress import FitProgress, phase
 from dgmm.fit.spec import FitResult, FitSpec, RestartSummary
 from dgmm.io.checkpoint import Checkpoint, content_digest, data_fingerprint
@@ -260,40 +266,28 @@ def sweep(
         client=first.client, scheduler_address=first.scheduler_address, scheduler=first.scheduler, data=X,
     ) as client:
         watch = WorkerWatch(client)
-        for attempt in itertools.count():
-            try:
-                with phase("opening data"):
-                    data = open_for_fit(X, chunks=first.chunks, client=client)
-                    x = data.array
-                    require_dense(x)
-                    weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
-                    if not data.in_memory:
-                        x = maybe_persist(x, client)
-                run = _Sweep(specs, x, weight, criterion, validation_fraction, prune)
-                if checkpoint is not None:
-                    run.open_checkpoint(X, sample_weight, checkpoint, checkpoint_storage_options)
-                out = run.run(on_iteration=_chain(progress.on_iteration, on_iteration, watch))
-                break
-            except Exception as exc:
-                if not recoverable(client, exc, attempt, watch):
-                    raise
-    return replace(out, candidates=tuple(_with_names(c, data.feature_names) for c in out.candidates))
+
+        def attempt() -> tuple[SweepResult, np.ndarray | None]:
+            with phase("opening data"):
+                data = open_for_fit(X, chunks=first.chunks, client=client)
+                x = data.array
+                require_dense(x)
+                weight = as_sample_weight(sample_weight, x, scatter=scatter_to(client))
+                if not data.in_memory:
+                    x = maybe_persist(x, client)
+            run = _Sweep(specs, x, weight, criterion, validation_fraction, prune)
+            if checkpoint is not None:
+                run.open_checkpoint(X, sample_weight, checkpoint, checkpoint_storage_options)
+            return run.run(on_iteration=chain_iterations(progress.on_iteration, on_iteration, watch)), data.feature_names
+
+        out, names = redo_while_recoverable(client, watch, attempt)
+    return replace(out, candidates=tuple(_with_names(c, names) for c in out.candidates))
 
 
 def _with_names(c: CandidateResult, names: np.ndarray | None) -> CandidateResult:
     if c.result is None or names is None:
         return c
     return replace(c, result=replace(c.result, feature_names_in=names))
-
-
-def _chain(*callbacks: Callable[[int, list[RestartState]], None] | None) -> Callable[[int, list[RestartState]], None]:
-    live = [c for c in callbacks if c is not None]
-
-    def call(iteration: int, restarts: list[RestartState]) -> None:
-        for c in live:
-            c(iteration, restarts)
-
-    return call
 
 
 class _Sweep:
@@ -414,7 +408,7 @@ class _Sweep:
                 out.append(None)
         return out
 
-    def run(self, on_iteration: Callable[[int, list[RestartState]], None]) -> SweepResult:
+    def run(self, on_iteration: Callable[[int, list[RestartState]], None] | None) -> SweepResult:
         """Start (or resume) and run the lockstep loop; the scored candidates."""
         loop, resumed = self.loop, None
         try:
